@@ -1,0 +1,6 @@
+"""bench_suite: a reproducible benchmark suite for low-bit quantization of deep GNNs."""
+import os as _os
+
+_os.environ.setdefault("DGLBACKEND", "pytorch")
+
+__version__ = "0.1.0"

@@ -1,0 +1,77 @@
+"""``bench-suite``: the command line.
+
+Subcommands live in their own modules, each exposing ``configure(parser)`` and
+``execute(args) -> int``; heavy imports happen inside ``execute`` so that
+``bench-suite --help`` and ``bench-suite list`` stay fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import List, Optional
+
+COMMANDS = {
+    "list": ("bench_suite.cli_list", "list registered plugins and their parameters"),
+    "train": ("bench_suite.cli_train", "run one training: key=value arguments, prints the record as JSON"),
+    "run": ("bench_suite.runner.cli", "run a benchmark matrix (shipped name or YAML path)"),
+    "status": ("bench_suite.runner.cli_status", "count done, failed and pending runs of a matrix"),
+    "export": ("bench_suite.runner.cli_export", "export a results directory to CSV / Parquet"),
+    "report": ("bench_suite.report.cli", "render figures and tables from stored records"),
+    "speed": ("bench_suite.engine.cli", "time FP32 DGL against the integer engine"),
+}
+
+
+def common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import a local plugin module (repeatable)")
+    p.add_argument("--data-dir", default=None, help="dataset directory (default: $BENCH_SUITE_DATA)")
+    p.add_argument("--download", action="store_true", help="allow loaders to download missing datasets")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench-suite", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        common_options(p)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if not module.startswith(str(exc.name)):
+                raise
+            p.set_defaults(_missing=module)
+            continue
+        mod.configure(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    if getattr(args, "_missing", None):
+        print(f"bench-suite {args.command}: not available in this build ({args._missing} missing)", file=sys.stderr)
+        return 2
+    from bench_suite.registry import RegistryError, load_all
+    from bench_suite.spec import SpecError
+
+    try:
+        load_all(args.plugin)
+        return int(args._module.execute(args) or 0)
+    except (RegistryError, SpecError, FileNotFoundError) as exc:
+        print(f"bench-suite {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

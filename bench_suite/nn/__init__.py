@@ -1,0 +1,1 @@
+"""Quantized DGL layers, backbones and propagations."""

@@ -1,0 +1,14 @@
+"""Quantization: shared fake-quant arithmetic, the quantizer interface, QLR and BT/BT*."""
+from bench_suite.quant.base import (  # noqa: F401
+    NODE_ROLES,
+    ROLES,
+    VALID_BITS,
+    IdentityQuantizer,
+    QuantFactory,
+    Quantizer,
+    fake_quant,
+    qmax,
+    quantize_codes,
+    round_ste,
+    scale_zero,
+)

@@ -1,0 +1,135 @@
+"""Uniform asymmetric fake quantization (METHOD.md §1) and the quantizer interface.
+
+Every quantizer is a ``torch.nn.Module`` built as ``cls(bits, role, **params)`` and
+called as ``q(x, graph=None)``.  Layers pass the DGL graph for node-level roles
+(``message``, ``aggregate``, ``update``) so that degree-aware quantizers (DQ) can
+mask nodes.  FP32 is the identity quantizer.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+ROLES: Tuple[str, ...] = ("input", "weight", "feature", "message", "aggregate", "update")
+NODE_ROLES: Tuple[str, ...] = ("message", "aggregate", "update")
+VALID_BITS: Tuple[int, ...] = (2, 4, 8, 32)
+EPS = 1e-8
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """round() in the forward pass, identity in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+def qmax(bits: int) -> int:
+    return (1 << bits) - 1
+
+
+def scale_zero(lo: Tensor, hi: Tensor, bits: int) -> Tuple[Tensor, Tensor]:
+    """Scale and zero point for the range [lo, hi] (which must contain 0).
+
+    ``s = max((hi - lo) / Q, eps)``, ``z = clamp(round(-lo / s), 0, Q)``, with the
+    straight-through estimator on round so gradients reach ``lo``/``hi``.
+    """
+    Q = qmax(bits)
+    s = torch.clamp((hi - lo) / Q, min=EPS)
+    z = torch.clamp(round_ste(-lo / s), 0, Q)
+    return s, z
+
+
+def quantize_codes(x: Tensor, s: Tensor, z: Tensor, bits: int) -> Tensor:
+    """Integer codes ``q = clamp(round(x/s) + z, 0, Q)`` (no gradient)."""
+    return torch.clamp(torch.round(x / s) + z, 0, qmax(bits))
+
+
+def fake_quant(x: Tensor, lo: Tensor, hi: Tensor, bits: int) -> Tensor:
+    """``x̂ = (clamp(round(x/s) + z, 0, Q) − z)·s`` with STE (METHOD.md §1).
+
+    Autograd gives ∂x̂/∂x = 1 inside the range and 0 where clamped, and the
+    LSQ-form gradient with respect to ``lo``/``hi`` when they carry one.
+    """
+    s, z = scale_zero(lo, hi, bits)
+    q = torch.clamp(round_ste(x / s) + z, 0, qmax(bits))
+    return (q - z) * s
+
+
+class Quantizer(nn.Module):
+    """Base class: one instance serves one role in one layer."""
+
+    def __init__(self, bits: int, role: str) -> None:
+        super().__init__()
+        if role not in ROLES:
+            raise ValueError(f"unknown quantizer role {role!r}; valid: {', '.join(ROLES)}")
+        self.bits = int(bits)
+        self.role = role
+
+    @property
+    def is_identity(self) -> bool:
+        return False
+
+    def forward(self, x: Tensor, graph: Any = None) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def qparams(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """Scale and zero point this quantizer uses for ``x`` in evaluation mode.
+
+        Used by the integer engine; the default reads ``range_for(x)``.
+        """
+        lo, hi = self.range_for(x)
+        s, z = scale_zero(lo.detach(), hi.detach(), self.bits)
+        return s, z
+
+    def range_for(self, x: Tensor) -> Tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, role={self.role}"
+
+
+class IdentityQuantizer(Quantizer):
+    """Full precision (FP32): returns its input unchanged."""
+
+    def __init__(self, bits: int = 32, role: str = "input") -> None:
+        super().__init__(bits, role)
+
+    @property
+    def is_identity(self) -> bool:
+        return True
+
+    def forward(self, x: Tensor, graph: Any = None) -> Tensor:
+        return x
+
+
+class QuantFactory:
+    """Builds one quantizer per (role, layer) for a model.
+
+    ``QuantFactory("qlr", 4, {"truncation": "none"})("message", layer=3)``.
+    """
+
+    def __init__(self, name: str = "fp32", bits: int = 32, params: Optional[Dict[str, Any]] = None) -> None:
+        from bench_suite.registry import QUANTIZERS
+
+        self.name = name
+        self.bits = int(bits)
+        self.params = dict(params or {})
+        if name != "fp32":
+            QUANTIZERS.get(name)  # raises with the list of valid keys
+            QUANTIZERS.check_params(name, self.params)
+
+    @property
+    def fp32(self) -> bool:
+        return self.name == "fp32"
+
+    def __call__(self, role: str, layer: Optional[int] = None) -> Quantizer:
+        if role not in ROLES:
+            raise ValueError(f"unknown quantizer role {role!r}; valid: {', '.join(ROLES)}")
+        if self.fp32:
+            return IdentityQuantizer(32, role)
+        from bench_suite.registry import QUANTIZERS
+
+        return QUANTIZERS.create(self.name, bits=self.bits, role=role, **self.params)
+
+    def __repr__(self) -> str:
+        return f"QuantFactory({self.name!r}, bits={self.bits}, params={self.params!r})"

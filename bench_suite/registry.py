@@ -1,0 +1,249 @@
+"""Plugin registries: one small typed registry per kind of plugin.
+
+Modelled on timm's model registry and GraphGym's register module: explicit string
+keys, decorator or call form, a duplicate key is an error, an unknown key is an
+error that lists the valid keys and suggests the closest one.  Every plugin is a
+class (or factory function) configured only through explicit keyword arguments, so
+a spec's keys can be checked against its signature before anything runs.
+
+Discovery is explicit:
+
+* built-ins are imported by ``bench_suite`` itself;
+* installed packages register through the entry-point group ``bench_suite.plugins``
+  (each entry point names a module, or a callable taking no arguments);
+* local code is imported with ``--plugin some.module`` on the command line.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+
+ENTRY_POINT_GROUP = "bench_suite.plugins"
+
+
+class RegistryError(KeyError):
+    """An unknown or duplicate plugin key, or bad plugin parameters."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we do not want that
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One constructor keyword of a plugin."""
+
+    name: str
+    default: Any
+    annotation: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+    def describe(self) -> str:
+        if self.required:
+            return f"{self.name} (required)"
+        return f"{self.name}={self.default!r}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    obj: Callable[..., Any]
+    kind: str
+    source: str  # module that registered it
+
+    @property
+    def doc(self) -> str:
+        doc = inspect.getdoc(self.obj) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+class Registry:
+    """A mapping from string keys to plugin classes of one kind.
+
+    ``context_args`` are constructor arguments the framework supplies itself
+    (input width, number of classes, the quantizer factory, ...); they are not
+    user-settable spec keys.
+    """
+
+    def __init__(self, kind: str, context_args: Tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self.context_args = tuple(context_args)
+        self._entries: Dict[str, Entry] = {}
+
+    # -- registration -------------------------------------------------------
+    def register(self, key: str, obj: Optional[Callable[..., Any]] = None):
+        """Register ``obj`` under ``key``; usable as ``@REG.register("name")``."""
+        if not isinstance(key, str) or not key:
+            raise RegistryError(f"{self.kind} key must be a non-empty string, got {key!r}")
+
+        def _do(o: Callable[..., Any]) -> Callable[..., Any]:
+            if key in self._entries:
+                prev = self._entries[key]
+                raise RegistryError(
+                    f"duplicate {self.kind} key {key!r}: already registered by "
+                    f"{prev.source} ({prev.obj.__qualname__}), now again by "
+                    f"{getattr(o, '__module__', '?')} ({getattr(o, '__qualname__', o)})"
+                )
+            _check_keyword_only_config(self.kind, key, o, self.context_args)
+            self._entries[key] = Entry(key, o, self.kind, getattr(o, "__module__", "?"))
+            return o
+
+        return _do(obj) if obj is not None else _do
+
+    def unregister(self, key: str) -> None:
+        """Remove a key (used by tests that plant temporary plugins)."""
+        self._entries.pop(key, None)
+
+    # -- lookup -------------------------------------------------------------
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys(self) -> List[str]:
+        return sorted(self._entries)
+
+    def entry(self, key: str, where: str = "") -> Entry:
+        try:
+            return self._entries[key]
+        except KeyError:
+            raise RegistryError(unknown_message(self.kind, key, self.keys(), where)) from None
+
+    def get(self, key: str, where: str = "") -> Callable[..., Any]:
+        return self.entry(key, where).obj
+
+    def params(self, key: str) -> List[Param]:
+        """The user-settable constructor keywords of plugin ``key``."""
+        return plugin_params(self.get(key), self.context_args)
+
+    def check_params(self, key: str, params: Mapping[str, Any], where: str = "") -> None:
+        """Raise if ``params`` has a key the plugin does not accept."""
+        valid = {p.name for p in self.params(key)}
+        for name in params:
+            if name not in valid:
+                raise RegistryError(
+                    unknown_message(f"parameter of {self.kind} {key!r}", name, sorted(valid), where)
+                )
+
+    def create(self, key: str, /, *, where: str = "", **kwargs: Any) -> Any:
+        obj = self.get(key, where)
+        user = {k: v for k, v in kwargs.items() if k not in self.context_args}
+        self.check_params(key, user, where)
+        return obj(**kwargs)
+
+
+def unknown_message(kind: str, key: object, valid: List[str], where: str = "") -> str:
+    loc = f" (from {where})" if where else ""
+    msg = f"unknown {kind} {key!r}{loc}; valid: {', '.join(valid) if valid else '(none registered)'}"
+    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+    if close:
+        msg += f". Did you mean {close[0]!r}?"
+    return msg
+
+
+def plugin_params(obj: Callable[..., Any], context_args: Tuple[str, ...] = ()) -> List[Param]:
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    sig = inspect.signature(target)
+    out = []
+    for p in sig.parameters.values():
+        if p.name in ("self",) or p.name in context_args:
+            continue
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        out.append(Param(p.name, p.default, "" if ann is inspect.Parameter.empty else str(ann)))
+    return out
+
+
+def _check_keyword_only_config(kind: str, key: str, obj: Callable[..., Any], context_args) -> None:
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise RegistryError(
+                f"{kind} {key!r} ({getattr(obj, '__qualname__', obj)}) takes *{p.name}; plugins must "
+                "be configured only through explicit keyword arguments so specs can be validated"
+            )
+
+
+# -- the registries ---------------------------------------------------------
+#: datasets: ``cls(data_dir=..., download=..., **params)`` -> object with ``.load(seed)``
+DATASETS = Registry("dataset", context_args=("data_dir", "download"))
+#: models: ``cls(in_dim, num_classes, depth, quant, **params)`` -> ``torch.nn.Module``
+MODELS = Registry("model", context_args=("in_dim", "num_classes", "depth", "quant"))
+#: propagations for decoupled models: ``cls(depth, quant, **params)``
+PROPAGATIONS = Registry("propagation", context_args=("depth", "quant"))
+#: quantizers: ``cls(bits, role, **params)`` -> ``torch.nn.Module``
+QUANTIZERS = Registry("quantizer", context_args=("bits", "role"))
+#: executors for the runner: ``cls(**params)``
+EXECUTORS = Registry("executor")
+#: graph transforms applied during training (DropEdge, ...): ``cls(**params)``
+TRANSFORMS = Registry("transform")
+
+REGISTRIES: Dict[str, Registry] = {
+    "datasets": DATASETS,
+    "models": MODELS,
+    "propagations": PROPAGATIONS,
+    "quantizers": QUANTIZERS,
+    "executors": EXECUTORS,
+    "transforms": TRANSFORMS,
+}
+
+_loaded_modules: set = set()
+_entry_points_loaded = False
+
+
+def registry(kind: str) -> Registry:
+    key = kind if kind in REGISTRIES else kind + "s"
+    if key not in REGISTRIES:
+        raise RegistryError(unknown_message("plugin kind", kind, sorted(REGISTRIES)))
+    return REGISTRIES[key]
+
+
+def load_plugin_module(name: str) -> None:
+    """Import a local plugin module (``--plugin some.module``) once."""
+    if name in _loaded_modules:
+        return
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        raise RegistryError(f"cannot import plugin module {name!r} (from --plugin): {exc}") from exc
+    _loaded_modules.add(name)
+
+
+def load_entry_points() -> None:
+    """Import every module advertised in the ``bench_suite.plugins`` entry-point group."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value in _loaded_modules:
+            continue
+        obj = ep.load()
+        _loaded_modules.add(ep.value)
+        if callable(obj) and not inspect.ismodule(obj):
+            obj()
+
+
+def load_all(plugins: Tuple[str, ...] | List[str] = ()) -> None:
+    """Built-ins, entry points, then ``--plugin`` modules (in that order)."""
+    import bench_suite.builtins  # noqa: F401  (registers the built-in plugins)
+
+    load_entry_points()
+    for mod in plugins:
+        load_plugin_module(mod)

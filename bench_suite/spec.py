@@ -1,0 +1,281 @@
+"""Run specs: a frozen, canonical, hashable description of one training run.
+
+A flat ``key=value`` mapping (the CLI's and the matrix files' form) is resolved
+against the registry: the fixed keys below, then every constructor keyword of the
+chosen dataset, model, propagation, quantizer and transform.  A key that fits
+nothing fails at once, naming where it came from and the valid keys; a key that
+fits two plugins must be written with its prefix (``model.dropout=0.5``).
+Defaults are filled in, so the spec (and its hash) says everything that shaped
+the run.  Bumping ``SPEC_VERSION`` invalidates every old record on purpose.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass, fields
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import yaml
+
+from bench_suite.registry import (
+    DATASETS,
+    MODELS,
+    PROPAGATIONS,
+    QUANTIZERS,
+    TRANSFORMS,
+    Registry,
+    RegistryError,
+    unknown_message,
+)
+
+SPEC_VERSION = 1
+QUANT_BITS = (8, 4, 2)
+
+
+class SpecError(ValueError):
+    """A spec key or value that is not valid; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training protocol (METHOD.md §10): Adam, best-validation model selection."""
+
+    epochs: int = 200
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    patience: int = 100
+    quant_lr: float = 1e-4
+    seed: int = 0
+
+
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
+TOP_KEYS = ("dataset", "model", "depth", "quant", "bits", "transform") + TRAIN_KEYS
+SECTIONS = ("dataset", "model", "propagation", "quant", "transform", "train")
+
+
+def parse_value(text: Any) -> Any:
+    """``"0.01"`` → 0.01, ``"true"`` → True, ``"bt*"`` → ``"bt*"`` (YAML scalars)."""
+    if not isinstance(text, str):
+        return text
+    try:
+        val = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if isinstance(val, (dict, list)) or val is None and text.lower() not in ("null", "none", "~") else val
+
+
+def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
+    if default is None or default is inspect.Parameter.empty or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:
+        return value
+    raise SpecError(f"{key}={value!r}{_where(where)} has the wrong type: expected {type(default).__name__} "
+                    f"like the default {default!r}")
+
+
+def _where(where: str) -> str:
+    return f" (from {where})" if where else ""
+
+
+def _plugin_defaults(reg: Registry, name: str, skip=()) -> Dict[str, Any]:
+    return {p.name: p.default for p in reg.params(name) if p.name not in skip}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A resolved run spec; ``canonical`` is sorted-key JSON and ``run_id`` its hash."""
+
+    canonical: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":
+        return cls(json.dumps(d, sort_keys=True, separators=(",", ":")))
+
+    @property
+    def data(self) -> Dict[str, Any]:
+        return json.loads(self.canonical)
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(self.canonical.encode()).hexdigest()[:16]
+
+    def section(self, name: str) -> Optional[Dict[str, Any]]:
+        return self.data.get(name)
+
+    @property
+    def train(self) -> TrainConfig:
+        return TrainConfig(**self.data["train"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.data["train"]["seed"])
+
+    def group_key(self) -> str:
+        """Everything but the seed: the unit a report aggregates over."""
+        d = self.data
+        d["train"] = {k: v for k, v in d["train"].items() if k != "seed"}
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+    def label(self) -> str:
+        d = self.data
+        m = d["model"]["name"] + (f"+{d['propagation']['name']}" if d.get("propagation") else "")
+        q = d["quant"]["name"] + ("" if d["quant"]["name"] == "fp32" else f"-int{d['quant']['bits']}")
+        return f"{d['dataset']['name']}/{m}/L{d['model']['depth']}/{q}/s{d['train']['seed']}"
+
+
+def resolve_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
+    """Resolve a flat ``key=value`` mapping into a canonical :class:`RunSpec`."""
+    raw = {str(k): parse_value(v) for k, v in flat.items()}
+    for req in ("dataset", "model"):
+        if req not in raw:
+            raise SpecError(f"missing required key {req!r}{_where(where)}; "
+                            f"valid {req}s: {', '.join((DATASETS if req == 'dataset' else MODELS).keys())}")
+
+    dataset = str(raw.pop("dataset"))
+    model = str(raw.pop("model"))
+    DATASETS.entry(dataset, where)
+    MODELS.entry(model, where)
+    quant = str(raw.pop("quant", "fp32"))
+    if quant != "fp32":
+        QUANTIZERS.entry(quant, where)
+    bits_raw = raw.pop("bits", None)
+    transform = raw.pop("transform", None)
+    transform = None if transform in (None, "none") else str(transform)
+    if transform is not None:
+        TRANSFORMS.entry(transform, where)
+    depth = raw.pop("depth", 2)
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 128:
+        raise SpecError(f"depth={depth!r}{_where(where)} is not valid; use an integer in 1..128")
+
+    if quant == "fp32":
+        if bits_raw not in (None, 32):
+            raise SpecError(f"bits={bits_raw!r}{_where(where)} makes no sense with quant=fp32; "
+                            f"drop bits or choose a quantizer ({', '.join(QUANTIZERS.keys())})")
+        bits = 32
+    else:
+        if bits_raw is None:
+            raise SpecError(f"quant={quant!r}{_where(where)} needs bits; valid: {', '.join(map(str, QUANT_BITS))}")
+        if bits_raw not in QUANT_BITS:
+            raise SpecError(f"bits={bits_raw!r}{_where(where)} is not valid for quant={quant!r}; "
+                            f"valid: {', '.join(map(str, QUANT_BITS))}")
+        bits = int(bits_raw)
+
+    model_defaults = _plugin_defaults(MODELS, model, skip=("propagation_params",))
+    propagation = None
+    if "propagation" in model_defaults:
+        propagation = str(raw.pop("propagation", raw.pop("model.propagation", model_defaults["propagation"])))
+        PROPAGATIONS.entry(propagation, where)
+
+    sections: Dict[str, Tuple[Registry | None, str | None, Dict[str, Any]]] = {
+        "dataset": (DATASETS, dataset, _plugin_defaults(DATASETS, dataset)),
+        "model": (MODELS, model, {k: v for k, v in model_defaults.items() if k != "propagation"}),
+        "propagation": (PROPAGATIONS, propagation,
+                        _plugin_defaults(PROPAGATIONS, propagation) if propagation else {}),
+        "quant": (QUANTIZERS, quant, _plugin_defaults(QUANTIZERS, quant) if quant != "fp32" else {}),
+        "transform": (TRANSFORMS, transform, _plugin_defaults(TRANSFORMS, transform) if transform else {}),
+        "train": (None, None, {f.name: f.default for f in fields(TrainConfig)}),
+    }
+    chosen: Dict[str, Dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, value in raw.items():
+        if "." in key:
+            sec, _, name = key.partition(".")
+            if sec not in sections:
+                raise SpecError(unknown_message("spec section", sec, list(SECTIONS), where))
+            if name not in sections[sec][2]:
+                raise SpecError(unknown_message(f"key of {sec} {sections[sec][1] or ''}".rstrip(), name,
+                                                sorted(sections[sec][2]), where))
+            targets = [sec]
+        else:
+            targets = [s for s in SECTIONS if key in sections[s][2]]
+        if not targets:
+            valid = sorted(set(TOP_KEYS) | {k for s in SECTIONS for k in sections[s][2]})
+            msg = unknown_message("spec key", key, valid, where)
+            raise SpecError(msg)
+        if len(targets) > 1:
+            raise SpecError(f"spec key {key!r}{_where(where)} fits several sections ({', '.join(targets)}); "
+                            f"write it as {' or '.join(t + '.' + key for t in targets)}")
+        sec = targets[0]
+        chosen[sec][key.partition(".")[2] if "." in key else key] = value
+
+    out: Dict[str, Any] = {"version": SPEC_VERSION}
+    for sec in SECTIONS:
+        reg, name, defaults = sections[sec]
+        if sec != "train" and name is None:
+            out[sec] = None
+            continue
+        vals = {}
+        for k, default in defaults.items():
+            if k in chosen[sec]:
+                vals[k] = _coerce(chosen[sec][k], default, k, where)
+            elif default is inspect.Parameter.empty:
+                raise SpecError(f"{sec} {name!r} needs {k}=…{_where(where)}")
+            else:
+                vals[k] = default
+        _check_json(vals, sec, where)
+        if sec != "train":
+            vals["name"] = name
+        out[sec] = vals
+    out["model"]["depth"] = depth
+    out["quant"]["bits"] = bits
+    spec = RunSpec.from_dict(out)
+    validate_spec(spec, where)
+    return spec
+
+
+def _check_json(vals: Mapping[str, Any], sec: str, where: str) -> None:
+    try:
+        json.dumps(vals)
+    except TypeError as exc:
+        raise SpecError(f"{sec} parameters{_where(where)} are not plain values: {exc}") from None
+
+
+def validate_spec(spec: RunSpec, where: str = "") -> None:
+    """Plugin-specific value checks (``validate_spec`` classmethods) before anything runs."""
+    d = spec.data
+    for sec, reg in (("dataset", DATASETS), ("model", MODELS), ("propagation", PROPAGATIONS),
+                     ("quant", QUANTIZERS), ("transform", TRANSFORMS)):
+        part = d.get(sec)
+        if not part or part["name"] == "fp32":
+            continue
+        obj = reg.get(part["name"])
+        check = getattr(obj, "validate_params", None)
+        if check is not None:
+            params = {k: v for k, v in part.items() if k != "name"}
+            try:
+                check(**params)
+            except (ValueError, TypeError) as exc:
+                raise SpecError(f"{sec} {part['name']!r}{_where(where)}: {exc}") from None
+
+
+def spec_from_cli(args: list[str], where: str = "command line") -> RunSpec:
+    flat = {}
+    for a in args:
+        if "=" not in a:
+            raise SpecError(f"argument {a!r} ({where}) is not key=value")
+        k, _, v = a.partition("=")
+        flat[k.strip()] = v.strip()
+    return resolve_spec(flat, where)
+
+
+def closest(word: str, choices) -> Optional[str]:
+    m = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return m[0] if m else None
+
+
+__all__ = ["RunSpec", "SpecError", "TrainConfig", "resolve_spec", "spec_from_cli", "parse_value", "RegistryError"]

@@ -1,0 +1,197 @@
+"""One training run: ``spec → record`` (METHOD.md §10).
+
+Adam (a separate group for quantizer parameters such as QLR's α), full-batch,
+model selected at the epoch of best validation accuracy (ties: lower validation
+loss), test accuracy reported at that epoch, early stopping after ``patience``
+epochs without improvement.  Fixed seeds give identical results on the CPU.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench_suite.data.base import GraphData
+from bench_suite.env import environment
+from bench_suite.nn.graph import layer_metrics, prepare_graph
+from bench_suite.quant.base import QuantFactory, Quantizer
+from bench_suite.registry import MODELS, TRANSFORMS
+from bench_suite.spec import RunSpec
+
+
+class NonFiniteLoss(FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    import dgl
+
+    dgl.seed(seed)
+
+
+def build_model(spec: RunSpec, data: GraphData) -> torch.nn.Module:
+    d = spec.data
+    quant = QuantFactory(d["quant"]["name"], d["quant"]["bits"],
+                         {k: v for k, v in d["quant"].items() if k not in ("name", "bits")})
+    params = {k: v for k, v in d["model"].items() if k not in ("name", "depth")}
+    if d.get("propagation"):
+        prop = dict(d["propagation"])
+        params["propagation"] = prop.pop("name")
+        params["propagation_params"] = prop
+    return MODELS.create(d["model"]["name"], in_dim=data.num_features, num_classes=data.num_classes,
+                         depth=d["model"]["depth"], quant=quant, **params)
+
+
+def build_transform(spec: RunSpec):
+    t = spec.data.get("transform")
+    if not t:
+        return None
+    params = {k: v for k, v in t.items() if k != "name"}
+    return TRANSFORMS.create(t["name"], **params)
+
+
+def optimizer_for(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    quant_params, quant_ids = [], set()
+    for m in model.modules():
+        if isinstance(m, Quantizer):
+            for p in m.parameters(recurse=False):
+                if p.requires_grad and id(p) not in quant_ids:
+                    quant_params.append(p)
+                    quant_ids.add(id(p))
+    other = [p for p in model.parameters() if p.requires_grad and id(p) not in quant_ids]
+    groups = [{"params": other, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+    if quant_params:
+        groups.append({"params": quant_params, "lr": cfg.quant_lr, "weight_decay": 0.0, "name": "quant"})
+    return torch.optim.Adam(groups)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> float:
+    idx = mask & (labels >= 0)
+    n = int(idx.sum())
+    if n == 0:
+        return float("nan")
+    return float((logits[idx].argmax(1) == labels[idx]).float().mean())
+
+
+def fit(model: torch.nn.Module, data: GraphData, cfg, transform=None, progress=None) -> Dict[str, Any]:
+    """Train ``model`` on ``data``; returns metrics and leaves the best state loaded."""
+    g = prepare_graph(data.graph)
+    x, y = data.features, data.labels
+    train_idx = data.train_mask & (y >= 0)
+    opt = optimizer_for(model, cfg)
+    best = (-1.0, math.inf)
+    best_state, best_epoch, since = None, -1, 0
+    out: Dict[str, Any] = {}
+    epoch_times = []
+    loss_val = float("nan")
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        gt = prepare_graph(transform(data.graph)) if transform is not None else g
+        opt.zero_grad(set_to_none=True)
+        logits = model(gt, x)
+        loss = F.cross_entropy(logits[train_idx], y[train_idx])
+        loss_val = float(loss)
+        if not math.isfinite(loss_val):
+            raise NonFiniteLoss(f"loss became {loss_val} at epoch {epoch}")
+        loss.backward()
+        opt.step()
+        epoch_times.append(time.perf_counter() - t0)
+        model.eval()
+        with torch.no_grad():
+            logits = model(g, x)
+            val_mask = data.val_mask & (y >= 0)
+            val_loss = float(F.cross_entropy(logits[val_mask], y[val_mask]))
+            val_acc = accuracy(logits, y, data.val_mask)
+        if (val_acc, -val_loss) > (best[0], -best[1]):
+            best = (val_acc, val_loss)
+            best_epoch, since = epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+            out = {
+                "val_acc": val_acc,
+                "val_loss": val_loss,
+                "test_acc": accuracy(logits, y, data.test_mask),
+                "train_acc": accuracy(logits, y, data.train_mask),
+            }
+        else:
+            since += 1
+        if progress is not None:
+            progress(epoch, loss_val, val_acc)
+        if since >= cfg.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    out.update({
+        "best_epoch": best_epoch,
+        "epochs_run": epoch + 1,
+        "final_train_loss": loss_val,
+        "epoch_ms_mean": 1000 * float(np.mean(epoch_times)) if epoch_times else float("nan"),
+        "epoch_ms_median": 1000 * float(np.median(epoch_times)) if epoch_times else float("nan"),
+    })
+    return out
+
+
+def evaluate_layers(model: torch.nn.Module, data: GraphData) -> list:
+    """Per-layer Dirichlet energy and MAD of the (selected) model in eval mode."""
+    g = prepare_graph(data.graph)
+    model.eval()
+    with torch.no_grad():
+        _, hidden = model(g, data.features, return_hidden=True)
+    return layer_metrics(g, hidden)
+
+
+def run(spec: RunSpec, data_dir: Optional[str] = None, download: bool = False,
+        data: Optional[GraphData] = None, keep_model: bool = False) -> Dict[str, Any]:
+    """Execute one run and return its record (without status/timestamps, see runner)."""
+    from bench_suite.data.datasets import load_dataset
+
+    d = spec.data
+    cfg = spec.train
+    t0 = time.perf_counter()
+    ds = {k: v for k, v in d["dataset"].items() if k != "name"}
+    if data is None:
+        data = load_dataset(d["dataset"]["name"], seed=cfg.seed, data_dir=data_dir, download=download, **ds)
+    t_load = time.perf_counter() - t0
+    seed_everything(cfg.seed)
+    model = build_model(spec, data)
+    transform = build_transform(spec)
+    t1 = time.perf_counter()
+    metrics = fit(model, data, cfg, transform)
+    t_train = time.perf_counter() - t1
+    layers = evaluate_layers(model, data)
+    record = {
+        "run_id": spec.run_id,
+        "spec": d,
+        "label": spec.label(),
+        "metrics": metrics,
+        "layers": layers,
+        "extra": _jsonable(model.extra_metrics() if hasattr(model, "extra_metrics") else {}),
+        "data": data.summary(),
+        "timings": {"load_s": t_load, "train_s": t_train, "total_s": time.perf_counter() - t0},
+        "env": environment(),
+    }
+    if keep_model:
+        record["_model"] = model
+        record["_data"] = data
+    return record
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
