@@ -152,13 +152,13 @@ def evaluate_layers(model: torch.nn.Module, data: GraphData) -> list:
 def run(spec: RunSpec, data_dir: Optional[str] = None, download: bool = False,
         data: Optional[GraphData] = None, keep_model: bool = False) -> Dict[str, Any]:
     """Execute one run and return its record (without status/timestamps, see runner)."""
-    from bench_suite.data.datasets import load_dataset
-
     d = spec.data
     cfg = spec.train
     t0 = time.perf_counter()
     ds = {k: v for k, v in d["dataset"].items() if k != "name"}
     if data is None:
+        from bench_suite.data.datasets import load_dataset
+
         data = load_dataset(d["dataset"]["name"], seed=cfg.seed, data_dir=data_dir, download=download, **ds)
     t_load = time.perf_counter() - t0
     seed_everything(cfg.seed)

@@ -11,11 +11,11 @@ from dgl.nn.functional import edge_softmax
 from torch import Tensor, nn
 
 from bench_suite.nn.graph import normalized_aggregate
-from bench_suite.quant.base import ROLES, QuantFactory
+from bench_suite.quant.base import ROLES, QuantFactory, RoleQuantizers
 
 
-def make_quantizers(quant: QuantFactory, layer, roles=ROLES) -> nn.ModuleDict:
-    return nn.ModuleDict({r: quant(r, layer) for r in roles})
+def make_quantizers(quant: QuantFactory, layer, roles=ROLES) -> RoleQuantizers:
+    return RoleQuantizers(quant, layer, roles)
 
 
 class QLinear(nn.Module):

@@ -10,7 +10,7 @@ import dgl
 from torch import Tensor, nn
 
 from bench_suite.nn.graph import normalized_aggregate
-from bench_suite.quant.base import NODE_ROLES, QuantFactory
+from bench_suite.quant.base import NODE_ROLES, QuantFactory, RoleQuantizers
 from bench_suite.registry import PROPAGATIONS
 
 
@@ -21,7 +21,7 @@ class Propagation(nn.Module):
         super().__init__()
         self.depth = depth
         self.q = nn.ModuleList(
-            nn.ModuleDict({r: quant(r, layer=k) for r in NODE_ROLES}) for k in range(depth)
+            RoleQuantizers(quant, k, NODE_ROLES) for k in range(depth)
         )
 
     def aggregate(self, g: dgl.DGLGraph, x: Tensor, k: int) -> Tensor:

@@ -5,6 +5,7 @@ from bench_suite.quant.base import (  # noqa: F401
     VALID_BITS,
     IdentityQuantizer,
     QuantFactory,
+    RoleQuantizers,
     Quantizer,
     fake_quant,
     qmax,

@@ -102,6 +102,22 @@ class IdentityQuantizer(Quantizer):
         return x
 
 
+class RoleQuantizers(nn.Module):
+    """The quantizers of one layer, one per role, addressed as ``q["message"]``."""
+
+    def __init__(self, quant: "QuantFactory", layer: Any = None, roles: Tuple[str, ...] = ROLES) -> None:
+        super().__init__()
+        self.roles = tuple(roles)
+        for r in self.roles:
+            self.add_module(r, quant(r, layer))
+
+    def __getitem__(self, role: str) -> Quantizer:
+        return getattr(self, role)
+
+    def items(self):
+        return [(r, getattr(self, r)) for r in self.roles]
+
+
 class QuantFactory:
     """Builds one quantizer per (role, layer) for a model.
 
