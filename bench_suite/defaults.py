@@ -1,0 +1,64 @@
+"""Tuned default hyper-parameters per model and dataset, read by the runner.
+
+A defaults file is YAML: a list of rules, each ``{match: {...}, set: {...}, source: "..."}``.
+``match`` compares flat spec keys (``model``, ``dataset``, ``propagation``, ``quant``,
+``bits``, ...); ``set`` holds flat spec keys to apply.  Rules with more ``match``
+keys win over rules with fewer; explicit matrix or command-line values win over
+every default.  Built-in files live in ``bench_suite/defaults/``; a plugin package
+adds its own with :func:`register_defaults_file`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Mapping
+
+import yaml
+
+_FILES: List[Path] = []
+_RULES: List[Dict[str, Any]] | None = None
+
+
+def register_defaults_file(path: str | Path) -> None:
+    global _RULES
+    p = Path(path)
+    if p not in _FILES:
+        _FILES.append(p)
+        _RULES = None
+
+
+def _builtin_files() -> List[Path]:
+    return sorted((Path(__file__).parent / "defaults").glob("*.yaml"))
+
+
+def rules() -> List[Dict[str, Any]]:
+    global _RULES
+    if _RULES is None:
+        out = []
+        for f in _builtin_files() + _FILES:
+            data = yaml.safe_load(f.read_text()) or []
+            if not isinstance(data, list):
+                raise ValueError(f"defaults file {f} must hold a list of rules, got {type(data).__name__}")
+            for i, rule in enumerate(data):
+                if not isinstance(rule, dict) or set(rule) - {"match", "set", "source"} or "set" not in rule:
+                    raise ValueError(f"defaults file {f}, rule {i}: expected keys match/set/source, got {rule!r}")
+                out.append({"match": dict(rule.get("match") or {}), "set": dict(rule["set"]),
+                            "source": str(rule.get("source", "")), "file": str(f)})
+        _RULES = out
+    return _RULES
+
+
+def defaults_for(flat: Mapping[str, Any]) -> Dict[str, Any]:
+    """Flat spec keys the matching rules set, most specific last (so it wins)."""
+    hits = [r for r in rules() if all(str(flat.get(k)) == str(v) for k, v in r["match"].items())]
+    hits.sort(key=lambda r: len(r["match"]))
+    out: Dict[str, Any] = {}
+    for r in hits:
+        out.update(r["set"])
+    return out
+
+
+def apply_defaults(flat: Mapping[str, Any]) -> Dict[str, Any]:
+    """``flat`` with tuned defaults filled in where it does not set a key itself."""
+    merged = dict(defaults_for(flat))
+    merged.update(flat)
+    return merged
