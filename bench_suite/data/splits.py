@@ -24,7 +24,8 @@ def random_split(
     from the rest, or else ``num_val`` nodes of the rest; test takes ``num_test``
     of what remains, or all of it when ``num_test`` is None.  On graphs too small
     for the requested sizes the counts are clipped: train takes at most half of a
-    class, validation at most half of what train leaves, so test is never empty.
+    class (at least one node), validation at most two thirds of what train leaves
+    (half when only ``num_val`` is unset and no per-class count is given).
     """
     y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
     n = y.shape[0]
@@ -45,7 +46,7 @@ def random_split(
         val = per_class(rest, val_per_class)
         rest = rest[~np.isin(rest, val)]
     else:
-        k = rest.size // 2 if num_val is None else min(num_val, rest.size // 2)
+        k = rest.size // 2 if num_val is None else min(num_val, 2 * rest.size // 3)
         val, rest = rest[:k], rest[k:]
     test = rest if num_test is None else rest[: min(num_test, rest.size)]
     return index_to_mask(train, n), index_to_mask(val, n), index_to_mask(test, n)

@@ -1,0 +1,17 @@
+"""Shared fixtures: the offline data directory."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """``$BENCH_SUITE_DATA``, else ``../shared/datasets`` next to the project; skip if absent."""
+    env = os.environ.get("BENCH_SUITE_DATA")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    if not path.is_dir():
+        pytest.skip(f"dataset directory {path} not found (set BENCH_SUITE_DATA)")
+    return path.resolve()
