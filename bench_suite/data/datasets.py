@@ -197,6 +197,8 @@ class NodeDataset:
     files: ClassVar[Dict[str, str]] = {}
     #: cache the built graph in cache_dir()/processed (loaders that do not cache themselves)
     disk_cache: ClassVar[bool] = False
+    #: subfolder of cache_dir()/downloads that DGL/OGB download into
+    _download_family: ClassVar[str] = "dgl"
 
     def __init__(self, data_dir: Optional[str | os.PathLike] = None, download: bool = False) -> None:
         self.data_dir = resolve_data_dir(data_dir)
@@ -240,8 +242,6 @@ class NodeDataset:
         """Where the loader downloads to (the default: DGL/OGB download themselves)."""
         folder = cache_dir() / "downloads" / self._download_family
         return _Source({}, f"download:{folder}", folder)
-
-    _download_family: ClassVar[str] = "dgl"
 
     # -- shared machinery ---------------------------------------------------
     def _locate(self) -> _Source:
