@@ -59,6 +59,11 @@ def parse_value(text: Any) -> Any:
     """``"0.01"`` → 0.01, ``"true"`` → True, ``"bt*"`` → ``"bt*"`` (YAML scalars)."""
     if not isinstance(text, str):
         return text
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
     try:
         val = yaml.safe_load(text)
     except yaml.YAMLError:

@@ -17,7 +17,7 @@ from bench_suite.train import run
 CONFIGS = {
     "gcn-2": {"model": "gcn", "depth": 2},
     "gat-2": {"model": "gat", "depth": 2, "lr": 0.005},
-    "appnp-10": {"model": "decoupled", "propagation": "appnp", "depth": 10, "weight_decay": 5e-3},
+    "appnp-10": {"model": "decoupled", "propagation": "appnp", "depth": 10},
 }
 
 

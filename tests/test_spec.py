@@ -49,3 +49,8 @@ def test_bad_values_rejected(bad):
 def test_wrong_type_names_the_key():
     with pytest.raises(SpecError, match="hidden='wide'.*expected int"):
         resolve_spec({"dataset": "csbm", "model": "gcn", "hidden": "wide"})
+
+
+def test_scientific_notation_parses_as_float():
+    s = spec_from_cli(["dataset=csbm", "model=gcn", "weight_decay=5e-3", "lr=1e-2"])
+    assert s.data["train"]["weight_decay"] == 0.005 and s.data["train"]["lr"] == 0.01

@@ -1,0 +1,106 @@
+"""Row-wise packing of INT8 / INT4 / INT2 codes (METHOD.md §9).
+
+Layout (chosen for the SWAR aggregation kernel): a row of ``F`` codes of ``b`` bits
+is padded to ``Fp`` codes, a multiple of ``8·c`` where ``c = 8 / b`` codes share one
+byte, and stored in ``B = Fp / c`` bytes (a whole number of 64-bit words).  Byte
+``j`` holds, in its bit field ``k`` (bits ``k·b … k·b+b−1``), the code of feature
+``k·B + j``.  Masking a 64-bit word of the row with ``0x0303…03`` after a right
+shift by ``k·b`` therefore yields eight consecutive features ``k·B + 8w … +7`` in
+eight byte lanes, so lane sums flush into a contiguous block of accumulators.
+INT8 is plain bytes (``c = 1``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PACKED_BITS = (2, 4, 8)
+
+
+def check_bits(bits: int, where: str = "") -> int:
+    if bits not in PACKED_BITS:
+        loc = f" (from {where})" if where else ""
+        raise ValueError(f"bits={bits!r}{loc} cannot be packed; valid: {', '.join(map(str, PACKED_BITS))}")
+    return int(bits)
+
+
+def codes_per_byte(bits: int) -> int:
+    return 8 // check_bits(bits)
+
+
+def row_bytes(width: int, bits: int) -> int:
+    """Bytes per packed row: ``ceil(width / (8c)) * 8`` (whole 64-bit words, at least one)."""
+    c = codes_per_byte(bits)
+    words = max(1, -(-int(width) // (8 * c)))
+    return 8 * words
+
+
+def pack(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Pack ``[N, F]`` codes in ``0 … 2^b−1`` into ``[N, row_bytes(F, bits)]`` uint8."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise ValueError(f"pack expects a 2-D [N, F] array of codes, got shape {codes.shape}")
+    c = codes_per_byte(bits)
+    n, f = codes.shape
+    if codes.size and (codes.min() < 0 or codes.max() > (1 << bits) - 1):
+        raise ValueError(f"codes outside 0..{(1 << bits) - 1} cannot be packed at {bits} bits "
+                         f"(got min {codes.min()}, max {codes.max()})")
+    nb = row_bytes(f, bits)
+    padded = np.zeros((n, nb * c), dtype=np.uint8)
+    padded[:, :f] = codes
+    blocks = padded.reshape(n, c, nb)
+    out = np.zeros((n, nb), dtype=np.uint8)
+    for k in range(c):
+        out |= blocks[:, k, :] << np.uint8(k * bits)
+    return out
+
+
+def unpack(packed: np.ndarray, bits: int, width: int) -> np.ndarray:
+    """Inverse of :func:`pack`: ``[N, B]`` uint8 → ``[N, width]`` uint8 codes."""
+    c = codes_per_byte(bits)
+    packed = np.asarray(packed, dtype=np.uint8)
+    n, nb = packed.shape
+    if nb != row_bytes(width, bits):
+        raise ValueError(f"packed rows have {nb} bytes; width {width} at {bits} bits needs {row_bytes(width, bits)}")
+    mask = np.uint8((1 << bits) - 1)
+    shifts = (np.arange(c, dtype=np.uint8) * bits)[None, :, None]
+    return ((packed[:, None, :] >> shifts) & mask).reshape(n, c * nb)[:, :width]
+
+
+@dataclass
+class PackedTensor:
+    """Codes of one ``[N, F]`` tensor with its per-tensor scale and zero point.
+
+    The value represented is ``(q − zero) · scale`` (METHOD.md §1).
+    """
+
+    data: np.ndarray  # [N, row_bytes] uint8
+    bits: int
+    width: int
+    scale: float
+    zero: int
+
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, bits: int, scale: float, zero: int) -> "PackedTensor":
+        codes = np.asarray(codes)
+        return cls(pack(codes, bits), int(bits), int(codes.shape[1]), float(scale), int(zero))
+
+    def codes(self) -> np.ndarray:
+        return unpack(self.data, self.bits, self.width)
+
+    def dequantize(self) -> np.ndarray:
+        return (self.codes().astype(np.float32) - np.float32(self.zero)) * np.float32(self.scale)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes stored: the packed codes plus a float32 scale and an int32 zero point."""
+        return int(self.data.nbytes) + 8
+
+    def state(self) -> dict:
+        return {"data": self.data, "bits": self.bits, "width": self.width, "scale": self.scale, "zero": self.zero}
+
+    @classmethod
+    def from_state(cls, d: dict) -> "PackedTensor":
+        return cls(np.asarray(d["data"], dtype=np.uint8), int(d["bits"]), int(d["width"]),
+                   float(d["scale"]), int(d["zero"]))

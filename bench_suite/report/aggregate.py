@@ -1,0 +1,333 @@
+"""Stored run records → tidy pandas frames and per-group statistics.
+
+The unit of aggregation is a *group*: everything in a run spec but the seed
+(METHOD.md §10: mean, unbiased std, 95% t-interval over seeds).  The seeds a
+group should have are the union of the seeds seen in its matrix (the directory
+its records live in) unless given explicitly; missing and failed seeds are kept
+in the frame so every table can flag them instead of averaging silently.
+
+Records from older or newer plugins may lack fields: everything is read with
+``.get`` and flattened with :func:`pandas.json_normalize`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+OK = "ok"
+#: Columns naming one group in every frame, in display order.
+GROUP_COLS = ["dataset", "method", "quantizer", "bits", "depth"]
+STAT_COLS = ["n", "expected", "mean", "std", "ci95_low", "ci95_high", "min", "max"]
+
+
+@dataclass
+class Store:
+    """Records read from one or more result directories."""
+
+    roots: List[str]
+    train: List[Dict[str, Any]] = field(default_factory=list)
+    speed: List[Dict[str, Any]] = field(default_factory=list)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def empty(self) -> bool:
+        return not self.train and not self.speed
+
+
+def _kind(rec: Dict[str, Any]) -> Optional[str]:
+    kind = rec.get("kind")
+    if kind in ("train", "speed"):
+        return kind
+    if kind is None and isinstance(rec.get("spec"), dict) and ("metrics" in rec or "status" in rec):
+        return "train"  # a bare train.run record (no runner fields)
+    return None
+
+
+def load_store(roots: Sequence[str | Path]) -> Store:
+    """Read every ``*.json`` record under ``roots`` (recursively, sorted paths).
+
+    A record's *matrix* is the name of the directory holding it.  Files that are not
+    records (manifests, partial writes) are listed in ``Store.skipped`` with the reason.
+    """
+    store = Store(roots=[str(r) for r in roots])
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"results directory {str(root)!r} does not exist; "
+                                    f"pass directories written by `bench-suite run` (e.g. results/smoke)")
+        files = [root] if root.is_file() else sorted(root.rglob("*.json"))
+        for path in files:
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                store.skipped.append((str(path), f"unreadable JSON: {exc}"))
+                continue
+            kind = _kind(rec) if isinstance(rec, dict) else None
+            if kind is None:
+                store.skipped.append((str(path), "not a run record (no kind/spec)"))
+                continue
+            rec = dict(rec)
+            rec["_matrix"] = path.parent.name
+            rec["_path"] = str(path)
+            (store.train if kind == "train" else store.speed).append(rec)
+    return store
+
+
+# --------------------------------------------------------------------------- labels
+
+def method_label(spec: Dict[str, Any]) -> str:
+    """Model (+propagation) (+form) (+transform), e.g. ``decoupled+smp(exact)``."""
+    model = spec.get("model") or {}
+    prop = spec.get("propagation") or {}
+    label = str(model.get("name", "?"))
+    if prop.get("name"):
+        label += f"+{prop['name']}"
+    form = prop.get("form", model.get("form"))
+    if form not in (None, "", "none"):
+        label += f"({form})"
+    transform = spec.get("transform") or {}
+    if transform.get("name"):
+        label += f"+{transform['name']}"
+    return label
+
+
+def quantizer_label(spec: Dict[str, Any]) -> str:
+    """Quantizer name + INT bits (+ truncation when not none), e.g. ``QLR INT2 BT*``."""
+    quant = spec.get("quant") or {}
+    name = str(quant.get("name", "fp32"))
+    bits = quant.get("bits", 32)
+    if name == "fp32" or bits == 32:
+        return "FP32"
+    label = f"{name.upper()} INT{bits}"
+    trunc = quant.get("truncation")
+    if trunc not in (None, "", "none"):
+        label += f" {str(trunc).upper()}"
+    return label
+
+
+def group_key(spec: Dict[str, Any]) -> str:
+    """Canonical JSON of the spec without the seed."""
+    d = json.loads(json.dumps(spec))
+    train = d.get("train")
+    if isinstance(train, dict):
+        train.pop("seed", None)
+    return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+
+def short_hash(text: str, n: int = 10) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def _flat_params(spec: Dict[str, Any]) -> Dict[str, Any]:
+    flat = pd.json_normalize(json.loads(group_key(spec)), sep=".").iloc[0].to_dict()
+    return {k: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v for k, v in flat.items()}
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v)) if abs(v) >= 1 else f"{v:g}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _disambiguate(groups: pd.DataFrame, params: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
+    """Append the spec keys that tell apart groups sharing dataset/method/quantizer/depth.
+
+    A key is added to the label it belongs to (``dataset.*`` → dataset, ``quant.*`` →
+    quantizer, anything else → method), for every group of that label, so labels stay
+    consistent across depths; keys that merely vary without a collision are not shown.
+    """
+    ds_keys: Dict[str, set] = {}
+    q_keys: Dict[str, set] = {}
+    m_keys: Dict[str, set] = {}
+    ignore = {"model.depth", "quant.bits", "quant.name", "model.name", "dataset.name"}
+    for _, clash in groups.groupby(GROUP_COLS, dropna=False):
+        if len(clash) < 2:
+            continue
+        ps = [params[g] for g in clash["group"]]
+        keys = sorted({k for p in ps for k in p} - ignore)
+        differing = [k for k in keys if len({json.dumps(p.get(k), default=str) for p in ps}) > 1]
+        for k in differing:
+            if k.startswith("dataset."):
+                ds_keys.setdefault(clash["dataset"].iloc[0], set()).add(k)
+            elif k.startswith("quant."):
+                q_keys.setdefault(clash["quantizer"].iloc[0], set()).add(k)
+            else:
+                m_keys.setdefault(clash["method"].iloc[0], set()).add(k)
+
+    def suffix(g: str, keys: Iterable[str]) -> str:
+        p = params[g]
+        parts = [f"{k.split('.', 1)[1] if k.count('.') else k}={_fmt_value(p.get(k))}" for k in sorted(keys)]
+        return f" [{', '.join(parts)}]" if parts else ""
+
+    out = groups.copy()
+    for col, table in (("dataset", ds_keys), ("quantizer", q_keys), ("method", m_keys)):
+        out[col] = [lab + suffix(g, table.get(lab, ())) for lab, g in zip(groups[col], groups["group"])]
+    return out
+
+
+# --------------------------------------------------------------------------- frames
+
+def runs_frame(store: Store, seeds: Optional[Sequence[int]] = None) -> pd.DataFrame:
+    """One row per training run (deduplicated by run id: an ``ok`` record wins, then the newest).
+
+    Columns: the group columns, ``group`` (id), ``seed``, ``status``, ``error``, ``matrix``,
+    ``finished``, env fields and one ``metric.<name>`` column per numeric metric.
+    """
+    rows = []
+    for rec in store.train:
+        spec = rec.get("spec") or {}
+        train = spec.get("train") or {}
+        env = rec.get("env") or {}
+        metrics = rec.get("metrics") or {}
+        row = {
+            "run_id": rec.get("run_id") or short_hash(json.dumps(spec, sort_keys=True), 16),
+            "group_key": group_key(spec),
+            "dataset": str((spec.get("dataset") or {}).get("name", "?")),
+            "method": method_label(spec),
+            "quantizer": quantizer_label(spec),
+            "quant_name": str((spec.get("quant") or {}).get("name", "fp32")),
+            "bits": int((spec.get("quant") or {}).get("bits", 32) or 32),
+            "depth": int((spec.get("model") or {}).get("depth", 0) or 0),
+            "seed": int(train.get("seed", 0)),
+            "status": str(rec.get("status") or (OK if metrics else "failed")),
+            "error": rec.get("error"),
+            "matrix": rec.get("_matrix", ""),
+            "finished": str(rec.get("finished") or ""),
+            "git_commit": str(env.get("git_commit") or "unknown"),
+            "cpu": str(env.get("cpu") or "unknown"),
+            "host": str(env.get("host") or "unknown"),
+            "torch_threads": env.get("torch_threads"),
+            "versions": json.dumps(env.get("versions") or {}, sort_keys=True),
+            "layers": rec.get("layers") or [],
+        }
+        for k, v in sorted(metrics.items()):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                row[f"metric.{k}"] = float(v)
+        rows.append(row)
+    cols = ["run_id", "group_key", "group"] + GROUP_COLS + ["quant_name", "seed", "status", "error", "matrix",
+                                                           "finished", "git_commit", "cpu", "host",
+                                                           "torch_threads", "versions", "layers"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+    if seeds is not None:
+        df = df[df["seed"].isin(list(seeds))]
+    # dedupe: same run id in several places → ok first, then newest finished
+    df = df.assign(_ok=(df["status"] == OK).astype(int))
+    df = df.sort_values(["run_id", "_ok", "finished", "matrix"], ascending=[True, False, False, True])
+    df = df.drop_duplicates("run_id").drop(columns="_ok")
+    df["group"] = [short_hash(k) for k in df["group_key"]]
+    params = {g: _flat_params(json.loads(k)) for g, k in zip(df["group"], df["group_key"])}
+    labels = _disambiguate(df.drop_duplicates("group")[["group"] + GROUP_COLS], params)
+    df = df.drop(columns=["dataset", "method", "quantizer"]).merge(
+        labels[["group", "dataset", "method", "quantizer"]], on="group", how="left")
+    metric_cols = sorted(c for c in df.columns if c.startswith("metric."))
+    df = df[cols + metric_cols]
+    return df.sort_values(GROUP_COLS + ["seed", "run_id"]).reset_index(drop=True)
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, float]:
+    """Two-sided t confidence interval of the mean (NaN for fewer than two values)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    m = float(x.mean())
+    return m - half, m + half
+
+
+def _seed_list(seeds: Iterable[int]) -> str:
+    return ",".join(str(s) for s in sorted(seeds))
+
+
+def completeness_note(n: int, expected: int, failed: Sequence[int], missing: Sequence[int]) -> str:
+    """``n=7/10: seeds 3,5 failed, 8 missing`` (empty when complete)."""
+    if not failed and not missing:
+        return ""
+    parts = [f"{_seed_list(seeds)} {what}" for seeds, what in ((failed, "failed"), (missing, "missing")) if seeds]
+    word = "seeds" if len(failed) + len(missing) > 1 else "seed"
+    return f"n={n}/{expected}: {word} " + ", ".join(parts)
+
+
+def group_status(runs: pd.DataFrame, seeds: Optional[Sequence[int]] = None) -> pd.DataFrame:
+    """Per group: expected, ok, failed and missing seeds and the completeness note."""
+    cols = ["group"] + GROUP_COLS + ["quant_name", "matrix", "expected", "seeds_ok", "seeds_failed",
+                                     "seeds_missing", "complete", "note"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    per_matrix = runs.groupby("matrix")["seed"].agg(lambda s: set(int(v) for v in s)).to_dict()
+    rows = []
+    for g, sub in runs.groupby("group", sort=True):
+        matrices = sorted(set(sub["matrix"]))
+        expected = set(int(s) for s in seeds) if seeds is not None else set().union(*(per_matrix[m] for m in matrices))
+        ok = set(int(s) for s in sub.loc[sub["status"] == OK, "seed"])
+        failed = set(int(s) for s in sub.loc[sub["status"] != OK, "seed"]) - ok
+        missing = expected - ok - failed
+        first = sub.iloc[0]
+        rows.append({
+            "group": g, **{c: first[c] for c in GROUP_COLS}, "quant_name": first["quant_name"],
+            "matrix": ",".join(matrices), "expected": len(expected),
+            "seeds_ok": _seed_list(ok), "seeds_failed": _seed_list(failed), "seeds_missing": _seed_list(missing),
+            "complete": not failed and not missing,
+            "note": completeness_note(len(ok), len(expected), sorted(failed), sorted(missing)),
+        })
+    return pd.DataFrame(rows, columns=cols)
+
+
+def aggregate(runs: pd.DataFrame, seeds: Optional[Sequence[int]] = None) -> pd.DataFrame:
+    """Long table: one row per (group, metric) with n, mean, std (ddof=1), 95% t-CI, min, max.
+
+    Only ``ok`` runs enter the statistics; ``expected``, the failed/missing seeds and
+    the ``note`` say what is absent.  Groups with no ok run still get a row (n=0).
+    """
+    status = group_status(runs, seeds)
+    metric_cols = sorted(c for c in runs.columns if c.startswith("metric."))
+    out_cols = ["group"] + GROUP_COLS + ["metric"] + STAT_COLS + [
+        "complete", "seeds_ok", "seeds_failed", "seeds_missing", "note", "matrix", "quant_name"]
+    if status.empty:
+        return pd.DataFrame(columns=out_cols)
+    ok = runs[runs["status"] == OK]
+    rows = []
+    for _, st in status.iterrows():
+        sub = ok[ok["group"] == st["group"]]
+        for col in metric_cols or ["metric.test_acc"]:
+            vals = sub[col].dropna().to_numpy(dtype=float) if col in sub else np.array([])
+            n = len(vals)
+            lo, hi = t_interval(vals)
+            rows.append({
+                **{c: st[c] for c in ["group"] + GROUP_COLS}, "metric": col.split(".", 1)[1],
+                "n": n, "expected": st["expected"],
+                "mean": float(vals.mean()) if n else float("nan"),
+                "std": float(vals.std(ddof=1)) if n > 1 else float("nan"),
+                "ci95_low": lo, "ci95_high": hi,
+                "min": float(vals.min()) if n else float("nan"),
+                "max": float(vals.max()) if n else float("nan"),
+                **{c: st[c] for c in ["complete", "seeds_ok", "seeds_failed", "seeds_missing", "note",
+                                      "matrix", "quant_name"]},
+            })
+    agg = pd.DataFrame(rows, columns=out_cols)
+    return agg.sort_values(GROUP_COLS + ["metric", "group"]).reset_index(drop=True)
+
+
+def layers_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-layer oversmoothing metrics of ok runs: group columns, seed, layer, dirichlet, mad."""
+    cols = ["group"] + GROUP_COLS + ["seed", "layer", "dirichlet", "mad"]
+    rows = []
+    for _, r in runs[runs["status"] == OK].iterrows():
+        for i, lay in enumerate(r["layers"] or []):
+            if not isinstance(lay, dict):
+                continue
+            rows.append({"group": r["group"], **{c: r[c] for c in GROUP_COLS}, "seed": r["seed"],
+                         "layer": int(lay.get("layer", i)),
+                         "dirichlet": float(lay["dirichlet"]) if lay.get("dirichlet") is not None else np.nan,
+                         "mad": float(lay["mad"]) if lay.get("mad") is not None else np.nan})
+    return pd.DataFrame(rows, columns=cols)

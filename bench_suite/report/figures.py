@@ -1,0 +1,188 @@
+"""Figures: accuracy vs depth (per bit width, per method) and per-layer oversmoothing.
+
+Matplotlib runs on the Agg backend with fixed rcParams, and PNG metadata is
+stripped, so the same records give byte-identical files.  Bands are the same
+95% t-intervals over seeds as the tables (:func:`aggregate.t_interval`), not
+bootstrap intervals, so figures and tables agree and no randomness is involved.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import pandas as pd
+
+from bench_suite.report.aggregate import OK, t_interval
+from bench_suite.report.tables import bits_name, slug
+
+DPI = 120
+DEEP = 16  # oversmoothing figures for models at least this deep
+RC = {
+    "figure.figsize": (7.5, 4.2), "figure.dpi": DPI, "savefig.dpi": DPI, "font.family": "DejaVu Sans",
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+    "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+    "svg.hashsalt": "bench_suite", "path.simplify": True,
+}
+PNG_METADATA = {"Software": None, "Creation Time": None, "Author": None, "Title": None, "Description": None}
+
+
+@dataclass
+class Figure:
+    path: Path
+    title: str
+    caption: str
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    matplotlib.rcdefaults()
+    matplotlib.rcParams.update(RC)
+    return plt, sns
+
+
+def palette(labels: Sequence[str]) -> Dict[str, tuple]:
+    """A fixed colour per label (sorted), shared by every figure of a report."""
+    import seaborn as sns
+
+    labels = sorted(set(labels))
+    colors = sns.color_palette("tab10" if len(labels) <= 10 else "tab20", max(len(labels), 1))
+    return {lab: colors[i % len(colors)] for i, lab in enumerate(labels)}
+
+
+def _ci(values) -> tuple:
+    return t_interval(list(values))
+
+
+def _depth_axis(ax, depths: Sequence[int]) -> None:
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ax.set_xscale("log", base=2)
+    ds = sorted(set(int(d) for d in depths))
+    ax.xaxis.set_major_locator(FixedLocator(ds))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(d) for d in ds])
+    if len(ds) == 1:
+        ax.set_xlim(ds[0] / 1.5, ds[0] * 1.5)
+
+
+def _legend(ax, n_entries: int) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if n_entries > 6:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    else:
+        ax.legend(handles, labels, loc="best", frameon=True)
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png", metadata=PNG_METADATA, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _ok_runs(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    col = f"metric.{metric}"
+    if col not in runs:
+        return runs.iloc[0:0].assign(value=[])
+    ok = runs[(runs["status"] == OK) & runs[col].notna()].copy()
+    ok["value"] = ok[col] * (100.0 if metric.endswith("_acc") else 1.0)
+    return ok
+
+
+def _ylabel(metric: str) -> str:
+    return f"{metric.replace('_', ' ')} (%)" if metric.endswith("_acc") else metric.replace("_", " ")
+
+
+def depth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> List[Figure]:
+    """Per dataset and quantized bit width: one line per (method, quantizer), FP32 dashed."""
+    plt, sns = _mpl()
+    ok = _ok_runs(runs, metric)
+    colors = palette(ok["method"]) if len(ok) else {}
+    figs = []
+    for dataset, sub in sorted(ok.groupby("dataset"), key=lambda kv: kv[0]):
+        fp32 = sub[sub["bits"] == 32]
+        for bits in sorted(set(sub["bits"]) - {32}, reverse=True):
+            q = sub[sub["bits"] == bits].sort_values(["method", "quantizer", "depth", "seed"])
+            fig, ax = plt.subplots()
+            styles = sorted(set(q["quantizer"]))
+            sns.lineplot(data=q, x="depth", y="value", hue="method", style="quantizer", style_order=styles,
+                         hue_order=sorted(set(q["method"])), palette=colors, markers=True, dashes=False,
+                         errorbar=_ci, err_style="band", ax=ax)
+            ref = fp32[fp32["method"].isin(set(q["method"]))].sort_values(["method", "depth", "seed"])
+            if len(ref):
+                sns.lineplot(data=ref, x="depth", y="value", hue="method", palette=colors, errorbar=None,
+                             linestyle="--", linewidth=1.0, alpha=0.8, legend=False, ax=ax)
+                ax.plot([], [], color="grey", linestyle="--", label="FP32 (same method)")
+            _depth_axis(ax, q["depth"].tolist() + ref["depth"].tolist())
+            title = f"{dataset}: {_ylabel(metric)} vs depth at {bits_name(bits)}"
+            ax.set(title=title, xlabel="depth (layers / propagation steps, log2 scale)", ylabel=_ylabel(metric))
+            _legend(ax, len(set(q["method"])) + len(styles) + 3)
+            path = out / f"depth_{slug(dataset)}_{bits_name(bits).lower()}.png"
+            _save(fig, path)
+            figs.append(Figure(path, title, "Lines: mean over seeds; bands: 95% t-interval; "
+                                             "dashed: the same method in FP32."))
+    return figs
+
+
+def method_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> List[Figure]:
+    """Per dataset and method: one line per quantizer (bit widths compared), FP32 dashed."""
+    plt, sns = _mpl()
+    ok = _ok_runs(runs, metric)
+    qcolors = palette(ok["quantizer"]) if len(ok) else {}
+    figs = []
+    for (dataset, method), sub in sorted(ok.groupby(["dataset", "method"]), key=lambda kv: kv[0]):
+        sub = sub.sort_values(["quantizer", "depth", "seed"])
+        order = sorted(set(sub["quantizer"]), key=lambda s: (s != "FP32", s))
+        fig, ax = plt.subplots()
+        sns.lineplot(data=sub, x="depth", y="value", hue="quantizer", hue_order=order, palette=qcolors,
+                     style="quantizer", style_order=order, markers=True,
+                     dashes={q: (4, 2) if q == "FP32" else "" for q in order},
+                     errorbar=_ci, err_style="band", ax=ax)
+        _depth_axis(ax, sub["depth"].tolist())
+        title = f"{dataset} / {method}: {_ylabel(metric)} vs depth by bit width"
+        ax.set(title=title, xlabel="depth (layers / propagation steps, log2 scale)", ylabel=_ylabel(metric))
+        _legend(ax, len(order))
+        path = out / f"bits_{slug(dataset)}_{slug(method)}.png"
+        _save(fig, path)
+        figs.append(Figure(path, title, "Lines: mean over seeds; bands: 95% t-interval; dashed: FP32."))
+    return figs
+
+
+def oversmoothing_figures(layers: pd.DataFrame, out: Path, min_depth: int = DEEP) -> List[Figure]:
+    """Per dataset and deep model depth: Dirichlet energy (log y) and MAD per layer."""
+    plt, sns = _mpl()
+    deep = layers[layers["depth"] >= min_depth].copy()
+    figs = []
+    if deep.empty:
+        return figs
+    deep["series"] = deep["method"] + " · " + deep["quantizer"]
+    colors = palette(deep["series"])
+    for (dataset, depth), sub in sorted(deep.groupby(["dataset", "depth"]), key=lambda kv: kv[0]):
+        sub = sub.sort_values(["series", "layer", "seed"])
+        order = sorted(set(sub["series"]))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        de = sub[sub["dirichlet"] > 0]
+        sns.lineplot(data=de, x="layer", y="dirichlet", hue="series", hue_order=order, palette=colors,
+                     errorbar=_ci, ax=axes[0], legend=False)
+        axes[0].set_yscale("log")
+        axes[0].set(title="Dirichlet energy tr(XᵀL̃X)/n", xlabel="layer", ylabel="Dirichlet energy (log scale)")
+        sns.lineplot(data=sub, x="layer", y="mad", hue="series", hue_order=order, palette=colors,
+                     errorbar=_ci, ax=axes[1])
+        axes[1].set(title="MAD (mean cosine distance to neighbours)", xlabel="layer", ylabel="MAD")
+        _legend(axes[1], 99)
+        title = f"{dataset}: oversmoothing per layer at depth {int(depth)}"
+        fig.suptitle(title)
+        path = out / f"oversmoothing_{slug(dataset)}_L{int(depth)}.png"
+        _save(fig, path)
+        figs.append(Figure(path, title, "Mean over seeds with 95% t-interval; non-positive energies omitted "
+                                        "from the log plot."))
+    return figs

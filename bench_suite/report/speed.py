@@ -1,0 +1,72 @@
+"""Speed and size tables from the integer engine's ``kind: speed`` records.
+
+One table per machine (CPU model and thread count, from the records): latency,
+speed-up over DGL FP32, model size and compression per model, graph and bit width.
+Several records of the same configuration are summarised by their median latency.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import numpy as np
+import pandas as pd
+
+from bench_suite.report.aggregate import Store
+from bench_suite.report.tables import EMPTY, Table, bits_name, slug
+
+SPEED_COLS = ["cpu", "threads", "model", "graph", "bits", "impl", "median_ms", "speedup_vs_dgl",
+              "model_bytes", "fp32_bytes", "compression", "matrix", "status"]
+
+
+def speed_frame(store: Store) -> pd.DataFrame:
+    """One row per speed record (missing fields become NaN / ``?``)."""
+    rows = []
+    for rec in store.speed:
+        env: Dict[str, Any] = rec.get("env") or {}
+        spec = rec.get("spec") or {}
+        rows.append({
+            "cpu": str(env.get("cpu") or "unknown CPU"),
+            "threads": rec.get("threads", env.get("torch_threads")),
+            "model": str(rec.get("model") or (spec.get("model") or {}).get("name") or "?"),
+            "graph": str(rec.get("graph") or (spec.get("dataset") or {}).get("name") or "?"),
+            "bits": rec.get("bits", (spec.get("quant") or {}).get("bits")),
+            "impl": str(rec.get("impl") or "?"),
+            **{k: rec.get(k) for k in ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression")},
+            "matrix": rec.get("_matrix", ""),
+            "status": str(rec.get("status") or "ok"),
+        })
+    df = pd.DataFrame(rows, columns=SPEED_COLS)
+    for c in ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    df["bits"] = pd.to_numeric(df["bits"], errors="coerce").fillna(32).astype(int)
+    df["threads"] = pd.to_numeric(df["threads"], errors="coerce").fillna(0).astype(int)
+    return df.sort_values(SPEED_COLS[:6]).reset_index(drop=True)
+
+
+def _num(v: float, fmt: str, suffix: str = "") -> str:
+    return EMPTY if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:{fmt}}{suffix}"
+
+
+def speed_tables(frame: pd.DataFrame) -> List[Table]:
+    """One :class:`Table` per (CPU, threads); failed records are listed as footnotes."""
+    tables = []
+    for (cpu, threads), sub in frame.groupby(["cpu", "threads"], sort=True):
+        ok = sub[sub["status"] == "ok"]
+        rows = []
+        keys = ["model", "graph", "bits", "impl"]
+        for key, g in ok.groupby(keys, sort=True):
+            model, graph, bits, impl = key
+            rows.append([model, graph, bits_name(int(bits)), impl, str(len(g)),
+                         _num(g["median_ms"].median(), ".2f"),
+                         _num(g["speedup_vs_dgl"].median(), ".2f", "×"),
+                         _num(g["model_bytes"].median() / 1024, ".1f"),
+                         _num(g["fp32_bytes"].median() / 1024, ".1f"),
+                         _num(g["compression"].median(), ".1f", "×")])
+        foot = [f"{r.model} {r.graph} {bits_name(int(r.bits))} {r.impl}: status {r.status}"
+                for r in sub[sub["status"] != "ok"].itertuples()]
+        name = f"speed_{slug(cpu)}_t{threads}"
+        title = f"Inference latency and model size on {cpu}, {threads} thread{'s' if threads != 1 else ''}"
+        tables.append(Table(name, title, ["model", "graph", "bits", "impl", "n", "median ms", "speed-up vs DGL",
+                                          "model KiB", "FP32 KiB", "compression"], rows,
+                            footnotes=sorted(foot), n_label_cols=4))
+    return tables
