@@ -5,7 +5,7 @@ point and the public registry API, exactly as a third-party package would.
 """
 import importlib
 
-MODULES = ()
+MODULES = ("qat", "dq")
 
 for _name in MODULES:
     importlib.import_module(f"{__name__}.{_name}")

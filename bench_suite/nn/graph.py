@@ -56,6 +56,13 @@ def dirichlet_energy(g: dgl.DGLGraph, x: Tensor) -> float:
     return float((x * laplacian_apply(g, x)).sum() / x.shape[0])
 
 
+def rayleigh_quotient(g: dgl.DGLGraph, x: Tensor) -> float:
+    """tr(Xᵀ L̃ X) / tr(XᵀX): the Dirichlet energy with the scale of X divided out."""
+    x = x.detach().double()
+    denom = float((x * x).sum())
+    return float((x * laplacian_apply(g, x)).sum()) / denom if denom > 0 else 0.0
+
+
 def mean_average_distance(g: dgl.DGLGraph, x: Tensor) -> float:
     """MAD: mean over nodes of the mean cosine distance to their neighbours (self excluded)."""
     x = x.detach().double()
@@ -76,7 +83,8 @@ def mean_average_distance(g: dgl.DGLGraph, x: Tensor) -> float:
 def layer_metrics(g: dgl.DGLGraph, hidden: list) -> list:
     """Per-layer oversmoothing metrics of a list of node representations."""
     return [
-        {"layer": i, "dirichlet": dirichlet_energy(g, h), "mad": mean_average_distance(g, h)}
+        {"layer": i, "dirichlet": dirichlet_energy(g, h), "dirichlet_normalized": rayleigh_quotient(g, h),
+         "mad": mean_average_distance(g, h)}
         for i, h in enumerate(hidden)
     ]
 

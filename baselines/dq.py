@@ -1,0 +1,114 @@
+"""Degree-Quant baseline (Tailor, Fernandez-Marques & Lane, ICLR 2021, arXiv 2008.05000).
+
+METHOD.md §4: percentile ranges estimated on a random sample of the tensor and
+smoothed with momentum; a gradient-clipping STE (zero gradient outside the range);
+stochastic protective masking of high in-degree nodes during training, with
+``p_i = p_min + (p_max − p_min)·F(deg_in(i))``, F the empirical CDF of in-degrees.
+Masked nodes keep their ``message``/``aggregate``/``update`` tensors in full
+precision; evaluation quantizes every node.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from bench_suite.quant.base import NODE_ROLES
+from bench_suite.quant.ranges import TrackedRangeQuantizer
+from bench_suite.registry import QUANTIZERS
+
+#: Percentile p per bit width (p-th and (1−p)-th quantiles); INT2's is the suite's choice.
+DEFAULT_PERCENTILE: Dict[int, float] = {8: 0.001, 4: 0.01, 2: 0.05}
+#: Protective-mask probabilities (p_min, p_max) per bit width; INT2's pair is the suite's choice.
+DEFAULT_MASK_PROB: Dict[int, Tuple[float, float]] = {8: (0.0, 0.1), 4: (0.1, 0.2), 2: (0.2, 0.3)}
+
+
+def degree_cdf(in_degrees: Tensor) -> Tensor:
+    """Empirical CDF of the in-degrees evaluated at each node: F(d_i) = #{j: d_j ≤ d_i} / n."""
+    d = in_degrees.reshape(-1).to(torch.float64)
+    srt, _ = torch.sort(d)
+    return torch.searchsorted(srt, d, right=True).to(torch.float32) / max(d.numel(), 1)
+
+
+def sample_quantiles(x: Tensor, p: float, sample_size: int) -> Tuple[Tensor, Tensor]:
+    """The p-th and (1−p)-th quantiles of at most ``sample_size`` elements drawn uniformly (global RNG).
+
+    Uses ``torch.kthvalue`` on the sample (no sort of the whole tensor).
+    """
+    v = x.reshape(-1)
+    if v.numel() > sample_size:
+        v = v[torch.randint(0, v.numel(), (sample_size,), device=v.device)]
+    n = v.numel()
+    k_lo = min(max(int(round(p * (n - 1))) + 1, 1), n)
+    k_hi = min(max(int(round((1.0 - p) * (n - 1))) + 1, 1), n)
+    return torch.kthvalue(v, k_lo).values, torch.kthvalue(v, k_hi).values
+
+
+@QUANTIZERS.register("dq")
+class DegreeQuantQuantizer(TrackedRangeQuantizer):
+    """Degree-Quant (Tailor et al., ICLR 2021): percentile ranges, clipped STE, protective masking.
+
+    ``percentile``/``p_min``/``p_max`` default (None) to the per-bit-width values of
+    METHOD.md §4; ``sample_size`` bounds the elements used to estimate the percentiles.
+    """
+
+    clip_grad = True
+
+    def __init__(self, bits: int, role: str, percentile: Optional[float] = None, momentum: float = 0.01,
+                 sample_size: int = 4096, p_min: Optional[float] = None, p_max: Optional[float] = None) -> None:
+        self.validate_params(bits=bits, percentile=percentile, momentum=momentum, sample_size=sample_size,
+                             p_min=p_min, p_max=p_max)
+        super().__init__(bits, role, momentum=momentum)
+        self.percentile = DEFAULT_PERCENTILE[bits] if percentile is None else float(percentile)
+        lo, hi = DEFAULT_MASK_PROB[bits]
+        self.p_min = lo if p_min is None else float(p_min)
+        self.p_max = hi if p_max is None else float(p_max)
+        self.sample_size = int(sample_size)
+        self._cdf_key: Optional[Tuple[int, int, int]] = None
+        self._cdf: Optional[Tensor] = None
+
+    @staticmethod
+    def validate_params(bits: int = 8, percentile: Optional[float] = None, momentum: float = 0.01,
+                        sample_size: int = 4096, p_min: Optional[float] = None,
+                        p_max: Optional[float] = None) -> None:
+        if bits not in DEFAULT_PERCENTILE:
+            raise ValueError(f"bits={bits!r} is not valid for dq; valid: {', '.join(map(str, DEFAULT_PERCENTILE))}")
+        if percentile is not None and not 0.0 <= float(percentile) < 0.5:
+            raise ValueError(f"percentile={percentile!r} is not valid; use 0 <= percentile < 0.5 (or None for "
+                             f"the default {DEFAULT_PERCENTILE[bits]} at {bits} bits)")
+        if not 0.0 < float(momentum) <= 1.0:
+            raise ValueError(f"momentum={momentum!r} is not valid; use 0 < momentum <= 1")
+        if not isinstance(sample_size, int) or isinstance(sample_size, bool) or sample_size < 2:
+            raise ValueError(f"sample_size={sample_size!r} is not valid; use an integer >= 2")
+        lo, hi = DEFAULT_MASK_PROB[bits]
+        lo = lo if p_min is None else float(p_min)
+        hi = hi if p_max is None else float(p_max)
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"masking probabilities p_min={lo}, p_max={hi} are not valid; "
+                             "use 0 <= p_min <= p_max <= 1")
+
+    def observe(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        return sample_quantiles(x, self.percentile, self.sample_size)
+
+    def mask_probability(self, graph: Any) -> Tensor:
+        """``p_i`` for every node of ``graph`` (cached for the last graph seen)."""
+        key = (id(graph), graph.num_nodes(), graph.num_edges())
+        if key != self._cdf_key:
+            self._cdf = degree_cdf(graph.in_degrees())
+            self._cdf_key = key
+        return self.p_min + (self.p_max - self.p_min) * self._cdf
+
+    def forward(self, x: Tensor, graph: Any = None) -> Tensor:
+        if self.training:
+            self.update_range(x)
+        xq = self.quantize(x)
+        if (self.training and graph is not None and self.role in NODE_ROLES and self.p_max > 0
+                and x.dim() >= 1 and x.shape[0] == graph.num_nodes()):
+            keep = torch.bernoulli(self.mask_probability(graph).to(x.device)).bool()
+            xq = torch.where(keep.view(-1, *([1] * (x.dim() - 1))), x, xq)
+        return xq
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, percentile={self.percentile}, p_min={self.p_min}, p_max={self.p_max}, "
+                f"sample_size={self.sample_size}")

@@ -1,0 +1,107 @@
+"""Conversion of a trained fake-quant model into an integer model (METHOD.md §9).
+
+A quantizer's evaluation-mode range becomes a :class:`RangeRule` the integer model
+can apply at run time without the torch module: ``static`` (fixed ``[m, M]``, QAT/DQ
+in eval) or ``scaled_minmax`` (QLR: ``m = min(0, α·min x)``, ``M = max(0, α·max x)``
+of the current tensor, arXiv 2308.14949).  A quantizer may declare its rule with a
+``range_rule() -> dict`` method; otherwise the rule is found by probing
+``qparams`` and verified on further probes.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from bench_suite.engine.packing import PackedTensor, check_bits
+from bench_suite.quant.base import Quantizer, qmax, quantize_codes, scale_zero
+
+PROBES = ((-1.0, 1.0), (-3.0, 5.0), (0.0, 2.0), (-0.5, 0.0), (-7.0, 0.25))
+
+
+@dataclass
+class RangeRule:
+    """How one quantizer picks its range ``[m, M]`` in evaluation mode."""
+
+    kind: str  # "static" or "scaled_minmax"
+    bits: int
+    scale: float = 1.0  # static rules store their scale and zero point
+    zero: float = 0.0
+    alpha: float = 1.0
+
+    def params(self, xmin: float, xmax: float) -> tuple:
+        """``(scale, zero, Q)`` for a tensor whose extremes are ``xmin``/``xmax``."""
+        if self.kind == "static":
+            return self.scale, self.zero, float(qmax(self.bits))
+        lo, hi = min(0.0, self.alpha * float(xmin)), max(0.0, self.alpha * float(xmax))
+        s, z = scale_zero(torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32), self.bits)
+        return float(s), float(z), float(qmax(self.bits))
+
+
+def _probe(q: Quantizer, lo: float, hi: float) -> tuple:
+    s, z = q.qparams(torch.tensor([lo, hi], dtype=torch.float32))
+    return float(s), float(z)
+
+
+def rule_of(q: Quantizer, where: str = "") -> RangeRule:
+    """The :class:`RangeRule` of quantizer ``q`` in evaluation mode."""
+    if getattr(q, "is_identity", False):
+        raise ValueError(f"{where or 'quantizer'} is full precision (FP32); the integer engine needs every "
+                         "role quantized to 8, 4 or 2 bits")
+    bits = check_bits(int(q.bits), where)
+    declared = getattr(q, "range_rule", None)
+    if callable(declared):
+        return RangeRule(bits=bits, **declared())
+    q.eval()
+    with torch.no_grad():
+        first = _probe(q, *PROBES[0])
+        if all(np.isclose(_probe(q, *p), first, rtol=1e-6, atol=0).all() for p in PROBES[1:]):
+            return RangeRule("static", bits, scale=first[0], zero=first[1])
+        # scaled min/max: on [-1, 1] the range is [-α, α], so s·Q = 2α
+        rule = RangeRule("scaled_minmax", bits, alpha=first[0] * qmax(bits) / 2.0)
+        for p in PROBES[1:]:
+            want = rule.params(*p)[:2]
+            if not np.allclose(_probe(q, *p), want, rtol=1e-5, atol=1e-7):
+                raise ValueError(
+                    f"{where or type(q).__name__}: its evaluation range is neither static nor "
+                    f"α·[min, max]; give {type(q).__name__} a range_rule() method for the integer engine")
+        return rule
+
+
+def quantize_weight(q: Quantizer, w: torch.Tensor, where: str) -> PackedTensor:
+    """Codes of a weight under its quantizer, packed (the stored form of the weight)."""
+    bits = check_bits(int(q.bits), where)
+    q.eval()
+    with torch.no_grad():
+        s, z = q.qparams(w.detach())
+        codes = quantize_codes(w.detach(), s, z, bits).to(torch.uint8).numpy()
+    return PackedTensor.from_codes(codes, bits, float(s), int(round(float(z))))
+
+
+def rules(q_roles, roles: tuple, where: str) -> dict:
+    return {r: rule_of(q_roles[r], f"{where} role {r!r}") for r in roles}
+
+
+def convert(model: torch.nn.Module):
+    """An integer model (:mod:`bench_suite.engine.intmodel`) equivalent to ``model`` in eval mode."""
+    from bench_suite.engine import intmodel
+    from bench_suite.nn.models import Decoupled, DeepGCN
+
+    model.eval()
+    if isinstance(model, DeepGCN):
+        return intmodel.IntGCN.from_model(model)
+    if isinstance(model, Decoupled):
+        return intmodel.IntDecoupled.from_model(model)
+    raise ValueError(f"cannot convert {type(model).__name__} to an integer model; supported: DeepGCN ('gcn'), "
+                     "Decoupled ('decoupled' with propagation 'appnp')")
+
+
+def fp32_bytes(model: torch.nn.Module) -> int:
+    """4 bytes per model parameter (quantizer parameters excluded)."""
+    quant = {id(p) for m in model.modules() if isinstance(m, Quantizer) for p in m.parameters()}
+    return 4 * sum(p.numel() for p in model.parameters() if id(p) not in quant)
+
+
+def rule_state(r: RangeRule) -> dict:
+    return asdict(r)

@@ -1,0 +1,86 @@
+"""Quantizers whose range is a running statistic of the tensor (the QAT and DQ baselines).
+
+:class:`TrackedRangeQuantizer` keeps ``[lo, hi]`` as buffers, initialised from the
+first training batch and then smoothed with momentum (``m ← m + μ·(obs − m)``),
+frozen in eval mode.  Subclasses choose the observed statistic (min/max,
+percentiles) and the gradient (plain STE or clipped STE).
+"""
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import torch
+from torch import Tensor
+
+from bench_suite.quant.base import Quantizer, fake_quant, quantize_codes, scale_zero
+
+
+class TrackedRangeQuantizer(Quantizer):
+    """Fake quantization with a momentum-tracked range (buffers ``lo``, ``hi``, ``initialized``).
+
+    ``clip_grad=False``: straight-through gradient everywhere; ``True``: zero gradient
+    where ``x`` falls outside ``[lo, hi]`` (Degree-Quant's gradient clipping).
+    """
+
+    clip_grad = False
+
+    def __init__(self, bits: int, role: str, momentum: float = 0.01) -> None:
+        super().__init__(bits, role)
+        if not 0.0 < float(momentum) <= 1.0:
+            raise ValueError(f"momentum={momentum!r} for quantizer role {role!r} is not valid; use 0 < momentum <= 1")
+        self.momentum = float(momentum)
+        self.register_buffer("lo", torch.zeros(()))
+        self.register_buffer("hi", torch.zeros(()))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    def observe(self, x: Tensor) -> Tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        """The (low, high) statistic of this batch."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def update_range(self, x: Tensor) -> None:
+        mn, mx = self.observe(x.detach())
+        if not bool(self.initialized):
+            self.lo.copy_(mn)
+            self.hi.copy_(mx)
+            self.initialized.fill_(True)
+        else:
+            self.lo.add_(self.momentum * (mn - self.lo))
+            self.hi.add_(self.momentum * (mx - self.hi))
+
+    def range_for(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """The tracked range widened to contain 0; before any training batch, this batch's statistic."""
+        if bool(self.initialized):
+            lo, hi = self.lo, self.hi
+        else:
+            with torch.no_grad():
+                lo, hi = self.observe(x.detach())
+        return torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
+
+    def codes(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Integer codes in ``0..2^bits−1`` with (scale, zero): ``(codes − zero)·scale`` is the eval output."""
+        with torch.no_grad():
+            s, z = scale_zero(*self.range_for(x), self.bits)
+            return quantize_codes(x, s, z, self.bits).to(torch.int32), s, z
+
+    def dequant(self, codes: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
+        return (codes.to(scale.dtype) - zero) * scale
+
+    def quantize(self, x: Tensor) -> Tensor:
+        """Fake-quantized ``x`` with this quantizer's gradient rule."""
+        lo, hi = self.range_for(x)
+        xq = fake_quant(x.detach(), lo, hi, self.bits)
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return xq
+        d = x - x.detach()  # value 0, gradient 1
+        if self.clip_grad:
+            d = d * ((x.detach() >= lo) & (x.detach() <= hi))
+        return xq + d
+
+    def forward(self, x: Tensor, graph: Any = None) -> Tensor:
+        if self.training:
+            self.update_range(x)
+        return self.quantize(x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, momentum={self.momentum}"

@@ -1,0 +1,56 @@
+"""``bench-suite report RESULTS_DIR... --out reports/``: render figures and tables from stored records."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def _seeds(text: str) -> list[int]:
+    """``0-9`` or ``0,1,2`` → a list of seeds."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                a, b = part.split("-", 1)
+                out += list(range(int(a), int(b) + 1))
+            elif part.strip():
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r} is not valid; use e.g. 0-9 or 0,1,2") from None
+    return sorted(set(out))
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", nargs="*", default=["results"], metavar="RESULTS_DIR",
+                   help="directories of run records (default: results)")
+    p.add_argument("--out", default="reports", help="output directory (default: reports)")
+    p.add_argument("--seeds", type=_seeds, default=None,
+                   help="expected seeds, e.g. 0-9 (default: the union of seeds seen in each matrix)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="depth of the method × bits tables (default: each method's shallowest depth)")
+    p.add_argument("--metric", default="test_acc", help="metric of tables and figures (default: test_acc)")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures (tables and index only)")
+
+
+def execute(args: argparse.Namespace) -> int:
+    from bench_suite.report import render_report
+
+    argv = ["bench-suite", "report", *args.results, "--out", args.out]
+    if args.seeds is not None:
+        argv += ["--seeds", ",".join(map(str, args.seeds))]
+    if args.depth is not None:
+        argv += ["--depth", str(args.depth)]
+    if args.metric != "test_acc":
+        argv += ["--metric", args.metric]
+    if args.no_figures:
+        argv.append("--no-figures")
+    res = render_report(args.results, args.out, seeds=args.seeds, depth=args.depth, metric=args.metric,
+                        command=shlex.join(argv), figures=not args.no_figures)
+    msg = f"report: {res.n_train} training and {res.n_speed} speed records → {len(res.files)} files in {res.out}"
+    if res.incomplete_groups:
+        msg += f"; {res.incomplete_groups} groups with missing or failed seeds (see README.md)"
+    if not res.n_train and not res.n_speed:
+        msg += "; no records found"
+    print(msg, file=sys.stderr)
+    return 0

@@ -1,0 +1,64 @@
+"""Render a whole report directory from a result store (the ``report`` subcommand's work)."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from bench_suite.report.aggregate import aggregate, group_status, layers_frame, load_store, runs_frame
+from bench_suite.report.tables import bits_tables, depth_tables
+
+DEPTH_NOTE = ("Tables by bit width show each method at its shallowest depth in the records "
+              "(the conventional setting: a 2-layer GCN, the smallest K of a decoupled model); "
+              "`--depth N` fixes one depth for all methods.")
+
+
+@dataclass
+class ReportResult:
+    """What was written (paths relative to the output directory) and what is incomplete."""
+
+    out: Path
+    files: List[str] = field(default_factory=list)
+    n_train: int = 0
+    n_speed: int = 0
+    incomplete_groups: int = 0
+
+
+def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optional[Sequence[int]] = None,
+                  depth: Optional[int] = None, metric: str = "test_acc", command: Optional[str] = None,
+                  figures: bool = True) -> ReportResult:
+    """Read records under ``results`` and write the report into ``out`` (its generated parts replaced)."""
+    from bench_suite.env import git_commit
+    from bench_suite.report.index import write_index
+    from bench_suite.report.speed import speed_frame, speed_tables
+
+    out = Path(out)
+    store = load_store(results)
+    runs = runs_frame(store, seeds)
+    status = group_status(runs, seeds)
+    agg = aggregate(runs, seeds)
+    for sub in ("tables", "figures"):
+        shutil.rmtree(out / sub, ignore_errors=True)  # stale files of an earlier render
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    agg_path = out / "aggregates.csv"
+    agg.to_csv(agg_path, index=False, lineterminator="\n", float_format="%.10g")
+    written.append(agg_path)
+
+    tables = bits_tables(agg, metric, depth) + depth_tables(agg, metric)
+    speed = speed_tables(speed_frame(store))
+    for t in tables + speed:
+        written += t.write(out / "tables")
+    figs = []
+    if figures and not runs.empty:
+        from bench_suite.report.figures import depth_figures, method_figures, oversmoothing_figures
+
+        figs = (depth_figures(runs, out / "figures", metric) + method_figures(runs, out / "figures", metric)
+                + oversmoothing_figures(layers_frame(runs), out / "figures"))
+        written += [f.path for f in figs]
+    note = DEPTH_NOTE if depth is None else f"Tables by bit width show every method at depth {depth}."
+    cmd = command or "bench-suite report " + " ".join(map(str, results)) + f" --out {out}"
+    written.append(write_index(out, store, runs, status, tables, speed, figs, cmd, git_commit(), note))
+    return ReportResult(out, sorted(p.relative_to(out).as_posix() for p in written), len(store.train),
+                        len(store.speed), int((~status["complete"].astype(bool)).sum()) if len(status) else 0)

@@ -1,0 +1,173 @@
+"""Reports rendered from a result store: statistics, flags, files, determinism, empty store."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+import report_store as fx  # noqa: E402
+
+from bench_suite.report import render_report  # noqa: E402
+from bench_suite.report.aggregate import aggregate, completeness_note, load_store, runs_frame  # noqa: E402
+
+T975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305}  # two-sided 95% t quantiles (tables)
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory) -> Path:
+    return fx.write_store(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="module")
+def rendered(store_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    render_report([store_dir], out)
+    return out
+
+
+def _agg(store_dir: Path, seeds=None):
+    runs = runs_frame(load_store([store_dir]), seeds)
+    return aggregate(runs, seeds)
+
+
+def _row(agg, method, quantizer, depth, metric="test_acc"):
+    sel = agg[(agg.method == method) & (agg.quantizer == quantizer) & (agg.depth == depth) & (agg.metric == metric)]
+    assert len(sel) == 1, sel
+    return sel.iloc[0]
+
+
+def test_statistics_equal_hand_computed_values(store_dir):
+    agg = _agg(store_dir)
+    for method, quantizer, depth, seeds in [("gcn", "QLR INT8", 4, fx.SEEDS),
+                                            ("decoupled+smp(exact)", "QLR INT2 BT*", 16, fx.SEEDS),
+                                            ("gcn", "QLR INT2", 16, (0, 2))]:
+        vals = [fx.accuracy(method, quantizer, depth, s) for s in seeds]
+        r = _row(agg, method, quantizer, depth)
+        n = len(vals)
+        mean = sum(vals) / n
+        std = statistics.stdev(vals)  # unbiased (n - 1)
+        half = T975[n - 1] * std / math.sqrt(n)
+        assert r["n"] == n and r["expected"] == len(fx.SEEDS)
+        assert r["mean"] == pytest.approx(mean, abs=1e-12)
+        assert r["std"] == pytest.approx(std, rel=1e-9)
+        assert r["ci95_low"] == pytest.approx(mean - half, rel=1e-7)
+        assert r["ci95_high"] == pytest.approx(mean + half, rel=1e-7)
+        assert (r["min"], r["max"]) == (min(vals), max(vals))
+
+
+def test_groups_exclude_seed_and_keep_quantizer_variants_apart(store_dir):
+    agg = _agg(store_dir)
+    acc = agg[agg.metric == "test_acc"]
+    # 2 methods: gcn 3 depths, smp 2 depths; 4 quantizers each
+    assert len(acc) == (3 + 2) * 4
+    assert set(acc.quantizer) == {"FP32", "QLR INT8", "QLR INT2", "QLR INT2 BT*"}
+    assert set(acc.method) == {"gcn", "decoupled+smp(exact)"}
+
+
+def test_missing_and_failed_seeds_are_flagged_not_averaged(store_dir, rendered):
+    r = _row(_agg(store_dir), "gcn", "QLR INT2", 16)
+    assert not r["complete"] and r["seeds_failed"] == "1" and r["seeds_missing"] == "3"
+    assert r["note"] == "n=2/4: seeds 1 failed, 3 missing"
+    note = "n=2/4: seeds 1 failed, 3 missing"
+    table = (rendered / "tables" / "acc_by_depth_cora_int2.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| gcn | QLR INT2 |"))
+    assert row.rstrip(" |").endswith("†") and note in table
+    assert table.count("†") == 2  # the one flagged cell and its footnote
+    tex = (rendered / "tables" / "acc_by_depth_cora_int2.tex").read_text()
+    assert "$^\\dagger$" in tex and note in tex
+    cells = list(csv.reader((rendered / "tables" / "acc_by_depth_cora_int2.csv").open()))
+    assert any(c.endswith("†") for c in next(r for r in cells if r[:2] == ["gcn", "QLR INT2"]))
+    # a complete group in the same table carries no mark
+    assert "†" not in next(line for line in table.splitlines() if line.startswith("| gcn | QLR INT2 BT* |"))
+    readme = (rendered / "README.md").read_text()
+    missing = readme.split("## Missing / failed", 1)[1]
+    assert "| cora | gcn | QLR INT2 | 16 | n=2/4 | 1 | 3 |" in missing and "NonFiniteLoss" in missing
+
+
+def test_expected_seeds_option_flags_absent_seeds(store_dir):
+    r = _row(_agg(store_dir, seeds=range(6)), "gcn", "FP32", 2)
+    assert (r["n"], r["expected"], r["seeds_missing"]) == (4, 6, "4,5")
+    assert r["note"] == "n=4/6: seeds 4,5 missing"
+    assert completeness_note(3, 3, [], []) == ""
+
+
+def test_render_writes_every_indexed_file_and_valid_pngs(rendered):
+    readme = (rendered / "README.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", readme)
+    assert links, readme
+    for link in links:
+        assert (rendered / link).is_file(), f"index links {link} but it was not written"
+    pngs = sorted((rendered / "figures").glob("*.png"))
+    assert {p.name for p in pngs} == {"depth_cora_int8.png", "depth_cora_int2.png", "bits_cora_gcn.png",
+                                      "bits_cora_decoupled-smp-exact.png", "oversmoothing_cora_L16.png"}
+    from PIL import Image
+
+    for p in pngs:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(p) as im:
+            assert im.size[0] > 300 and im.size[1] > 200
+        assert f"figures/{p.name}" in links
+    for t in (rendered / "tables").iterdir():
+        assert f"tables/{t.name}" in links
+    # speed table names the machine and the speed-up over DGL
+    speed = (rendered / "tables" / "speed_fixture-cpu-2-0ghz_t2.md").read_text()
+    assert "Fixture CPU @ 2.0GHz, 2 threads" in speed and "| int | 1 | 10.00 | 4.00× | 4.0 | 64.0 | 16.0× |" in speed
+
+
+def test_best_value_is_bold(rendered):
+    table = (rendered / "tables" / "acc_by_bits_cora.md").read_text()
+    best_fp32 = 100 * statistics.mean(fx.accuracy("decoupled+smp(exact)", "FP32", 2, s) for s in fx.SEEDS)
+    assert f"**{best_fp32:.1f} ± " in table
+    assert table.count("**") == 2 + 2 * 3  # title + one best per column (FP32, INT8, INT2)
+    assert "\\textbf{" in (rendered / "tables" / "acc_by_bits_cora.tex").read_text()
+
+
+def test_render_is_deterministic(store_dir, rendered, tmp_path):
+    again = tmp_path / "again"
+    render_report([store_dir], again)
+    files = sorted(p.relative_to(rendered) for p in rendered.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for f in files:
+        if f.name == "README.md":  # names the output directory in its command line
+            continue
+        assert (rendered / f).read_bytes() == (again / f).read_bytes(), f"{f} differs between renders"
+
+
+def test_partial_store_renders_and_old_records_without_fields(tmp_path):
+    d = fx.write_store(tmp_path / "results", speed=False, junk=False,
+                       only={("gcn", "FP32", 2, 0), ("gcn", "FP32", 2, 1)})
+    old = {"spec": {"dataset": {"name": "cora"}, "model": {"name": "gcn", "depth": 4}},
+           "metrics": {"test_acc": 0.5}}  # a bare record: no kind, status, env, layers or train section
+    (d / "old.json").write_text(json.dumps(old))
+    out = tmp_path / "out"
+    res = render_report([d], out)
+    assert res.n_train == 3 and res.n_speed == 0
+    readme = (out / "README.md").read_text()
+    assert "No speed records" in readme
+    agg = (out / "aggregates.csv").read_text()
+    assert "gcn,FP32,32,4,test_acc,1,2,0.5," in agg  # expected = seeds seen in the matrix {0, 1}
+
+
+def test_empty_store_renders_no_records_message(tmp_path):
+    (tmp_path / "results").mkdir()
+    from bench_suite.cli import main
+
+    assert main(["report", str(tmp_path / "results"), "--out", str(tmp_path / "out")]) == 0
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "No records found" in readme and "Everything is missing" in readme
+    assert (tmp_path / "out" / "aggregates.csv").read_text().startswith("group,dataset,method")
+    assert not list((tmp_path / "out").glob("figures/*"))
+
+
+def test_missing_results_directory_is_an_error(tmp_path, capsys):
+    from bench_suite.cli import main
+
+    assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    assert "nope" in capsys.readouterr().err
