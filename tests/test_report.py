@@ -118,7 +118,7 @@ def test_render_writes_every_indexed_file_and_valid_pngs(rendered):
         assert f"tables/{t.name}" in links
     # speed table names the machine and the speed-up over DGL
     speed = (rendered / "tables" / "speed_fixture-cpu-2-0ghz_t2.md").read_text()
-    assert "Fixture CPU @ 2.0GHz, 2 threads" in speed and "| int | 1 | 10.00 | 4.00× | 4.0 | 64.0 | 16.0× |" in speed
+    assert "Fixture CPU @ 2.0GHz, 2 threads" in speed and "| INT2 | qlr | int | 1 | 10.00 | 4.00× | 4.0 | 64.0 | 16.0× |" in speed
 
 
 def test_best_value_is_bold(rendered):
@@ -171,3 +171,17 @@ def test_missing_results_directory_is_an_error(tmp_path, capsys):
 
     assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_labels_name_the_keys_that_tell_colliding_groups_apart(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    for i, (hidden, depth, lr) in enumerate([(64, 2, 0.01), (128, 2, 0.01), (64, 4, 0.005)]):
+        rec = fx.train_record("gcn", "FP32", 2, 0)
+        rec["spec"]["model"].update(hidden=hidden, depth=depth)
+        rec["spec"]["train"]["lr"] = lr  # varies with depth only: no collision, so not shown
+        rec["run_id"] = f"r{i}"
+        (d / f"r{i}.json").write_text(json.dumps(rec))
+    runs = runs_frame(load_store([d]))
+    assert sorted(set(runs.method)) == ["gcn [hidden=128]", "gcn [hidden=64]"]
+    assert runs.set_index("run_id").loc["r2", "method"] == "gcn [hidden=64]"

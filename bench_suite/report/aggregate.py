@@ -62,7 +62,7 @@ def load_store(roots: Sequence[str | Path]) -> Store:
         if not root.exists():
             raise FileNotFoundError(f"results directory {str(root)!r} does not exist; "
                                     f"pass directories written by `bench-suite run` (e.g. results/smoke)")
-        files = [root] if root.is_file() else sorted(root.rglob("*.json"))
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*.json") if not p.name.startswith("."))
         for path in files:
             try:
                 rec = json.loads(path.read_text())

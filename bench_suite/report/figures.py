@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+import numpy as np
 import pandas as pd
 
 from bench_suite.report.aggregate import OK, t_interval
@@ -59,6 +60,16 @@ def _ci(values) -> tuple:
     return t_interval(list(values))
 
 
+def _geo_mean(values) -> float:
+    return float(np.exp(np.mean(np.log(np.asarray(values, dtype=float)))))
+
+
+def _geo_ci(values) -> tuple:
+    """The t-interval of log values, mapped back: a positive band for log-scale plots."""
+    lo, hi = t_interval(list(np.log(np.asarray(values, dtype=float))))
+    return float(np.exp(lo)), float(np.exp(hi))
+
+
 def _depth_axis(ax, depths: Sequence[int]) -> None:
     from matplotlib.ticker import FixedLocator, NullLocator
 
@@ -98,6 +109,12 @@ def _ok_runs(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return ok
 
 
+def _by_bits(df: pd.DataFrame) -> List[str]:
+    """Quantizer labels, widest bit width first (FP32, INT8, INT4, INT2, then variants)."""
+    pairs = {(int(b), str(q)) for b, q in zip(df["bits"], df["quantizer"])}
+    return [q for _, q in sorted(pairs, key=lambda bq: (-bq[0], bq[1]))]
+
+
 def _ylabel(metric: str) -> str:
     return f"{metric.replace('_', ' ')} (%)" if metric.endswith("_acc") else metric.replace("_", " ")
 
@@ -113,7 +130,7 @@ def depth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> Li
         for bits in sorted(set(sub["bits"]) - {32}, reverse=True):
             q = sub[sub["bits"] == bits].sort_values(["method", "quantizer", "depth", "seed"])
             fig, ax = plt.subplots()
-            styles = sorted(set(q["quantizer"]))
+            styles = _by_bits(q)
             sns.lineplot(data=q, x="depth", y="value", hue="method", style="quantizer", style_order=styles,
                          hue_order=sorted(set(q["method"])), palette=colors, markers=True, dashes=False,
                          errorbar=_ci, err_style="band", ax=ax)
@@ -141,7 +158,7 @@ def method_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> L
     figs = []
     for (dataset, method), sub in sorted(ok.groupby(["dataset", "method"]), key=lambda kv: kv[0]):
         sub = sub.sort_values(["quantizer", "depth", "seed"])
-        order = sorted(set(sub["quantizer"]), key=lambda s: (s != "FP32", s))
+        order = _by_bits(sub)
         fig, ax = plt.subplots()
         sns.lineplot(data=sub, x="depth", y="value", hue="quantizer", hue_order=order, palette=qcolors,
                      style="quantizer", style_order=order, markers=True,
@@ -172,7 +189,7 @@ def oversmoothing_figures(layers: pd.DataFrame, out: Path, min_depth: int = DEEP
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         de = sub[sub["dirichlet"] > 0]
         sns.lineplot(data=de, x="layer", y="dirichlet", hue="series", hue_order=order, palette=colors,
-                     errorbar=_ci, ax=axes[0], legend=False)
+                     estimator=_geo_mean, errorbar=_geo_ci, ax=axes[0], legend=False)
         axes[0].set_yscale("log")
         axes[0].set(title="Dirichlet energy tr(XᵀL̃X)/n", xlabel="layer", ylabel="Dirichlet energy (log scale)")
         sns.lineplot(data=sub, x="layer", y="mad", hue="series", hue_order=order, palette=colors,
@@ -183,6 +200,7 @@ def oversmoothing_figures(layers: pd.DataFrame, out: Path, min_depth: int = DEEP
         fig.suptitle(title)
         path = out / f"oversmoothing_{slug(dataset)}_L{int(depth)}.png"
         _save(fig, path)
-        figs.append(Figure(path, title, "Mean over seeds with 95% t-interval; non-positive energies omitted "
-                                        "from the log plot."))
+        figs.append(Figure(path, title, "Dirichlet energy: geometric mean over seeds, band: 95% t-interval of "
+                                        "log energy (non-positive energies omitted); MAD: mean over seeds, "
+                                        "band: 95% t-interval."))
     return figs

@@ -21,6 +21,11 @@ def _rel(path: Path, out: Path) -> str:
     return path.relative_to(out).as_posix()
 
 
+def _table_block(t: Table) -> List[str]:
+    return [t.markdown(), f"[Markdown](tables/{t.name}.md) · [LaTeX](tables/{t.name}.tex) · [CSV](tables/{t.name}.csv)",
+            ""]
+
+
 def _counts(runs: pd.DataFrame) -> str:
     if runs.empty:
         return "0 training runs"
@@ -45,7 +50,7 @@ def write_index(out: Path, store: Store, runs: pd.DataFrame, status: pd.DataFram
                 speed: Sequence[Table], figures: Sequence[Figure], command: str, commit: str,
                 table_note: str) -> Path:
     """Write ``out/README.md`` and return its path."""
-    newest = max([str(r.get("finished") or "") for r in store.train + store.speed] + [""])
+    newest = max([str(r.get("finished") or r.get("timestamp") or "") for r in store.train + store.speed] + [""])
     lines = ["# Benchmark report", "",
              "Rendered by `bench-suite report` from stored run records only; regenerate it, do not edit it.", "",
              f"- command: `{command}`",
@@ -64,17 +69,13 @@ def write_index(out: Path, store: Store, runs: pd.DataFrame, status: pd.DataFram
         lines += [table_note, "",
                   "Cells: mean ± unbiased std over seeds; bold: best in its column; "
                   "† a group with failed or missing seeds (footnote says which).", ""]
-        for t in tables:
-            lines += [t.markdown(), f"[Markdown](tables/{t.name}.md) · [LaTeX](tables/{t.name}.tex) · "
-                                    f"[CSV](tables/{t.name}.csv)", ""]
+        lines += [line for t in tables for line in _table_block(t)]
     else:
         lines += ["No training records: no accuracy tables.", ""]
 
     lines += ["## Speed and size", ""]
     if speed:
-        for t in speed:
-            lines += [t.markdown(), f"[Markdown](tables/{t.name}.md) · [LaTeX](tables/{t.name}.tex) · "
-                                    f"[CSV](tables/{t.name}.csv)", ""]
+        lines += [line for t in speed for line in _table_block(t)]
     else:
         lines += ["No speed records (`bench-suite speed` writes them): no speed tables.", ""]
 

@@ -14,8 +14,15 @@ import pandas as pd
 from bench_suite.report.aggregate import Store
 from bench_suite.report.tables import EMPTY, Table, bits_name, slug
 
-SPEED_COLS = ["cpu", "threads", "model", "graph", "bits", "impl", "median_ms", "speedup_vs_dgl",
-              "model_bytes", "fp32_bytes", "compression", "matrix", "status"]
+SPEED_COLS = ["cpu", "threads", "model", "depth", "hidden", "graph", "bits", "quant", "impl", "median_ms",
+              "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression", "matrix", "status"]
+KEY_COLS = ["model", "depth", "hidden", "graph", "bits", "quant", "impl"]
+
+
+def _section(spec: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """``spec[name]`` as a dict (a bare value such as ``"gcn"`` becomes ``{"name": "gcn"}``)."""
+    v = spec.get(name) if isinstance(spec, dict) else None
+    return v if isinstance(v, dict) else ({"name": v} if v is not None else {})
 
 
 def speed_frame(store: Store) -> pd.DataFrame:
@@ -25,11 +32,14 @@ def speed_frame(store: Store) -> pd.DataFrame:
         env: Dict[str, Any] = rec.get("env") or {}
         spec = rec.get("spec") or {}
         rows.append({
-            "cpu": str(env.get("cpu") or "unknown CPU"),
+            "cpu": str(rec.get("cpu") or env.get("cpu") or "unknown CPU"),
             "threads": rec.get("threads", env.get("torch_threads")),
-            "model": str(rec.get("model") or (spec.get("model") or {}).get("name") or "?"),
-            "graph": str(rec.get("graph") or (spec.get("dataset") or {}).get("name") or "?"),
-            "bits": rec.get("bits", (spec.get("quant") or {}).get("bits")),
+            "model": str(rec.get("model") or _section(spec, "model").get("name") or "?"),
+            "depth": rec.get("depth", _section(spec, "model").get("depth")),
+            "hidden": rec.get("hidden", _section(spec, "model").get("hidden")),
+            "graph": str(rec.get("graph") or _section(spec, "dataset").get("name") or "?"),
+            "bits": rec.get("bits", _section(spec, "quant").get("bits")),
+            "quant": str(rec.get("quant") or _section(spec, "quant").get("name") or "–"),
             "impl": str(rec.get("impl") or "?"),
             **{k: rec.get(k) for k in ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression")},
             "matrix": rec.get("_matrix", ""),
@@ -39,12 +49,16 @@ def speed_frame(store: Store) -> pd.DataFrame:
     for c in ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["bits"] = pd.to_numeric(df["bits"], errors="coerce").fillna(32).astype(int)
-    df["threads"] = pd.to_numeric(df["threads"], errors="coerce").fillna(0).astype(int)
-    return df.sort_values(SPEED_COLS[:6]).reset_index(drop=True)
+    for c in ("threads", "depth", "hidden"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").fillna(0).astype(int)
+    df.loc[df["bits"] == 32, "quant"] = "–"  # the FP32 baselines do not depend on the quantizer compared
+    return df.sort_values(["cpu", "threads"] + KEY_COLS).reset_index(drop=True)
 
 
 def _num(v: float, fmt: str, suffix: str = "") -> str:
-    return EMPTY if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:{fmt}}{suffix}"
+    if v is None or (isinstance(v, float) and np.isnan(v)) or (fmt == "d" and v == 0):
+        return EMPTY
+    return f"{v:{fmt}}{suffix}"
 
 
 def speed_tables(frame: pd.DataFrame) -> List[Table]:
@@ -53,10 +67,11 @@ def speed_tables(frame: pd.DataFrame) -> List[Table]:
     for (cpu, threads), sub in frame.groupby(["cpu", "threads"], sort=True):
         ok = sub[sub["status"] == "ok"]
         rows = []
-        keys = ["model", "graph", "bits", "impl"]
-        for key, g in ok.groupby(keys, sort=True):
-            model, graph, bits, impl = key
-            rows.append([model, graph, bits_name(int(bits)), impl, str(len(g)),
+        groups = sorted(ok.groupby(KEY_COLS), key=lambda kv: (*kv[0][:4], -kv[0][4], *kv[0][5:]))
+        for key, g in groups:  # widest bit width (the FP32 baselines) first
+            model, depth, hidden, graph, bits, quant, impl = key
+            rows.append([model, _num(depth, "d"), _num(hidden, "d"), graph, bits_name(int(bits)), quant, impl,
+                         str(len(g)),
                          _num(g["median_ms"].median(), ".2f"),
                          _num(g["speedup_vs_dgl"].median(), ".2f", "×"),
                          _num(g["model_bytes"].median() / 1024, ".1f"),
@@ -66,7 +81,7 @@ def speed_tables(frame: pd.DataFrame) -> List[Table]:
                 for r in sub[sub["status"] != "ok"].itertuples()]
         name = f"speed_{slug(cpu)}_t{threads}"
         title = f"Inference latency and model size on {cpu}, {threads} thread{'s' if threads != 1 else ''}"
-        tables.append(Table(name, title, ["model", "graph", "bits", "impl", "n", "median ms", "speed-up vs DGL",
-                                          "model KiB", "FP32 KiB", "compression"], rows,
-                            footnotes=sorted(foot), n_label_cols=4))
+        tables.append(Table(name, title, ["model", "depth", "hidden", "graph", "bits", "quantizer", "impl", "n",
+                                          "median ms", "speed-up vs DGL", "model KiB", "FP32 KiB", "compression"],
+                            rows, footnotes=sorted(foot), n_label_cols=7))
     return tables

@@ -79,7 +79,7 @@ class Table:
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-          "±": r"$\pm$", DAGGER: r"$^\dagger$", EMPTY: "--"}
+          "±": r"$\pm$", "×": r"$\times$", DAGGER: r"$^\dagger$", EMPTY: "--"}
 
 
 def latex_escape(text: str) -> str:
@@ -109,8 +109,8 @@ def format_cell(row: pd.Series, metric: str) -> str:
     return text + (DAGGER if not row["complete"] else "")
 
 
-def _footnote(row: pd.Series, where: str) -> str:
-    return f"{where}: {row['note']}"
+def _footnote(row: pd.Series) -> str:
+    return f"{row['method']} {row['quantizer']} (L={row['depth']}): {row['note']}"
 
 
 def _pivot_table(agg: pd.DataFrame, name: str, title: str, row_cols: Sequence[str], col_col: str,
@@ -130,7 +130,7 @@ def _pivot_table(agg: pd.DataFrame, name: str, title: str, row_cols: Sequence[st
             cells.append(format_cell(r, metric))
             vals.append(None if r["n"] == 0 else round(r["mean"] * metric_scale(metric), 1))
             if not r["complete"]:
-                foot.append(_footnote(r, " ".join(map(str, key)) + f" ({col_names.get(col, col)})"))
+                foot.append(_footnote(r))
         rows.append(cells)
         bold_vals.append(vals)
     bold = [[False] * len(row_cols) + [False] * len(col_order) for _ in rows]
