@@ -59,7 +59,9 @@ def rule_of(q: Quantizer, where: str = "") -> RangeRule:
         if all(np.isclose(_probe(q, *p), first, rtol=1e-6, atol=0).all() for p in PROBES[1:]):
             return RangeRule("static", bits, scale=first[0], zero=first[1])
         # scaled min/max: on [-1, 1] the range is [-α, α], so s·Q = 2α
-        rule = RangeRule("scaled_minmax", bits, alpha=first[0] * qmax(bits) / 2.0)
+        alpha = getattr(q, "alpha", None)
+        alpha = float(alpha) if isinstance(alpha, torch.Tensor) and alpha.numel() == 1 else first[0] * qmax(bits) / 2.0
+        rule = RangeRule("scaled_minmax", bits, alpha=alpha)
         for p in PROBES[1:]:
             want = rule.params(*p)[:2]
             if not np.allclose(_probe(q, *p), want, rtol=1e-5, atol=1e-7):

@@ -1,0 +1,228 @@
+"""Speed benchmark: DGL FP32 vs the suite's FP32 path vs the integer engine.
+
+Timings are interleaved (one run of each implementation per round, ABAB…) and the
+median of ``repeats`` rounds after ``warmup`` rounds is reported, with the same
+thread count for torch, DGL and numba.  Each measurement becomes one ``speed``
+record (see :func:`measure`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import dgl
+import numpy as np
+import torch
+
+#: generated graphs: (nodes, undirected edges, features, classes)
+GRAPHS: Dict[str, tuple] = {
+    "arxiv-like": (169_343, 1_166_243, 128, 40),
+    "arxiv-like-10": (16_934, 116_624, 128, 40),
+    "small": (2_000, 10_000, 64, 8),
+    "tiny": (300, 1_200, 16, 4),
+}
+MODELS = ("gcn", "decoupled")
+IMPLS = ("dgl-fp32", "suite-fp32", "int")
+
+
+def power_law_graph(nodes: int, edges: int, seed: int = 0, exponent: float = 2.5) -> dgl.DGLGraph:
+    """Symmetric graph without self-loops with exactly ``edges`` undirected edges.
+
+    Chung–Lu model: node weights from a Pareto law of tail exponent ``exponent``
+    (degrees ∝ weights), endpoints drawn ∝ weight, duplicates and self-loops
+    rejected until the edge count is reached.  Node order is a random permutation.
+    """
+    if edges > nodes * (nodes - 1) // 2:
+        raise ValueError(f"{edges} edges do not fit a simple graph on {nodes} nodes")
+    rng = np.random.default_rng(seed)
+    w = (rng.pareto(exponent - 1.0, nodes) + 1.0)
+    p = w / w.sum()
+    have = np.empty(0, dtype=np.int64)
+    while have.size < edges:
+        need = int((edges - have.size) * 1.1) + 16
+        u = rng.choice(nodes, need, p=p)
+        v = rng.choice(nodes, need, p=p)
+        keep = u != v
+        lo, hi = np.minimum(u, v)[keep], np.maximum(u, v)[keep]
+        have = np.unique(np.concatenate([have, lo.astype(np.int64) * nodes + hi]))
+    have = rng.permutation(have)[:edges]
+    src, dst = have // nodes, have % nodes
+    g = dgl.graph((np.concatenate([src, dst]), np.concatenate([dst, src])), num_nodes=nodes)
+    return g
+
+
+def generated(name: str, seed: int = 0):
+    """``(graph, features, num_classes)`` of a generated graph in :data:`GRAPHS`."""
+    if name not in GRAPHS:
+        raise ValueError(f"unknown generated graph {name!r}; valid: {', '.join(GRAPHS)}")
+    n, e, f, c = GRAPHS[name]
+    g = power_law_graph(n, e, seed)
+    x = torch.from_numpy(np.random.default_rng(seed + 1).standard_normal((n, f)).astype(np.float32))
+    return g, x, c
+
+
+class DGLGCN(torch.nn.Module):
+    """The ecosystem baseline: ``dgl.nn.GraphConv`` layers (norm='both'), ReLU between."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList()
+        for layer in model.layers:
+            i, o = layer.weight.shape
+            conv = dgl.nn.GraphConv(i, o, norm="both", bias=layer.bias is not None)
+            conv.weight.data.copy_(layer.weight.data)
+            if layer.bias is not None:
+                conv.bias.data.copy_(layer.bias.data)
+            self.layers.append(conv)
+
+    def forward(self, g, x):
+        for k, conv in enumerate(self.layers):
+            x = conv(g, x)
+            if k < len(self.layers) - 1:
+                x = torch.relu(x)
+        return x
+
+
+class DGLAPPNP(torch.nn.Module):
+    """Baseline for decoupled models: the same float MLP, then ``dgl.nn.APPNPConv``."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.lins = torch.nn.ModuleList()
+        for lin in model.mlp.lins:
+            i, o = lin.weight.shape
+            t = torch.nn.Linear(i, o, bias=lin.bias is not None)
+            t.weight.data.copy_(lin.weight.data.t())
+            if lin.bias is not None:
+                t.bias.data.copy_(lin.bias.data)
+            self.lins.append(t)
+        self.prop = dgl.nn.APPNPConv(model.prop.depth, model.prop.alpha)
+
+    def forward(self, g, x):
+        for k, lin in enumerate(self.lins):
+            x = lin(x)
+            if k < len(self.lins) - 1:
+                x = torch.relu(x)
+        return self.prop(g, x)
+
+
+def build(model: str, depth: int, hidden: int, in_dim: int, classes: int, quant, propagation: str = "appnp"):
+    from bench_suite.registry import MODELS as REG
+
+    if model not in MODELS:
+        raise ValueError(f"speed: model={model!r} is not supported; valid: {', '.join(MODELS)}")
+    params = {"hidden": hidden}
+    if model == "decoupled":
+        params["propagation"] = propagation
+    return REG.create(model, in_dim=in_dim, num_classes=classes, depth=depth, quant=quant, **params)
+
+
+def copy_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
+    """Copy model parameters (not quantizer state) from ``src`` to ``dst``."""
+    from bench_suite.quant.base import Quantizer
+
+    skip = {name for name, m in src.named_modules() if isinstance(m, Quantizer)}
+    state = {k: v for k, v in src.state_dict().items() if not any(k.startswith(s + ".") for s in skip)}
+    dst.load_state_dict(state, strict=False)
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = "arxiv-like", bits: int = 2,
+            quant: Optional[str] = None, threads: int = 2, repeats: int = 5, warmup: int = 1,
+            impls: tuple = IMPLS, model_path: Optional[str] = None, seed: int = 0) -> List[dict]:
+    """Time each implementation in ``impls`` on one model and graph; one record per implementation.
+
+    The fake-quant model has random weights with ranges set by one calibration
+    forward pass (timing does not depend on the weights' values); ``model_path``
+    loads a saved integer model instead of converting one.
+    """
+    from bench_suite.engine import kernels
+    from bench_suite.engine.calibration import temporary_quantizer
+    from bench_suite.engine.convert import convert, fp32_bytes
+    from bench_suite.engine.intmodel import EngineGraph, load
+    from bench_suite.env import cpu_model
+    from bench_suite.nn.graph import prepare_graph
+    from bench_suite.quant.base import QuantFactory
+    from bench_suite.registry import QUANTIZERS
+
+    if repeats < 5:
+        raise ValueError(f"repeats={repeats} is too few for a median; use at least 5")
+    bad = [i for i in impls if i not in IMPLS]
+    if bad:
+        raise ValueError(f"unknown implementation(s) {bad}; valid: {', '.join(IMPLS)}")
+    torch.set_num_threads(threads)
+    threads = kernels.set_threads(threads)
+    g0, x, classes = generated(graph, seed)
+    g = prepare_graph(g0)
+    torch.manual_seed(seed)
+    with temporary_quantizer() as static:
+        qkey = quant or ("qlr" if "qlr" in QUANTIZERS else static)
+        fq_model = build(model, depth, hidden, x.shape[1], classes, QuantFactory(qkey, bits))
+        with torch.no_grad():
+            fq_model.train()
+            fq_model(g, x)  # calibrates static ranges / initialises learnable ones
+        fq_model.eval()
+        int_model = load(model_path) if model_path else convert(fq_model)
+    fp_model = build(model, depth, hidden, x.shape[1], classes, QuantFactory())
+    copy_weights(fq_model, fp_model)
+    fp_model.eval()
+    base = (DGLGCN if model == "gcn" else DGLAPPNP)(fp_model).eval()
+    eg = EngineGraph.from_dgl(g)
+    xn = x.numpy()
+    run = {
+        "dgl-fp32": lambda: base(g, x),
+        "suite-fp32": lambda: fp_model(g, x),
+        "int": lambda: int_model(eg, xn),
+    }
+    times: Dict[str, List[float]] = {i: [] for i in impls}
+    with torch.no_grad():
+        for r in range(warmup + repeats):
+            for i in impls:
+                t = timed(run[i])
+                if r >= warmup:
+                    times[i].append(t)
+    med = {i: float(np.median(v)) for i, v in times.items()}
+    fp = fp32_bytes(fp_model)
+    common = {
+        "kind": "speed", "model": model, "depth": depth, "hidden": hidden, "graph": graph,
+        "nodes": g0.num_nodes(), "edges": g0.num_edges() // 2, "bits": bits, "quant": qkey, "threads": threads,
+        "repeats": repeats, "warmup": warmup, "fp32_bytes": fp, "cpu": cpu_model(),
+        "generator": "Chung-Lu power law (Pareto weights, tail exponent 2.5), seed %d" % seed,
+    }
+    out = []
+    for i in impls:
+        size = int_model.nbytes if i == "int" else fp
+        rec = dict(common, impl=i, bits=bits if i == "int" else 32, median_ms=round(med[i], 3),
+                   times_ms=[round(t, 3) for t in times[i]], model_bytes=size,
+                   compression=round(fp / size, 3),
+                   speedup_vs_dgl=round(med["dgl-fp32"] / med[i], 3) if "dgl-fp32" in med else None)
+        out.append(rec)
+    return out
+
+
+def write_record(record: dict, results: str | Path) -> Path:
+    """Write one record as ``speed-<id>.json`` in ``results`` atomically (temp file, then rename)."""
+    from bench_suite.env import environment
+
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    record = dict(record, env=environment(), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    body = json.dumps(record, sort_keys=True, default=str)
+    rid = hashlib.sha256(body.encode()).hexdigest()[:16]
+    record["run_id"] = rid
+    path = results / f"speed-{rid}.json"
+    fd, tmp = tempfile.mkstemp(dir=results, prefix=".speed-", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(record, fh, sort_keys=True, indent=1, default=str)
+    os.replace(tmp, path)
+    return path

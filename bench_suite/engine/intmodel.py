@@ -1,0 +1,289 @@
+"""Integer models: codes in, codes between layers, float logits out (METHOD.md §9).
+
+Every stage follows the fake-quant model's quantizers (their :class:`RangeRule`):
+dense transforms run as uint8 × int8 → int32 products (oneDNN, VNNI), normalised
+aggregation as ``Â·x = D̃^{-1/2}·s·(Ã·q − z·d̃)`` over packed message codes, and each
+dynamic range comes from min/max of the current tensor, which the fused kernels
+return per row.  Quantizers and ReLU are monotone, so a range further down the
+chain follows from the per-row extremes without another pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import numpy as np
+import torch
+
+from bench_suite.engine import kernels as K
+from bench_suite.engine.convert import RangeRule, quantize_weight, rule_state, rules
+from bench_suite.engine.packing import PackedTensor, row_bytes
+
+F32 = np.float32
+
+
+def fq(x: np.ndarray, p: tuple) -> np.ndarray:
+    """Fake quantization of a float32 vector under ``p = (s, z, Q)``, as the kernels compute it."""
+    s, z, qm = (F32(v) for v in p)
+    return (np.clip(np.rint(x / s) + z, F32(0), qm) - z) * s
+
+
+@dataclass
+class EngineGraph:
+    """CSR of Ã (in-neighbours, self-loops included) with d̃ and d̃^{-1/2} as float32."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    deg: np.ndarray
+    norm: np.ndarray
+
+    @classmethod
+    def from_dgl(cls, g) -> "EngineGraph":
+        """From a graph prepared by :func:`bench_suite.nn.graph.prepare_graph`."""
+        indptr, indices, _ = g.adj_tensors("csc")
+        return cls(indptr.numpy().astype(np.int64), indices.numpy().astype(np.int64),
+                   g.ndata["deg"].reshape(-1).numpy().astype(F32), g.ndata["norm"].reshape(-1).numpy().astype(F32))
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.indptr) - 1
+
+
+class IntLinear:
+    """``q_input(x) · q_weight(W)`` as uint8 × int8 → fp32 (= s_x·s_w·int32 sums) via oneDNN."""
+
+    def __init__(self, weight: PackedTensor, input_rule: RangeRule, feature_rule: RangeRule,
+                 bias: np.ndarray | None = None) -> None:
+        self.weight, self.input_rule, self.feature_rule = weight, input_rule, feature_rule
+        self.bias = None if bias is None else np.asarray(bias, F32).reshape(1, -1)
+        codes = weight.codes().astype(np.int16)
+        centred = codes - weight.zero
+        # oneDNN takes a symmetric int8 weight; when q − z does not fit, store q − 128 and
+        # add (128 − z)·Σ_k(x_k − z_x) per row (a rank-1 correction).
+        self.shift = 0 if centred.min() >= -128 and centred.max() <= 127 else 128 - weight.zero
+        w8 = torch.from_numpy((centred if self.shift == 0 else codes - 128).astype(np.int8))
+        self.packed = torch.ops.onednn.qlinear_prepack(w8, None)
+        self.w_scale = torch.tensor([weight.scale], dtype=torch.float32)
+        self.w_zero = torch.zeros(1, dtype=torch.int64)
+
+    @property
+    def out_dim(self) -> int:
+        return self.weight.data.shape[0]
+
+    def __call__(self, xq: np.ndarray, p: tuple) -> np.ndarray:
+        s, z, _ = p
+        x = torch.from_numpy(xq)
+        y = torch.ops.onednn.qlinear_pointwise(x, float(s), int(z), self.packed, self.w_scale, self.w_zero,
+                                               None, 1.0, 0, torch.float32, "none", [], "")
+        if self.shift:
+            rows = x.sum(1, dtype=torch.int32) - int(z) * x.shape[1]
+            y.add_(rows.unsqueeze(1).float() * F32(s * self.weight.scale * self.shift))
+        return y.numpy()
+
+    @property
+    def nbytes(self) -> int:
+        return self.weight.nbytes + (0 if self.bias is None else self.bias.nbytes) + 2 * 12
+
+    def state(self) -> dict:
+        return {"weight": self.weight.state(), "input": rule_state(self.input_rule),
+                "feature": rule_state(self.feature_rule), "bias": self.bias}
+
+    @classmethod
+    def from_state(cls, d: dict) -> "IntLinear":
+        return cls(PackedTensor.from_state(d["weight"]), RangeRule(**d["input"]), RangeRule(**d["feature"]),
+                   d["bias"])
+
+
+def input_codes(x: np.ndarray, rule: RangeRule) -> tuple:
+    """Codes of the float input features under the first layer's input rule."""
+    p = rule.params(x.min(), x.max())
+    s, z, qm = (F32(v) for v in p)
+    return np.clip(np.rint(x / s) + z, 0, qm).astype(np.uint8), p
+
+
+class Aggregation:
+    """One quantized normalised aggregation ``Â·x`` (message, aggregate roles) with its update rule."""
+
+    def __init__(self, message: RangeRule, aggregate: RangeRule, update: RangeRule) -> None:
+        self.message, self.aggregate, self.update = message, aggregate, update
+
+    def sums(self, g: EngineGraph, x: np.ndarray, feature: tuple | None, rmin, rmax):
+        """Pack message codes of ``d̃^{-1/2}·q_feature(x)`` and sum them over Ã."""
+        lo, hi = (rmin, rmax) if feature is None else (fq(rmin, feature), fq(rmax, feature))
+        msg = self.message.params((lo * g.norm).min(), (hi * g.norm).max())
+        bits = self.message.bits
+        width = x.shape[1]
+        packed = K.quantize_pack(x, g.norm, msg, bits, row_bytes(width, bits), feature)
+        S, smin, smax = K.aggregate(g.indptr, g.indices, packed, bits, width)
+        sm, zm = F32(msg[0]), F32(msg[1])
+        amin = sm * (smin.astype(F32) - zm * g.deg)
+        amax = sm * (smax.astype(F32) - zm * g.deg)
+        agg = self.aggregate.params(amin.min(), amax.max())
+        return S, (msg[0], msg[1]), agg
+
+    def state(self) -> dict:
+        return {"message": rule_state(self.message), "aggregate": rule_state(self.aggregate),
+                "update": rule_state(self.update)}
+
+    @classmethod
+    def from_state(cls, d: dict) -> "Aggregation":
+        return cls(RangeRule(**d["message"]), RangeRule(**d["aggregate"]), RangeRule(**d["update"]))
+
+
+def _relu_range(rmin, rmax, upd: tuple, relu: bool) -> tuple:
+    lo, hi = np.array([rmin.min()], F32), np.array([rmax.max()], F32)
+    if upd is not None:
+        lo, hi = fq(lo, upd), fq(hi, upd)
+    if relu:
+        lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
+    return float(lo[0]), float(hi[0])
+
+
+class IntModel:
+    """Common save/load and size accounting."""
+
+    kind = ""
+
+    def state(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def save(self, path) -> None:
+        torch.save({"kind": self.kind, "state": self.state()}, path)
+
+    @property
+    def nbytes(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def load(path) -> IntModel:
+    d = torch.load(path, weights_only=False)
+    classes = {c.kind: c for c in (IntGCN, IntDecoupled)}
+    if d.get("kind") not in classes:
+        raise ValueError(f"{path}: unknown integer model kind {d.get('kind')!r}; valid: {', '.join(classes)}")
+    return classes[d["kind"]].from_state(d["state"])
+
+
+class IntGCN(IntModel):
+    """Integer DeepGCN: per layer ``q_u(Â·q_f(q_in(H)·q_w(W)) + b)``, ReLU between layers."""
+
+    kind = "gcn"
+
+    def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], biases: List[np.ndarray]) -> None:
+        self.linears, self.aggs = linears, aggs
+        self.biases = [np.asarray(b, F32).reshape(1, -1) for b in biases]
+
+    @classmethod
+    def from_model(cls, model) -> "IntGCN":
+        linears, aggs, biases = [], [], []
+        for k, layer in enumerate(model.layers):
+            where = f"gcn layer {k}"
+            r = rules(layer.q, ("input", "feature", "message", "aggregate", "update"), where)
+            w = quantize_weight(layer.q["weight"], layer.weight.detach().t().contiguous(), f"{where} weight")
+            linears.append(IntLinear(w, r["input"], r["feature"]))
+            aggs.append(Aggregation(r["message"], r["aggregate"], r["update"]))
+            biases.append(layer.bias.detach().numpy() if layer.bias is not None
+                          else np.zeros(w.data.shape[0], F32))
+        return cls(linears, aggs, biases)
+
+    def forward(self, g: EngineGraph, x: np.ndarray) -> np.ndarray:
+        xq, p = input_codes(np.asarray(x, F32), self.linears[0].input_rule)
+        for k, (lin, agg, b) in enumerate(zip(self.linears, self.aggs, self.biases)):
+            last = k == len(self.linears) - 1
+            y = lin(xq, p)
+            ymin, ymax = K.rows_minmax(y)
+            feat = lin.feature_rule.params(ymin.min(), ymax.max())
+            S, sums, ap = agg.sums(g, y, feat, ymin, ymax)
+            kw = dict(sums=sums, deg=g.deg, norm=g.norm)
+            rmin, rmax = K.epilogue(S, ap, b, mode="range", **kw)
+            upd = agg.update.params(rmin.min(), rmax.max())
+            if last:
+                return K.epilogue(S, ap, b, update=upd, mode="float", **kw)
+            nxt = self.linears[k + 1].input_rule
+            p = nxt.params(*_relu_range(rmin, rmax, upd, True))
+            xq = K.epilogue(S, ap, b, update=upd, relu=True, mode="codes", following=p, **kw)
+        raise AssertionError("unreachable")
+
+    __call__ = forward
+
+    @property
+    def nbytes(self) -> int:
+        return sum(l.nbytes for l in self.linears) + sum(b.nbytes for b in self.biases) + 3 * 12 * len(self.aggs)
+
+    def state(self) -> dict:
+        return {"linears": [l.state() for l in self.linears], "aggs": [a.state() for a in self.aggs],
+                "biases": self.biases}
+
+    @classmethod
+    def from_state(cls, d: dict) -> "IntGCN":
+        return cls([IntLinear.from_state(s) for s in d["linears"]], [Aggregation.from_state(s) for s in d["aggs"]],
+                   d["biases"])
+
+
+class IntDecoupled(IntModel):
+    """Integer decoupled model: quantized MLP, then K APPNP steps
+    ``X ← q_u((1−α)·Â X + α·H)`` (Gasteiger et al. 2019)."""
+
+    kind = "decoupled"
+
+    def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], alpha: float) -> None:
+        self.linears, self.aggs, self.alpha = linears, aggs, float(alpha)
+
+    @classmethod
+    def from_model(cls, model) -> "IntDecoupled":
+        from bench_suite.nn.propagations import APPNPPropagation
+
+        if type(model.prop) is not APPNPPropagation:
+            raise ValueError(f"integer engine: propagation {type(model.prop).__name__} is not supported; "
+                             "supported: APPNPPropagation ('appnp')")
+        linears = []
+        for k, lin in enumerate(model.mlp.lins):
+            where = f"mlp layer {k}"
+            r = rules(lin.q, ("input", "feature"), where)
+            w = quantize_weight(lin.q["weight"], lin.weight.detach().t().contiguous(), f"{where} weight")
+            bias = lin.bias.detach().numpy() if lin.bias is not None else np.zeros(w.data.shape[0], F32)
+            linears.append(IntLinear(w, r["input"], r["feature"], bias))
+        aggs = [Aggregation(*rules(q, ("message", "aggregate", "update"), f"propagation step {k}").values())
+                for k, q in enumerate(model.prop.q)]
+        return cls(linears, aggs, model.prop.alpha)
+
+    def mlp(self, x: np.ndarray) -> np.ndarray:
+        xq, p = input_codes(np.asarray(x, F32), self.linears[0].input_rule)
+        for k, lin in enumerate(self.linears):
+            y = lin(xq, p)
+            ymin, ymax = K.rows_minmax(y)
+            feat = lin.feature_rule.params(ymin.min(), ymax.max())
+            if k == len(self.linears) - 1:
+                return K.epilogue(y, feat, lin.bias, mode="float")
+            rmin, rmax = K.epilogue(y, feat, lin.bias, mode="range")
+            p = self.linears[k + 1].input_rule.params(*_relu_range(rmin, rmax, None, True))
+            xq = K.epilogue(y, feat, lin.bias, relu=True, mode="codes", following=p)
+        raise AssertionError("unreachable")
+
+    def forward(self, g: EngineGraph, x: np.ndarray) -> np.ndarray:
+        h = self.mlp(x)
+        teleport = F32(self.alpha) * h
+        xk = h
+        for agg in self.aggs:
+            rmin, rmax = K.rows_minmax(xk)
+            S, sums, ap = agg.sums(g, xk, None, rmin, rmax)
+            kw = dict(sums=sums, deg=g.deg, norm=g.norm, coef=1.0 - self.alpha)
+            rmin, rmax = K.epilogue(S, ap, teleport, mode="range", **kw)
+            upd = agg.update.params(rmin.min(), rmax.max())
+            xk = K.epilogue(S, ap, teleport, update=upd, mode="float", **kw)
+        return xk
+
+    __call__ = forward
+
+    @property
+    def nbytes(self) -> int:
+        return sum(l.nbytes for l in self.linears) + 3 * 12 * len(self.aggs) + 8
+
+    def state(self) -> dict:
+        return {"linears": [l.state() for l in self.linears], "aggs": [a.state() for a in self.aggs],
+                "alpha": self.alpha}
+
+    @classmethod
+    def from_state(cls, d: dict) -> "IntDecoupled":
+        return cls([IntLinear.from_state(s) for s in d["linears"]], [Aggregation.from_state(s) for s in d["aggs"]],
+                   d["alpha"])
+

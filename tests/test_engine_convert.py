@@ -1,0 +1,126 @@
+"""Conversion: the integer model predicts the fake-quant model's classes (METHOD.md §9)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bench_suite.engine.calibration import temporary_quantizer
+from bench_suite.engine.convert import RangeRule, convert, fp32_bytes, rule_of
+from bench_suite.engine.intmodel import EngineGraph, load
+from bench_suite.nn.graph import prepare_graph
+from bench_suite.quant.base import QuantFactory
+from bench_suite.registry import MODELS, QUANTIZERS, load_all
+
+load_all()
+
+
+@pytest.fixture(scope="module")
+def cora(data_dir):
+    from bench_suite.data.datasets import load_dataset
+
+    d = load_dataset("cora", seed=0, data_dir=str(data_dir))
+    return d, prepare_graph(d.graph)
+
+
+def trained(d, g, model: str, key: str, bits: int, epochs: int = 3) -> torch.nn.Module:
+    torch.manual_seed(0)
+    params = {"propagation": "appnp"} if model == "decoupled" else {}
+    m = MODELS.create(model, in_dim=d.features.shape[1], num_classes=d.num_classes, depth=3,
+                      quant=QuantFactory(key, bits), **params)
+    opt = torch.optim.Adam(m.parameters(), lr=0.01)
+    m.train()
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(m(g, d.features)[d.train_mask], d.labels[d.train_mask])
+        loss.backward()
+        opt.step()
+    return m.eval()
+
+
+def agreement(m, d, g) -> tuple:
+    with torch.no_grad():
+        ref = m(g, d.features).argmax(1).numpy()
+    out = convert(m)(EngineGraph.from_dgl(g), d.features.numpy()).argmax(1)
+    return float((out == ref).mean()), len(np.unique(ref))
+
+
+CASES = [("gcn", 8), ("gcn", 4), ("gcn", 2), ("decoupled", 4)]
+
+
+@pytest.mark.parametrize("model,bits", CASES)
+def test_agreement_static_quantizer(cora, model: str, bits: int) -> None:
+    d, g = cora
+    with temporary_quantizer() as key:
+        m = trained(d, g, model, key, bits)
+        agree, _ = agreement(m, d, g)
+    assert agree >= 0.999, f"{model} at {bits} bits: integer model agrees on {agree:.4%} of nodes"
+
+
+@pytest.mark.parametrize("model,bits", CASES[:3] + [("decoupled", 2)])
+def test_agreement_qlr(cora, model: str, bits: int) -> None:
+    if "qlr" not in QUANTIZERS:
+        pytest.skip("qlr quantizer not registered")
+    d, g = cora
+    m = trained(d, g, model, "qlr", bits)
+    assert rule_of(m.layers[0].q["message"] if model == "gcn" else m.prop.q[0]["message"]).kind == "scaled_minmax"
+    agree, classes = agreement(m, d, g)
+    if bits > 2:  # 3 epochs of INT2 QLR on Cora still predict a single class
+        assert classes > 1, "degenerate model: one predicted class"
+    assert agree >= 0.999, f"{model} at {bits} bits (qlr): integer model agrees on {agree:.4%} of nodes"
+
+
+def test_save_load_and_size(cora, tmp_path) -> None:
+    d, g = cora
+    with temporary_quantizer() as key:
+        m = trained(d, g, "gcn", key, 2, epochs=2)
+        im = convert(m)
+    path = tmp_path / "int.pt"
+    im.save(path)
+    back = load(path)
+    eg = EngineGraph.from_dgl(g)
+    np.testing.assert_array_equal(back(eg, d.features.numpy()), im(eg, d.features.numpy()))
+    stored = torch.load(path, weights_only=False)["state"]
+    w0 = stored["linears"][0]["weight"]["data"]
+    assert w0.dtype == np.uint8 and w0.size * 4 >= m.layers[0].weight.numel()  # 4 codes per byte
+    assert w0.size * 4 < m.layers[0].weight.numel() + 4 * 8 * w0.shape[0]
+    assert fp32_bytes(m) / im.nbytes > 14  # INT2, biases in float
+
+
+def test_rule_probe_rejects_unknown_rule() -> None:
+    from bench_suite.quant.base import Quantizer
+
+    class Odd(Quantizer):
+        def range_for(self, x):
+            return x.min() * 0 - x.abs().mean(), x.max() * 0 + 1.0
+
+    with pytest.raises(ValueError, match="range_rule"):
+        rule_of(Odd(4, "message"))
+    assert rule_of(type("S", (Odd,), {"range_rule": lambda self: {"kind": "static", "scale": 0.5, "zero": 1.0}})(
+        4, "message")) == RangeRule("static", 4, 0.5, 1.0)
+
+
+def test_speed_cli_prints_json_lines(tmp_path) -> None:
+    cmd = [sys.executable, "-m", "bench_suite.cli", "speed", "model=gcn", "graph=tiny", "bits=2", "depth=2",
+           "hidden=16", "--threads", "1", "--repeats", "5", "--warmup", "1", "--results", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1",
+                                                                                   "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    recs = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    assert [r["impl"] for r in recs] == ["dgl-fp32", "suite-fp32", "int"]
+    for r in recs:
+        assert r["kind"] == "speed" and r["median_ms"] > 0 and r["graph"] == "tiny"
+        assert r["median_ms"] == pytest.approx(float(np.median(r["times_ms"])), abs=1e-3)
+    assert recs[2]["bits"] == 2 and recs[2]["model_bytes"] < recs[2]["fp32_bytes"]
+    files = sorted(tmp_path.glob("speed-*.json"))
+    assert len(files) == 3 and all(json.loads(f.read_text())["kind"] == "speed" for f in files)
+
+
+def test_speed_cli_rejects_bad_key() -> None:
+    from bench_suite.cli import main
+
+    assert main(["speed", "modle=gcn", "graph=tiny"]) == 2

@@ -1,0 +1,95 @@
+"""Kernels equal dense integer / float references exactly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from bench_suite.engine import kernels as K
+from bench_suite.engine.intmodel import fq
+from bench_suite.engine.packing import pack, row_bytes, unpack
+
+
+def random_adjacency(n: int = 260, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = rng.random((n, n)) < 0.03
+    a[3, :] = True            # hub: > 85 and > 17 neighbours, so SWAR lanes flush mid-row
+    a[3, 200:] = False        # ... and a partial block after the flush
+    a[7, :] = False           # isolated node, no self-loop: empty row
+    a[:, 7] = False
+    np.fill_diagonal(a[10:, 10:], True)  # self-loops on most nodes
+    return a
+
+
+def csr(a: np.ndarray):
+    m = sp.csr_matrix(a)
+    return m.indptr.astype(np.int64), m.indices.astype(np.int64)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("width", [1, 5, 64, 65, 130])
+def test_aggregate_matches_dense_reference(bits: int, width: int) -> None:
+    a = random_adjacency(seed=bits + width)
+    assert a[3].sum() > 85 and a[7].sum() == 0
+    rng = np.random.default_rng(width)
+    q = rng.integers(0, 2 ** bits, (a.shape[0], width)).astype(np.uint8)
+    q[5] = 2 ** bits - 1  # saturated codes stress the lane limit
+    a[:, 5] = True
+    indptr, indices = csr(a)
+    S, lo, hi = K.aggregate(indptr, indices, pack(q, bits), bits, width)
+    ref = a.astype(np.int64) @ q.astype(np.int64)
+    np.testing.assert_array_equal(S, ref)
+    np.testing.assert_array_equal(lo, ref.min(1))
+    np.testing.assert_array_equal(hi, ref.max(1))
+
+
+def test_aggregate_two_threads_same_result() -> None:
+    a = random_adjacency(seed=9)
+    q = np.random.default_rng(1).integers(0, 4, (a.shape[0], 40)).astype(np.uint8)
+    indptr, indices = csr(a)
+    K.set_threads(1)
+    one = K.aggregate(indptr, indices, pack(q, 2), 2, 40)[0]
+    K.set_threads(2)
+    two = K.aggregate(indptr, indices, pack(q, 2), 2, 40)[0]
+    np.testing.assert_array_equal(one, two)
+
+
+def quant(x, p):
+    s, z, qm = (np.float32(v) for v in p)
+    return np.clip(np.rint(x / s) + z, 0, qm)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_quantize_pack_matches_reference(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    x = rng.standard_normal((50, 33)).astype(np.float32)
+    norm = rng.random(50).astype(np.float32) + 0.1
+    Q = 2 ** bits - 1
+    feat, msg = (0.3, 3.0, float(Q)), (0.2, 1.0, float(Q))
+    packed = K.quantize_pack(x, norm, msg, bits, row_bytes(33, bits), feat)
+    want = quant(fq(x, feat) * norm[:, None], msg)
+    np.testing.assert_array_equal(unpack(packed, bits, 33), want)
+    plain = K.quantize_pack(x, norm, msg, bits, row_bytes(33, bits))
+    np.testing.assert_array_equal(unpack(plain, bits, 33), quant(x * norm[:, None], msg))
+
+
+def test_epilogue_modes_match_reference() -> None:
+    rng = np.random.default_rng(0)
+    n, f = 40, 12
+    S = rng.integers(0, 60, (n, f)).astype(np.int32)
+    deg = rng.integers(1, 20, n).astype(np.float32)
+    norm = (deg ** -0.5).astype(np.float32)
+    bias = rng.standard_normal((1, f)).astype(np.float32)
+    sums, agg, upd, nxt = (0.1, 2.0), (0.05, 7.0, 15.0), (0.2, 3.0, 15.0), (0.1, 0.0, 3.0)
+    a = np.float32(sums[0]) * (S.astype(np.float32) - np.float32(sums[1]) * deg[:, None])
+    v = fq(a, agg) * norm[:, None] + bias
+    kw = dict(sums=sums, deg=deg, norm=norm)
+    lo, hi = K.epilogue(S, agg, bias, mode="range", **kw)
+    np.testing.assert_array_equal(lo, v.min(1))
+    np.testing.assert_array_equal(hi, v.max(1))
+    out = K.epilogue(S, agg, bias, update=upd, mode="float", **kw)
+    np.testing.assert_array_equal(out, fq(v, upd))
+    codes = K.epilogue(S, agg, bias, update=upd, relu=True, mode="codes", following=nxt, **kw)
+    np.testing.assert_array_equal(codes, quant(np.maximum(fq(v, upd), 0), nxt))
+    dense = rng.standard_normal((n, f)).astype(np.float32)
+    np.testing.assert_array_equal(K.epilogue(dense, agg, bias, mode="float"), fq(dense, agg) + bias)
