@@ -30,7 +30,8 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from bench_suite.quant.base import Quantizer, qmax, quantize_codes, round_ste, scale_zero
+from bench_suite.quant.base import Quantizer, qmax, quantize_codes, scale_zero
+from bench_suite.quant.fused import fake_quant_fused
 from bench_suite.registry import QUANTIZERS
 
 TRUNCATIONS: Tuple[str, ...] = ("none", "bt", "bt*")
@@ -127,11 +128,9 @@ class QLRQuantizer(Quantizer):
     def _quantize(self, x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
         """Fake-quantized ``x`` for the range ``[lo, hi]`` (STE; LSQ gradient to lo/hi)."""
         s, z = scale_zero(lo, hi, self.range_bits)
-        q = torch.clamp(round_ste(x / s) + z, 0, qmax(self.range_bits))
         if self.truncation == "none":
-            return (q - z) * s
-        c = torch.clamp(round_ste((q + self.kappa) / BT_STEP), 0, qmax(self.bits))
-        return (c - z / BT_STEP) * (s * BT_STEP)
+            return fake_quant_fused(x, s, z, self.bits)
+        return fake_quant_fused(x, s, z, TRUNCATION_BITS, step=BT_STEP, kappa=float(self.kappa), code_bits=self.bits)
 
     def codes(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Integer codes in ``0..2^bits−1`` with (scale, zero): ``(codes − zero)·scale`` is the eval output."""
@@ -142,7 +141,7 @@ class QLRQuantizer(Quantizer):
             q = quantize_codes(x, s, z, self.range_bits)
             if self.truncation == "none":
                 return q.to(torch.int32), s, z
-            c = torch.clamp(torch.round((q + self.kappa) / BT_STEP), 0, qmax(self.bits))
+            c = torch.clamp(torch.round((q + float(self.kappa)) / BT_STEP), 0, qmax(self.bits))
             return c.to(torch.int32), s * BT_STEP, z / BT_STEP
 
     def dequant(self, codes: Tensor, scale: Tensor, zero: Tensor) -> Tensor:

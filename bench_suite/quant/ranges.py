@@ -12,7 +12,8 @@ from typing import Any, Tuple
 import torch
 from torch import Tensor
 
-from bench_suite.quant.base import Quantizer, fake_quant, quantize_codes, scale_zero
+from bench_suite.quant.base import Quantizer, quantize_codes, scale_zero
+from bench_suite.quant.fused import fake_quant_fused
 
 
 class TrackedRangeQuantizer(Quantizer):
@@ -69,13 +70,8 @@ class TrackedRangeQuantizer(Quantizer):
     def quantize(self, x: Tensor) -> Tensor:
         """Fake-quantized ``x`` with this quantizer's gradient rule."""
         lo, hi = self.range_for(x)
-        xq = fake_quant(x.detach(), lo, hi, self.bits)
-        if not (torch.is_grad_enabled() and x.requires_grad):
-            return xq
-        d = x - x.detach()  # value 0, gradient 1
-        if self.clip_grad:
-            d = d * ((x.detach() >= lo) & (x.detach() <= hi))
-        return xq + d
+        s, z = scale_zero(lo, hi, self.bits)
+        return fake_quant_fused(x, s, z, self.bits, grad_x="range" if self.clip_grad else "ste", lo=lo, hi=hi)
 
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:
         if self.training:

@@ -1,0 +1,108 @@
+"""Accuracy and training cost of the quantizers (issue 3: QLR, BT/BT*, QAT, DQ).
+
+    python benchmarks/quantizers.py accuracy [--seeds 10] [--model gcn-2|appnp-10] [--only fp32 qlr-2 ...]
+    python benchmarks/quantizers.py cost [--dataset cora] [--depth 16] [--reps 20]
+
+``accuracy``: mean ± unbiased std of the test accuracy at the best-validation epoch
+over seeds 0..n−1 on the Cora public split.  ``cost``: median training-step time
+(forward + backward + Adam step) of each quantizer relative to FP32, measured
+interleaved in one process so that machine load affects all alike.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Dict
+
+import torch
+
+from bench_suite.registry import load_all
+from bench_suite.spec import resolve_spec
+from bench_suite.train import build_model, optimizer_for, run
+
+QUANTS: Dict[str, dict] = {
+    "fp32": {},
+    **{f"{k}-{b}": {"quant": k, "bits": b} for k in ("qat", "dq", "qlr") for b in (8, 4, 2)},
+    "qlr-2-bt": {"quant": "qlr", "bits": 2, "truncation": "bt"},
+    "qlr-2-bt*": {"quant": "qlr", "bits": 2, "truncation": "bt*"},
+    "qlr-frozen-2": {"quant": "qlr-frozen", "bits": 2},
+}
+MODELS: Dict[str, dict] = {
+    "gcn-2": {"model": "gcn", "depth": 2},
+    "appnp-10": {"model": "decoupled", "propagation": "appnp", "depth": 10},
+}
+
+
+def accuracy(args: argparse.Namespace) -> None:
+    for name in args.only:
+        t0 = time.time()
+        accs = []
+        for seed in range(args.seeds):
+            flat = {"dataset": args.dataset, **MODELS[args.model], **QUANTS[name], "seed": seed}
+            flat.update(dict(kv.split("=", 1) for kv in args.set))
+            accs.append(100 * run(resolve_spec(flat), data_dir=args.data_dir)["metrics"]["test_acc"])
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        print(f"{args.dataset} {args.model} {name:14s} {statistics.mean(accs):6.2f} ± {sd:5.2f} "
+              f"(n={len(accs)}, {time.time() - t0:.0f}s)", flush=True)
+
+
+def cost(args: argparse.Namespace) -> None:
+    import torch.nn.functional as F
+
+    from bench_suite.data.datasets import load_dataset
+    from bench_suite.nn.graph import prepare_graph
+
+    data = load_dataset(args.dataset, seed=0, data_dir=args.data_dir)
+    g = prepare_graph(data.graph)
+    x, y, mask = data.features, data.labels, data.train_mask & (data.labels >= 0)
+    steps = {}
+    for name in args.only:
+        spec = resolve_spec({"dataset": args.dataset, "model": "gcn", "depth": args.depth, **QUANTS[name]})
+        torch.manual_seed(0)
+        model = build_model(spec, data)
+        opt = optimizer_for(model, spec.train)
+
+        def step(model=model, opt=opt) -> None:
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(g, x)[mask], y[mask]).backward()
+            opt.step()
+
+        step()  # lazy initialisation (QLR grid search), warm-up
+        steps[name] = step
+    times: Dict[str, list] = {n: [] for n in steps}
+    for _ in range(args.reps):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["fp32"]) if "fp32" in times else None
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        rel = f"{med / base:5.2f}x FP32" if base else ""
+        print(f"{args.dataset} gcn-{args.depth} {name:14s} {1000 * med:8.1f} ms/epoch {rel}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("part", choices=("accuracy", "cost"))
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--dataset", default="cora")
+    ap.add_argument("--data-dir", default="/work/shared/datasets")
+    ap.add_argument("--model", default="gcn-2", choices=list(MODELS))
+    ap.add_argument("--depth", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--only", nargs="*", default=None, choices=list(QUANTS))
+    ap.add_argument("--set", nargs="*", default=[], help="extra spec keys, e.g. quant_lr=0.01")
+    args = ap.parse_args()
+    if args.only is None:
+        args.only = [n for n in QUANTS if n != "qlr-frozen-2"] if args.part == "accuracy" else \
+            ["fp32", "qat-8", "dq-8", "qlr-8", "qlr-4", "qlr-2", "qlr-2-bt*"]
+    # explicit, in case the installed entry point predates baselines/__init__.py (namespace package)
+    load_all(("baselines.qat", "baselines.dq"))
+    (accuracy if args.part == "accuracy" else cost)(args)
+
+
+if __name__ == "__main__":
+    main()

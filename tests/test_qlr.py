@@ -1,0 +1,178 @@
+"""QLR (learnable range scale α) and BT/BT* bit truncation (METHOD.md §5–§6)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench_suite.quant.qlr import FrozenQLRQuantizer, QLRQuantizer, alpha_grid, skewness
+from bench_suite.registry import load_all
+from bench_suite.spec import SpecError, resolve_spec
+
+load_all()
+
+
+def _with_alpha(q: QLRQuantizer, alpha: float) -> QLRQuantizer:
+    q.alpha.data.fill_(alpha)
+    q.initialized.fill_(True)
+    return q
+
+
+def _analytic_dalpha(x: np.ndarray, w: np.ndarray, alpha: float, bits: int) -> float:
+    """∂(Σ w·x̂)/∂α by hand: x̂ = (clamp(round(x/s)+z, 0, Q) − z)·s with s = α(M−m)/Q, z fixed."""
+    Q = 2 ** bits - 1
+    mn, mx = min(0.0, x.min()), max(0.0, x.max())
+    s = alpha * (mx - mn) / Q
+    z = min(max(round(-alpha * mn / s), 0), Q)
+    ds = (mx - mn) / Q
+    r = np.round(x / s)
+    q = r + z
+    g = np.where(q > Q, Q - z, np.where(q < 0, -z, r - x / s))
+    return float((w * g).sum() * ds)
+
+
+@pytest.mark.parametrize("bits,shift", [(4, 0.0), (2, 0.0), (8, 0.0), (4, 3.0)])
+def test_alpha_gradient_is_the_analytic_lsq_gradient(bits, shift):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(64, generator=gen, dtype=torch.float64) + shift
+    w = torch.randn(64, generator=gen, dtype=torch.float64)
+    q = _with_alpha(QLRQuantizer(bits, "feature").double(), 0.63)
+    (q(x) * w).sum().backward()
+    expected = _analytic_dalpha(x.numpy(), w.numpy(), 0.63, bits)
+    assert float(q.alpha.grad) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert abs(float(q.alpha.grad)) > 1e-3
+
+
+def test_lsq_scale_divides_the_alpha_gradient():
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for lsq in (False, True):
+        q = _with_alpha(QLRQuantizer(4, "input", lsq_scale=lsq), 0.5)
+        (q(x) ** 2).sum().backward()
+        grads.append(float(q.alpha.grad))
+    assert grads[0] != 0 and grads[1] == pytest.approx(grads[0] / math.sqrt(x.numel() * 15), rel=1e-5)
+
+
+def test_bt_alpha_gradient_uses_the_truncated_code():
+    x = torch.randn(80, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    q = _with_alpha(QLRQuantizer(2, "feature", truncation="bt").double(), 0.6)
+    q(x).sum().backward()
+    mn, mx = float(x.min()), float(x.max())
+    s8 = 0.6 * (mx - mn) / 255
+    z8 = round(-0.6 * mn / s8)
+    q8 = np.round(x.numpy() / s8) + z8
+    c = np.round(np.clip(q8, 0, 255) / 85)
+    g = np.where(q8 > 255, 255 - z8, np.where(q8 < 0, -z8, 85 * c - z8 - x.numpy() / s8))
+    assert float(q.alpha.grad) == pytest.approx(float(g.sum() * (mx - mn) / 255), rel=1e-9)
+
+
+def test_training_alpha_alone_from_a_poor_start_halves_the_error():
+    x = torch.randn(4000, generator=torch.Generator().manual_seed(4))
+    q = _with_alpha(QLRQuantizer(4, "input"), 0.05)
+    opt = torch.optim.Adam(q.parameters(), lr=0.01)
+    start = float((q(x) - x).square().mean())
+    for _ in range(200):
+        opt.zero_grad()
+        (q(x) - x).square().mean().backward()
+        opt.step()
+    end = float((q(x) - x).square().mean())
+    assert end <= 0.5 * start, (start, end, float(q.alpha))
+
+
+def test_grid_search_initialises_alpha_lazily_and_picks_the_best_candidate():
+    x = torch.randn(3000, generator=torch.Generator().manual_seed(5))
+    q = QLRQuantizer(4, "input")
+    assert not bool(q.initialized)
+    q(x)
+    assert bool(q.initialized)
+    errs = [float((QLRQuantizer(4, "input")._quantize(x, *q.range_for(x, a)) - x).abs().mean())
+            for a in alpha_grid(4).float()]
+    assert float(q.alpha) == pytest.approx(float(alpha_grid(4)[int(np.argmin(errs))]))
+    assert 0.02 <= float(q.alpha) < 1.0  # Gaussian tails: clipping pays at 4 bits
+    before = float(q.alpha)
+    q(x * 10)  # no second grid search
+    assert float(q.alpha) == before
+
+
+def test_frozen_alpha_is_a_buffer_fixed_at_the_grid_value():
+    x = torch.randn(500, 4, generator=torch.Generator().manual_seed(6)).requires_grad_(True)
+    q = FrozenQLRQuantizer(2, "input")
+    assert list(q.parameters()) == []
+    q(x).sum().backward()
+    assert "alpha" in q.state_dict() and x.grad is not None
+    assert float(q.alpha) == pytest.approx(QLRQuantizer(2, "input").grid_search(x))
+
+
+def test_bt_stores_two_bit_codes_of_the_8bit_grid():
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(7))
+    q = QLRQuantizer(2, "input", truncation="bt").eval()
+    y = q(x)
+    codes, scale, zero = q.codes(x)
+    lo, hi = q.range_for(x)
+    s8 = (hi - lo) / 255
+    assert float(scale) == pytest.approx(85 * float(s8), rel=1e-6)
+    z8 = 85 * float(zero)
+    assert z8 == pytest.approx(round(z8), abs=1e-3)  # 85·zero is the integer 8-bit zero point
+    assert set(codes.unique().tolist()) <= {0, 1, 2, 3}
+    levels = torch.unique(y)
+    assert levels.numel() <= 4 and torch.allclose(levels.diff(), scale.expand(levels.numel() - 1), rtol=1e-5)
+
+
+def _right_skewed(seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.empty(20000).exponential_(generator=gen) * torch.randn(20000, generator=gen).exp()
+
+
+def test_bt_star_shift_follows_skewness_and_cuts_the_bias_of_aggregates():
+    """On right-skewed (post-ReLU-like) data BT* rounds up by κ = round(g1) > 0, which removes much of
+    BT's negative bias, so the error of a sum over many values (an aggregate) is smaller.
+
+    Per element BT is already the nearest of its four levels (85 is odd, so the 8-bit and 2-bit rounding
+    boundaries coincide): BT* cannot lower the per-element error at the same α, only the bias.
+    """
+    x = _right_skewed(8)
+    bt = QLRQuantizer(2, "message", truncation="bt").eval()
+    bts = QLRQuantizer(2, "message", truncation="bt*").eval()
+    yb, ys = bt(x), bts(x)
+    assert float(bts.kappa) == round(skewness(x)) and float(bts.kappa) >= 1
+    assert float(bt.alpha) == float(bts.alpha)
+    bias_b, bias_s = float((yb - x).mean()), float((ys - x).mean())
+    assert abs(bias_s) < 0.7 * abs(bias_b), (bias_b, bias_s)
+    idx = torch.randint(0, x.numel(), (500, 64), generator=torch.Generator().manual_seed(9))
+    agg_err = lambda y: float((y[idx].sum(1) - x[idx].sum(1)).abs().mean())  # noqa: E731
+    assert agg_err(ys) < agg_err(yb)
+    assert float((yb - x).abs().mean()) <= float((ys - x).abs().mean())  # per element, BT is nearest
+
+
+def test_bt_star_kappa_in_state_dict_and_refresh():
+    x = _right_skewed(10)
+    q = QLRQuantizer(2, "input", truncation="bt*", skew_refresh=2)
+    q.train()
+    q(x)
+    k0 = float(q.kappa)
+    assert k0 >= 1 and "kappa" in q.state_dict()
+    q(-x)  # step 1: no refresh
+    assert float(q.kappa) == k0
+    q(-x)  # step 2: refresh, left-skewed now
+    assert float(q.kappa) == -k0
+    q0 = QLRQuantizer(2, "input", truncation="bt*")
+    q0.train()
+    q0(x), q0(-x), q0(-x)
+    assert float(q0.kappa) == k0  # skew_refresh=0: measured at initialisation only
+
+
+@pytest.mark.parametrize("trunc", ["bt", "bt*"])
+def test_truncation_is_int2_only_through_resolve_spec(trunc):
+    with pytest.raises(SpecError, match="INT2-only"):
+        resolve_spec({"dataset": "csbm", "model": "gcn", "quant": "qlr", "bits": 4, "truncation": trunc})
+    spec = resolve_spec({"dataset": "csbm", "model": "gcn", "quant": "qlr", "bits": 2, "truncation": trunc})
+    assert spec.data["quant"]["truncation"] == trunc
+
+
+def test_unknown_truncation_names_the_valid_ones():
+    with pytest.raises(SpecError, match=r"truncation='bt2'.*'none', 'bt', 'bt\*'"):
+        resolve_spec({"dataset": "csbm", "model": "gcn", "quant": "qlr", "bits": 2, "truncation": "bt2"})
+    with pytest.raises(ValueError, match="INT2-only"):
+        QLRQuantizer(8, "input", truncation="bt*")
