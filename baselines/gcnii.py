@@ -1,0 +1,93 @@
+"""GCNII: deep GCN with initial residual and identity mapping (Chen et al., ICML 2020)."""
+from __future__ import annotations
+
+import math
+
+import dgl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench_suite.nn.graph import normalized_aggregate
+from bench_suite.nn.layers import QLinear, make_quantizers
+from bench_suite.nn.models import GraphModel, check_depth
+from bench_suite.quant.base import QuantFactory
+from bench_suite.registry import MODELS
+
+
+def gcnii_beta(lam: float, layer: int) -> float:
+    """β_l = log(λ/l + 1), l = 1, 2, … (Chen et al. 2020, eq. 6)."""
+    return math.log(lam / layer + 1)
+
+
+class QGCNIIConv(nn.Module):
+    r"""One GCNII layer (Chen et al., "Simple and Deep Graph Convolutional Networks", ICML 2020),
+    quantized at every stage (before the activation, which the model applies).
+
+    .. math:: S = (1-\alpha)\,\hat A H^{(l)} + \alpha H^{(0)},\qquad
+              H^{(l+1)} = (1-\beta_l)\,S + \beta_l\,S W^{(l)}
+
+    ``message``/``aggregate`` quantize ÂH, ``input``/``weight``/``feature`` the product
+    S·W, ``update`` the layer output.
+    """
+
+    def __init__(self, dim: int, quant: QuantFactory, layer: int, alpha: float, beta: float):
+        super().__init__()
+        self.alpha, self.beta = alpha, beta
+        self.weight = nn.Parameter(torch.empty(dim, dim))
+        self.q = make_quantizers(quant, layer)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.weight.shape[1])  # as in the authors' code
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, g: dgl.DGLGraph, h: Tensor, h0: Tensor) -> Tensor:
+        support = (1 - self.alpha) * normalized_aggregate(g, h, self.q["message"], self.q["aggregate"]) \
+            + self.alpha * h0
+        mapped = self.q["feature"](self.q["input"](support) @ self.q["weight"](self.weight))
+        return self.q["update"]((1 - self.beta) * support + self.beta * mapped, g)
+
+
+@MODELS.register("gcnii")
+class GCNII(GraphModel):
+    r"""GCNII (Chen et al., ICML 2020): linear input layer, ``depth`` GCNII layers, linear output.
+
+    .. math:: H^{(0)} = \mathrm{ReLU}(X W_{in}),\quad
+              H^{(l)} = \mathrm{ReLU}\big(((1-\alpha)\hat A H^{(l-1)} + \alpha H^{(0)})
+              ((1-\beta_l)I + \beta_l W^{(l)})\big),\quad \beta_l = \log(\lambda/l + 1),\quad
+              Y = H^{(L)} W_{out}
+
+    Dropout before every layer.  ``lamda`` is the paper's λ (spelled as in its code).
+    The paper uses a larger weight decay (0.01) on the GCNII layers than on the
+    linear ones (5e-4); the suite's trainer has one weight decay for all weights.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
+                 hidden: int = 64, dropout: float = 0.6, alpha: float = 0.1, lamda: float = 0.5):
+        self.validate_params(hidden=hidden, dropout=dropout, alpha=alpha, lamda=lamda)
+        super().__init__()
+        check_depth(depth, "gcnii")
+        self.dropout = dropout
+        self.lin_in = QLinear(in_dim, hidden, quant, layer="in")
+        self.layers = nn.ModuleList(
+            QGCNIIConv(hidden, quant, k, alpha, gcnii_beta(lamda, k + 1)) for k in range(depth)
+        )
+        self.lin_out = QLinear(hidden, num_classes, quant, layer="out")
+
+    @staticmethod
+    def validate_params(depth: int = 2, hidden: int = 64, dropout: float = 0.6, alpha: float = 0.1,
+                        lamda: float = 0.5) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"gcnii alpha={alpha!r} must lie in [0, 1] (initial-residual weight)")
+        if not lamda > 0:
+            raise ValueError(f"gcnii lamda={lamda!r} must be > 0 (β_l = log(lamda/l + 1))")
+
+    def forward(self, g: dgl.DGLGraph, x: Tensor, return_hidden: bool = False):
+        h0 = F.relu(self.lin_in(F.dropout(x, self.dropout, self.training)))
+        h, hidden = h0, []
+        for layer in self.layers:
+            h = F.relu(layer(g, F.dropout(h, self.dropout, self.training), h0))
+            hidden.append(h)
+        logits = self.lin_out(F.dropout(h, self.dropout, self.training))
+        return self.output(logits, hidden, return_hidden)

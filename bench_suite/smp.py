@@ -1,0 +1,108 @@
+"""SMP: smoothness-aware message propagation (proposed; arXiv 2308.14949, METHOD.md §7).
+
+Used as ``model=decoupled propagation=smp``: H = MLP(X), then K propagation layers
+starting from X⁽⁰⁾ = H, each one step of the basic differential multiplier method
+(Platt & Barr, NIPS 1988) on
+
+    ℒ(X, λ, s) = ½‖X − H‖² + (μ/2)·tr(Xᵀ L̃ X) + λ·(c·|E| − s² − T(Δ)),
+    T(Δ) = tr(Δᵀ L̃ Δ),  Δ = X_{k+1} − X_k.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import dgl
+import torch
+from torch import Tensor, nn
+
+from bench_suite.nn.graph import normalized_aggregate
+from bench_suite.nn.propagations import Propagation
+from bench_suite.quant.base import QuantFactory, RoleQuantizers
+from bench_suite.registry import PROPAGATIONS
+
+FORMS = ("exact", "released")
+
+
+def undirected_edge_count(g: dgl.DGLGraph) -> int:
+    """|E| of A: undirected edges, self loops excluded, on a prepared (symmetric, Ã) graph.
+
+    This is the |E| of T(Δ) = Σ_{(i,j)∈E} ‖Δ_i/√d̃_i − Δ_j/√d̃_j‖² = tr(Δᵀ L̃ Δ): each
+    undirected edge once, and self loops add nothing to the sum.
+    """
+    src, dst = g.edges()
+    return int((src != dst).sum()) // 2
+
+
+@PROPAGATIONS.register("smp")
+class SMPPropagation(Propagation):
+    r"""SMP (Wang et al., CIKM 2023, arXiv 2308.14949): one multiplier step per layer.
+
+    .. math::
+
+        \tilde X &= (1-\eta(1+\mu))X + \eta\mu\,\hat A X + \eta H,\qquad \Delta = \tilde X - X\\
+        X &\leftarrow \tilde X + 2\eta\lambda\,\tilde L\Delta \quad(\text{form="exact"}),\qquad
+        X \leftarrow \tilde X + 2\eta\lambda\,\hat A\Delta \quad(\text{form="released"})\\
+        s &\leftarrow s + 2\eta_s\lambda s,\qquad
+        \lambda \leftarrow \lambda + \eta_\lambda\,(c|E| - s^2 - T(\Delta)),\quad T(\Delta)=\mathrm{tr}(\Delta^\top\tilde L\Delta)
+
+    With λ ≡ 0 and μ = 9, η = 0.1 this is APPNP with α = 0.1.  The s and λ updates
+    both read the values from before the step (a simultaneous gradient step on ℒ).
+
+    * |E| = undirected edges of A (no self loops), see :func:`undirected_edge_count`.
+    * λ and s restart at ``lambda0`` / ``s0`` at every forward pass.  They are dual
+      variables with their own ascent rule, so they carry no gradient (T is detached).
+    * Quantization: step k's ÂX uses ``self.q[k]`` (``message``/``aggregate``); the
+      product on Δ (ÂΔ, from which L̃Δ = Δ − ÂΔ) uses ``self.q_delta[k]``; each step's
+      output goes through ``self.q[k]["update"]``.  T(Δ) = ‖Δ‖² − tr(Δᵀ ÂΔ) reuses
+      that quantized product, i.e. it is what the layer actually computes.
+    * :meth:`extra_metrics` gives λ and T(Δ) of every layer (λ after the layer's update)
+      from the last evaluation forward, and the budget c·|E|.
+    """
+
+    def __init__(self, depth: int, quant: QuantFactory, form: str = "exact", mu: float = 9.0, eta: float = 0.1,
+                 eta_s: float = 1e-5, eta_lambda: float = 1e-5, c: float = 0.01, lambda0: float = 0.001,
+                 s0: float = 0.001):
+        self.validate_params(form=form, mu=mu, eta=eta, eta_s=eta_s, eta_lambda=eta_lambda, c=c)
+        super().__init__(depth, quant)
+        self.q_delta = nn.ModuleList(RoleQuantizers(quant, k, ("message", "aggregate")) for k in range(depth))
+        self.form = form
+        self.mu, self.eta, self.eta_s, self.eta_lambda = float(mu), float(eta), float(eta_s), float(eta_lambda)
+        self.c, self.lambda0, self.s0 = float(c), float(lambda0), float(s0)
+        self._last: dict = {}
+
+    @staticmethod
+    def validate_params(form: str = "exact", mu: float = 9.0, eta: float = 0.1, eta_s: float = 1e-5,
+                        eta_lambda: float = 1e-5, c: float = 0.01, lambda0: float = 0.001, s0: float = 0.001) -> None:
+        if form not in FORMS:
+            raise ValueError(f"smp form={form!r} is not valid; valid: {', '.join(map(repr, FORMS))} "
+                             "(exact: X̃ + 2ηλ·L̃Δ as derived; released: X̃ + 2ηλ·ÂΔ as in the authors' code)")
+        for name, val in (("mu", mu), ("eta", eta), ("eta_s", eta_s), ("eta_lambda", eta_lambda), ("c", c)):
+            if not isinstance(val, (int, float)) or isinstance(val, bool) or val < 0:
+                raise ValueError(f"smp {name}={val!r} must be a number >= 0")
+        if eta <= 0:
+            raise ValueError(f"smp eta={eta!r} must be > 0 (the step size of the descent on X)")
+
+    def forward(self, g: dgl.DGLGraph, h: Tensor):
+        eta, mu = self.eta, self.mu
+        budget = self.c * undirected_edge_count(g)
+        lam, s = self.lambda0, self.s0
+        x, hidden = h, []
+        lams: List[float] = []
+        ts: List[float] = []
+        for k in range(self.depth):
+            xt = (1 - eta * (1 + mu)) * x + (eta * mu) * self.aggregate(g, x, k) + eta * h
+            delta = xt - x
+            a_delta = normalized_aggregate(g, delta, self.q_delta[k]["message"], self.q_delta[k]["aggregate"])
+            step = delta - a_delta if self.form == "exact" else a_delta  # L̃Δ or ÂΔ
+            x = self.q[k]["update"](xt + (2 * eta * lam) * step, g)
+            t = float((delta.detach() * (delta.detach() - a_delta.detach())).sum())
+            lam, s = lam + self.eta_lambda * (budget - s * s - t), s + 2 * self.eta_s * lam * s
+            hidden.append(x)
+            lams.append(lam)
+            ts.append(t)
+        if not self.training:
+            self._last = {"smp_lambda": lams, "smp_T": ts, "smp_budget": budget}
+        return x, hidden
+
+    def extra_metrics(self) -> dict:
+        return dict(self._last)
