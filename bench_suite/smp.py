@@ -9,7 +9,7 @@ starting from X⁽⁰⁾ = H, each one step of the basic differential multiplier
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import dgl
 import torch
@@ -55,24 +55,31 @@ class SMPPropagation(Propagation):
       product on Δ (ÂΔ, from which L̃Δ = Δ − ÂΔ) uses ``self.q_delta[k]``; each step's
       output goes through ``self.q[k]["update"]``.  T(Δ) = ‖Δ‖² − tr(Δᵀ ÂΔ) reuses
       that quantized product, i.e. it is what the layer actually computes.
+    * ``lambda_min`` (suite option, default None = METHOD.md §7 as written): project λ
+      onto [lambda_min, ∞) after each ascent step.  Without it λ turns negative once
+      T(Δ) of the first layers exceeds c·|E| (large ‖H‖), and a negative λ makes the
+      exact-form correction *raise* T; over 64 layers that compounds into an infinite
+      loss.  ``lambda_min=0`` keeps the multiplier's sign of an inequality constraint.
     * :meth:`extra_metrics` gives λ and T(Δ) of every layer (λ after the layer's update)
       from the last evaluation forward, and the budget c·|E|.
     """
 
     def __init__(self, depth: int, quant: QuantFactory, form: str = "exact", mu: float = 9.0, eta: float = 0.1,
                  eta_s: float = 1e-5, eta_lambda: float = 1e-5, c: float = 0.01, lambda0: float = 0.001,
-                 s0: float = 0.001):
+                 s0: float = 0.001, lambda_min: Optional[float] = None):
         self.validate_params(form=form, mu=mu, eta=eta, eta_s=eta_s, eta_lambda=eta_lambda, c=c)
         super().__init__(depth, quant)
         self.q_delta = nn.ModuleList(RoleQuantizers(quant, k, ("message", "aggregate")) for k in range(depth))
         self.form = form
         self.mu, self.eta, self.eta_s, self.eta_lambda = float(mu), float(eta), float(eta_s), float(eta_lambda)
         self.c, self.lambda0, self.s0 = float(c), float(lambda0), float(s0)
+        self.lambda_min = None if lambda_min is None else float(lambda_min)
         self._last: dict = {}
 
     @staticmethod
     def validate_params(form: str = "exact", mu: float = 9.0, eta: float = 0.1, eta_s: float = 1e-5,
-                        eta_lambda: float = 1e-5, c: float = 0.01, lambda0: float = 0.001, s0: float = 0.001) -> None:
+                        eta_lambda: float = 1e-5, c: float = 0.01, lambda0: float = 0.001, s0: float = 0.001,
+                        lambda_min: Optional[float] = None) -> None:
         if form not in FORMS:
             raise ValueError(f"smp form={form!r} is not valid; valid: {', '.join(map(repr, FORMS))} "
                              "(exact: X̃ + 2ηλ·L̃Δ as derived; released: X̃ + 2ηλ·ÂΔ as in the authors' code)")
@@ -97,6 +104,8 @@ class SMPPropagation(Propagation):
             x = self.q[k]["update"](xt + (2 * eta * lam) * step, g)
             t = float((delta.detach() * (delta.detach() - a_delta.detach())).sum())
             lam, s = lam + self.eta_lambda * (budget - s * s - t), s + 2 * self.eta_s * lam * s
+            if self.lambda_min is not None:
+                lam = max(lam, self.lambda_min)
             hidden.append(x)
             lams.append(lam)
             ts.append(t)

@@ -166,3 +166,16 @@ def test_training_run_records_multipliers():
     extra = rec["extra"]
     assert len(extra["smp_lambda"]) == 4 and len(extra["smp_T"]) == 4
     assert extra["smp_budget"] > 0 and len(rec["layers"]) == 4
+
+
+def test_lambda_min_projects_the_multiplier():
+    """Far above the budget λ turns negative; lambda_min=0 keeps it at or above 0."""
+    graph, _, _ = tiny_graph()
+    g = prepare_graph(graph)
+    h = torch.randn(graph.num_nodes(), 4) * 50  # large ‖H‖: T(Δ) of the first layers ≫ c·|E|
+    free = SMPPropagation(8, QuantFactory(), c=1e-4, eta_lambda=1e-3).eval()
+    proj = SMPPropagation(8, QuantFactory(), c=1e-4, eta_lambda=1e-3, lambda_min=0.0).eval()
+    free(g, h)
+    proj(g, h)
+    assert min(free.extra_metrics()["smp_lambda"]) < 0
+    assert min(proj.extra_metrics()["smp_lambda"]) >= 0
