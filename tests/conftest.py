@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("OUTDATED_IGNORE", "1")  # ogb (imported by dgl) checks PyPI for updates
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
