@@ -19,7 +19,7 @@ import difflib
 import importlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 ENTRY_POINT_GROUP = "bench_suite.plugins"
 
@@ -144,10 +144,40 @@ class Registry:
 def unknown_message(kind: str, key: object, valid: List[str], where: str = "") -> str:
     loc = f" (from {where})" if where else ""
     msg = f"unknown {kind} {key!r}{loc}; valid: {', '.join(valid) if valid else '(none registered)'}"
-    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+    close = closest(str(key), valid)
     if close:
-        msg += f". Did you mean {close[0]!r}?"
+        msg += f". Did you mean {close!r}?"
     return msg
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Damerau-Levenshtein distance (optimal string alignment): a swap of two
+    neighbouring letters counts as one edit, so ``gnc`` is one edit from ``gcn``."""
+    prev2: List[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def closest(word: str, choices: Iterable[str]) -> Optional[str]:
+    """The valid choice nearest to ``word`` by edit distance (ties broken by
+    difflib's similarity), or None when nothing is within half the word's length."""
+    word_l = word.lower()
+    best = None
+    for c in choices:
+        d = edit_distance(word_l, c.lower())
+        ratio = difflib.SequenceMatcher(None, word_l, c.lower()).ratio()
+        key = (d, -ratio, c)
+        if d <= max(1, len(word) // 2) and (best is None or key < best):
+            best = key
+    return best[2] if best else None
 
 
 def plugin_params(obj: Callable[..., Any], context_args: Tuple[str, ...] = ()) -> List[Param]:

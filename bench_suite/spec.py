@@ -10,7 +10,6 @@ the run.  Bumping ``SPEC_VERSION`` invalidates every old record on purpose.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 import json
@@ -276,11 +275,6 @@ def spec_from_cli(args: list[str], where: str = "command line") -> RunSpec:
         k, _, v = a.partition("=")
         flat[k.strip()] = v.strip()
     return resolve_spec(flat, where)
-
-
-def closest(word: str, choices) -> Optional[str]:
-    m = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return m[0] if m else None
 
 
 __all__ = ["RunSpec", "SpecError", "TrainConfig", "resolve_spec", "spec_from_cli", "parse_value", "RegistryError"]
