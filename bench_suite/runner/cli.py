@@ -1,0 +1,85 @@
+"""``bench-suite run MATRIX [key=value ...]``: run a benchmark matrix, resuming where it stopped."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("matrix", help="shipped matrix name (smoke, paper-lite, paper) or a YAML path")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="spec keys applied to every run (win over the matrix)")
+    p.add_argument("--results", default="results", help="results root; records go to RESULTS/<matrix-name>/")
+    p.add_argument("--executor", default="local", help="local (default), dask, slurm or a plugin executor")
+    p.add_argument("--workers", type=int, default=0, help="parallel workers (default: number of cores)")
+    p.add_argument("--threads", type=int, default=None, help="torch/OMP threads per worker (default: cores // workers)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="wall-clock limit per run")
+    p.add_argument("--retry-failed", action="store_true", help="re-run failed and timed-out runs")
+    p.add_argument("--dry-run", action="store_true", help="list the specs and their status, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("dask")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask scheduler (default: a LocalCluster)")
+    g = p.add_argument_group("slurm (submitit)")
+    g.add_argument("--partition", default=None)
+    g.add_argument("--time-min", type=int, default=None, help="job time limit in minutes")
+    g.add_argument("--cpus-per-task", type=int, default=None)
+    g.add_argument("--mem-gb", type=float, default=None)
+    g.add_argument("--slurm-folder", default=None, help="submitit log folder (default: RESULTS/.slurm/<matrix>)")
+    g.add_argument("--slurm-cluster", default=None, help="submitit cluster: slurm (default when available) or local")
+
+
+#: CLI option -> executor constructor keyword
+EXECUTOR_OPTIONS = {"workers": "workers", "threads": "threads", "scheduler": "scheduler", "partition": "partition",
+                    "time_min": "time_min", "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb",
+                    "slurm_folder": "folder", "slurm_cluster": "cluster"}
+
+
+def build_executor(args: argparse.Namespace, matrix_name: str):
+    from bench_suite.registry import EXECUTORS, RegistryError
+
+    accepted = {p.name for p in EXECUTORS.params(EXECUTORS.entry(args.executor, "--executor").key)}
+    params: Dict[str, Any] = {}
+    for opt, kw in EXECUTOR_OPTIONS.items():
+        value = getattr(args, opt)
+        if value is None or (value == 0 and opt in ("workers", "threads")):
+            continue
+        if kw not in accepted:
+            raise RegistryError(f"option --{opt.replace('_', '-')}={value!r} does not apply to executor "
+                                f"{args.executor!r}; it accepts: {', '.join(sorted(accepted)) or '(nothing)'}")
+        params[kw] = value
+    if "folder" in accepted and "folder" not in params:
+        params["folder"] = str(Path(args.results) / ".slurm" / matrix_name)
+    try:
+        return EXECUTORS.create(args.executor, where="--executor", **params)
+    except ValueError as exc:
+        raise RegistryError(f"executor {args.executor!r}: {exc}") from None
+
+
+def execute(args: argparse.Namespace) -> int:
+    from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_overrides
+    from bench_suite.runner.session import plan, run_specs
+    from bench_suite.runner.store import ResultStore
+
+    matrix = load_matrix(args.matrix)
+    specs = expand_matrix(matrix, parse_overrides(args.overrides))
+    store = ResultStore(Path(args.results) / matrix.name)
+    if args.dry_run:
+        p = plan(specs, store, args.retry_failed)
+        status = store.scan()
+        for s in specs:
+            print(f"{s.run_id}  {status.of(s.run_id):8s} {s.label()}")
+        print(f"{len(specs)} runs in {matrix.path}: " + ", ".join(f"{v} {k}" for k, v in p.counts.items())
+              + f"; {len(p.todo)} would run", file=sys.stderr)
+        return 0
+    executor = build_executor(args, matrix.name)
+    print(f"matrix {matrix.name}: {len(specs)} runs -> {store.root} on {args.executor}", file=sys.stderr)
+    summary = run_specs(specs, store, executor, plugins=args.plugin, data_dir=args.data_dir, download=args.download,
+                        timeout=args.timeout, retry_failed=args.retry_failed, matrix=matrix.name,
+                        progress=not args.no_progress)
+    c = summary.counts
+    print(f"finished in {summary.seconds:.1f} s: {c['ok']} ok, {c['failed']} failed, {c['timeout']} timeout"
+          + (" (interrupted)" if summary.interrupted else ""), file=sys.stderr)
+    if summary.interrupted:
+        return 130
+    return 0 if summary.ok else 1

@@ -1,0 +1,43 @@
+"""``bench-suite status MATRIX``: how many runs of a matrix are done, failed, timed out or pending."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("matrix", help="shipped matrix name or a YAML path")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the same overrides given to `run`")
+    p.add_argument("--results", default="results", help="results root (records in RESULTS/<matrix-name>/)")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.add_argument("--list", choices=("failed", "timeout", "pending"), action="append", default=[],
+                   help="also list the runs with this status (repeatable)")
+
+
+def execute(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_overrides
+    from bench_suite.runner.session import plan
+    from bench_suite.runner.store import ResultStore
+
+    matrix = load_matrix(args.matrix)
+    specs = expand_matrix(matrix, parse_overrides(args.overrides))
+    store = ResultStore(Path(args.results) / matrix.name)
+    p = plan(specs, store)
+    counts = {"total": len(specs), "done": p.counts["ok"], "failed": p.counts["failed"],
+              "timeout": p.counts["timeout"], "pending": p.counts["pending"], "corrupt": len(p.corrupt)}
+    for reason in p.corrupt.values():
+        print(f"warning: {reason} (counted as pending)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(counts, sort_keys=True))
+    else:
+        print(f"{matrix.name} ({store.root}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if args.list:
+        scan = store.scan()
+        for s in specs:
+            st = scan.of(s.run_id)
+            if st in args.list:
+                print(f"{st:8s} {s.run_id} {s.label()}")
+    return 0

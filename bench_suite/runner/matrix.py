@@ -1,0 +1,235 @@
+"""Matrix files: a YAML description of many runs, expanded into validated run specs.
+
+::
+
+    name: smoke
+    seeds: [0, 1]                 # list, or a count n meaning 0..n-1 (default 10)
+    fixed: {epochs: 100}          # flat spec keys applied to every run
+    axes:                         # cartesian product over the axes
+      dataset: [csbm, cora]
+      depth: [2, 8]
+      quant: [{quant: fp32}, {quant: qlr, bits: [8, 4, 2]}]   # dicts: sub-axes, lists inside expand
+    exclude: [{model: gcn, depth: 64}]     # drop combinations matching every key (a list = any of)
+    include: [{dataset: cora, model: gat, depth: 2}]   # extra combinations (get fixed + seeds too)
+    defaults: {model: {gat: {lr: 0.005}}, dataset: {cora: {epochs: 200}}}
+
+Precedence, lowest first: tuned default rule files (:mod:`bench_suite.defaults`),
+the matrix's ``defaults``, ``fixed``, the axes, command-line ``key=value`` overrides.
+Every combination is resolved with :func:`bench_suite.spec.resolve_spec` before
+anything runs, so a typo fails at once naming the file, the run and the valid choices.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import yaml
+
+from bench_suite.defaults import apply_defaults
+from bench_suite.registry import REGISTRIES, RegistryError, unknown_message
+from bench_suite.spec import RunSpec, SpecError, parse_value, resolve_spec
+
+MATRIX_KEYS = ("name", "description", "seeds", "fixed", "axes", "include", "exclude", "defaults")
+DEFAULT_SEEDS = tuple(range(10))
+#: flat keys whose values name a plugin, checked in ``defaults`` sections
+_PLUGIN_KEYS = {"dataset": "datasets", "model": "models", "propagation": "propagations",
+                "quant": "quantizers", "transform": "transforms"}
+
+
+class MatrixError(SpecError):
+    """A matrix file that is malformed; the message names the file and the key."""
+
+
+def shipped_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "matrices"
+
+
+def shipped_matrices() -> List[str]:
+    return sorted(p.stem for p in shipped_dir().glob("*.yaml"))
+
+
+def find_matrix(name_or_path: str | Path) -> Path:
+    """A shipped matrix by name (``smoke``) or a YAML file path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise FileNotFoundError(f"matrix file {str(p)!r} not found")
+        return p
+    q = shipped_dir() / f"{name_or_path}.yaml"
+    if q.is_file():
+        return q
+    raise MatrixError(unknown_message("matrix", str(name_or_path), shipped_matrices())
+                      + " (or give a path to a .yaml file)")
+
+
+@dataclass
+class Matrix:
+    """A parsed matrix file."""
+
+    name: str
+    path: Path
+    seeds: Tuple[int, ...] = DEFAULT_SEEDS
+    fixed: Dict[str, Any] = field(default_factory=dict)
+    axes: Dict[str, List[Any]] = field(default_factory=dict)
+    include: List[Dict[str, Any]] = field(default_factory=list)
+    exclude: List[Dict[str, Any]] = field(default_factory=list)
+    defaults: Dict[str, Dict[str, Dict[str, Any]]] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def where(self) -> str:
+        return f"matrix {self.path.name}"
+
+
+def load_matrix(name_or_path: str | Path) -> Matrix:
+    path = find_matrix(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise MatrixError(f"matrix {path}: not valid YAML: {exc}") from None
+    return parse_matrix(raw, path)
+
+
+def parse_matrix(raw: Any, path: Path) -> Matrix:
+    where = f"matrix {path.name}"
+    if not isinstance(raw, dict):
+        raise MatrixError(f"{where}: the top level must be a mapping with keys {', '.join(MATRIX_KEYS)}")
+    for key in raw:
+        if key not in MATRIX_KEYS:
+            raise MatrixError(unknown_message(f"top-level key of {where}", key, list(MATRIX_KEYS)))
+    seeds = raw.get("seeds", list(DEFAULT_SEEDS))
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0:
+        seeds = list(range(seeds))
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds):
+        raise MatrixError(f"{where}: seeds={seeds!r} must be a non-empty list of integers or a count")
+    fixed = _mapping(raw.get("fixed"), f"{where}: fixed")
+    axes = _mapping(raw.get("axes"), f"{where}: axes")
+    axes = {k: v if isinstance(v, list) else [v] for k, v in axes.items()}
+    for k, v in axes.items():
+        if not v:
+            raise MatrixError(f"{where}: axis {k!r} is empty; give at least one value")
+    include = _dict_list(raw.get("include"), f"{where}: include")
+    exclude = _dict_list(raw.get("exclude"), f"{where}: exclude")
+    defaults = _mapping(raw.get("defaults"), f"{where}: defaults")
+    for key, per_value in defaults.items():
+        per_value = _mapping(per_value, f"{where}: defaults.{key}")
+        reg = _PLUGIN_KEYS.get(key)
+        for value, settings in per_value.items():
+            if reg and str(value) != "fp32":
+                try:
+                    REGISTRIES[reg].entry(str(value), f"{where}: defaults.{key}")
+                except RegistryError as exc:
+                    raise MatrixError(str(exc)) from None
+            _mapping(settings, f"{where}: defaults.{key}.{value}")
+    return Matrix(name=str(raw.get("name") or path.stem), path=path, seeds=tuple(seeds), fixed=fixed, axes=axes,
+                  include=include, exclude=exclude, defaults=defaults, description=str(raw.get("description", "")))
+
+
+def _mapping(value: Any, where: str) -> Dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MatrixError(f"{where} must be a mapping of key: value, got {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _dict_list(value: Any, where: str) -> List[Dict[str, Any]]:
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise MatrixError(f"{where} must be a list of mappings, got {value!r}")
+    return [{str(k): v for k, v in d.items()} for d in value]
+
+
+def product_of(assignment: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """``{a: [1, 2], b: 3}`` → ``[{a: 1, b: 3}, {a: 2, b: 3}]``; a list of dicts is a sub-axis."""
+    choices: List[List[Dict[str, Any]]] = []
+    for key, value in assignment.items():
+        values = value if isinstance(value, list) else [value]
+        opts: List[Dict[str, Any]] = []
+        for v in values:
+            if isinstance(v, dict):
+                opts.extend(product_of(v))
+            else:
+                opts.append({key: v})
+        choices.append(opts)
+    out = []
+    for combo in itertools.product(*choices):
+        merged: Dict[str, Any] = {}
+        for part in combo:
+            merged.update(part)
+        out.append(merged)
+    return out
+
+
+def _matches(flat: Mapping[str, Any], rule: Mapping[str, Any]) -> bool:
+    for k, want in rule.items():
+        wants = want if isinstance(want, list) else [want]
+        if str(flat.get(k)) not in {str(w) for w in wants}:
+            return False
+    return True
+
+
+def _matrix_defaults(m: Matrix, flat: Mapping[str, Any]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for key, per_value in m.defaults.items():
+        for value, settings in per_value.items():
+            if str(flat.get(key)) == str(value):
+                out.update(settings)
+    return out
+
+
+def combinations(m: Matrix, overrides: Optional[Mapping[str, Any]] = None) -> List[Dict[str, Any]]:
+    """The flat key=value mapping of every run of ``m``, in file order (before resolving)."""
+    overrides = {str(k): parse_value(v) for k, v in (overrides or {}).items()}
+    explicit = [dict(m.fixed, **c) for c in product_of(m.axes)] if m.axes else [dict(m.fixed)]
+    explicit = [c for c in explicit if not any(_matches(c, r) for r in m.exclude)]
+    for inc in m.include:
+        explicit.extend(dict(m.fixed, **c) for c in product_of(inc))
+    flats = []
+    for combo in explicit:
+        for seed in m.seeds:
+            run = dict(combo)
+            run.setdefault("seed", seed)
+            run.update(overrides)
+            flats.append(apply_defaults({**_matrix_defaults(m, run), **run}))
+    return flats
+
+
+def expand_matrix(m: Matrix | str | Path, overrides: Optional[Mapping[str, Any]] = None) -> List[RunSpec]:
+    """Every run of ``m`` as a validated :class:`RunSpec` (duplicates dropped, order kept)."""
+    if not isinstance(m, Matrix):
+        m = load_matrix(m)
+    specs: List[RunSpec] = []
+    seen, seen_flat = set(), set()
+    for i, flat in enumerate(combinations(m, overrides)):
+        key = json.dumps(flat, sort_keys=True, default=str)
+        if key in seen_flat:  # e.g. an override collapsed an axis: resolve each distinct run once
+            continue
+        seen_flat.add(key)
+        shown = ", ".join(f"{k}={v}" for k, v in flat.items())
+        where = f"{m.where}, run #{i} {{{shown}}}"
+        try:
+            spec = resolve_spec(flat, where)
+        except RegistryError as exc:  # unknown plugin name: same family as a spec error
+            raise MatrixError(str(exc)) from None
+        if spec.run_id not in seen:
+            seen.add(spec.run_id)
+            specs.append(spec)
+    return specs
+
+
+def parse_overrides(items: Iterable[str], where: str = "command line") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SpecError(f"argument {item!r} ({where}) is not key=value")
+        k, _, v = item.partition("=")
+        out[k.strip()] = parse_value(v.strip())
+    return out

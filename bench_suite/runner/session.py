@@ -1,0 +1,120 @@
+"""Run a list of specs through an executor into a store: skip finished runs, count, show progress."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from bench_suite.env import environment
+from bench_suite.runner.executors import Executor
+from bench_suite.runner.store import ResultStore, utc_now
+from bench_suite.runner.worker import WorkerConfig, base_record
+from bench_suite.spec import RunSpec
+
+
+@dataclass
+class Plan:
+    """Which specs of a matrix still need to run."""
+
+    specs: List[RunSpec]
+    todo: List[RunSpec]
+    counts: Dict[str, int]  # ok / failed / timeout / pending (pending includes corrupt)
+    corrupt: Dict[str, str] = field(default_factory=dict)
+
+
+def plan(specs: Sequence[RunSpec], store: ResultStore, retry_failed: bool = False) -> Plan:
+    scan = store.scan()
+    counts = {"ok": 0, "failed": 0, "timeout": 0, "pending": 0}
+    todo = []
+    corrupt = {}
+    for s in specs:
+        st = scan.of(s.run_id)
+        counts[st] += 1
+        if s.run_id in scan.corrupt:
+            corrupt[s.run_id] = scan.corrupt[s.run_id]
+        if st == "pending" or (retry_failed and st in ("failed", "timeout")):
+            todo.append(s)
+    return Plan(list(specs), todo, counts, corrupt)
+
+
+@dataclass
+class Summary:
+    counts: Dict[str, int]
+    interrupted: bool = False
+    seconds: float = 0.0
+    run_seconds: List[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and self.counts.get("failed", 0) == 0 and self.counts.get("timeout", 0) == 0
+
+
+def run_specs(specs: Sequence[RunSpec], store: ResultStore, executor: Executor, *, plugins: Sequence[str] = (),
+              data_dir: Optional[str] = None, download: bool = False, timeout: Optional[float] = None,
+              retry_failed: bool = False, matrix: str = "", progress: bool = True,
+              log=sys.stderr) -> Summary:
+    """Run every pending spec (and failed ones with ``retry_failed``); Ctrl-C stops cleanly."""
+    t0 = time.perf_counter()
+    p = plan(specs, store, retry_failed)
+    for run_id, reason in p.corrupt.items():
+        print(f"warning: {reason}; the run will be repeated", file=log)
+    skipped = len(p.specs) - len(p.todo)
+    if skipped:
+        print(f"{skipped} of {len(p.specs)} runs already finished in {store.root}, skipping them", file=log)
+    cfg = WorkerConfig(store_root=str(store.root), session=uuid.uuid4().hex, plugins=tuple(plugins),
+                       data_dir=data_dir, download=download, timeout=timeout or None,
+                       sys_path=(os.getcwd(),), matrix=matrix)
+    counts = {"ok": 0, "failed": 0, "timeout": 0}
+    summary = Summary(counts)
+    if not p.todo:
+        return summary
+    by_canonical = {s.canonical: s for s in p.todo}
+    bar = _progress(len(p.todo), progress, log)
+    try:
+        for canonical, outcome in executor.run([s.canonical for s in p.todo], cfg):
+            if isinstance(outcome, BaseException):
+                status = _record_lost(store, by_canonical[canonical], cfg, outcome)
+            else:
+                status = outcome["status"]
+                summary.run_seconds.append(float(outcome.get("seconds", 0.0)))
+            counts[status] = counts.get(status, 0) + 1
+            if status != "ok":
+                spec = by_canonical[canonical]
+                print(f"{status}: {spec.label()} ({store.path(spec.run_id)})", file=log)
+            if bar is not None:
+                bar.set_postfix(done=counts["ok"], failed=counts["failed"] + counts["timeout"],
+                                left=len(p.todo) - bar.n - 1, refresh=False)
+                bar.update(1)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        print("\ninterrupted: finished records are kept; run the same command to resume", file=log)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _record_lost(store: ResultStore, spec: RunSpec, cfg: WorkerConfig, exc: BaseException) -> str:
+    """A task lost with its worker: keep a record the worker wrote this session, else write a failed one."""
+    old = store.read(spec.run_id)
+    if old is not None and old.get("session") == cfg.session:
+        return old["status"]
+    rec = base_record(spec, cfg, started="")
+    rec.update({"status": "failed", "finished": utc_now(), "timings": {}, "env": environment(),
+                "error": {"type": type(exc).__name__, "message": str(exc),
+                          "traceback": "".join(traceback.format_exception(exc))}})
+    store.write(rec)
+    return "failed"
+
+
+def _progress(total: int, enabled: bool, log):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="run", file=log, dynamic_ncols=True, smoothing=0.1)

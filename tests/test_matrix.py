@@ -1,0 +1,139 @@
+"""Matrix files: expansion, precedence of defaults/fixed/axes/overrides, typos rejected with context."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import bench_suite.defaults as tuned
+from bench_suite.registry import MODELS, QUANTIZERS, RegistryError, load_all
+from bench_suite.runner.matrix import (MatrixError, combinations, expand_matrix, load_matrix, parse_overrides,
+                                       shipped_matrices)
+from bench_suite.spec import SpecError
+
+load_all()
+
+
+def matrix(tmp_path: Path, text: str, name: str = "m.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_axes_sub_axes_exclude_include_and_seeds(tmp_path):
+    p = matrix(tmp_path, """
+        name: grid
+        seeds: 3
+        fixed: {dataset: csbm, epochs: 7}
+        axes:
+          depth: [2, 4, 8]
+          arch: [{model: gcn}, {model: decoupled, propagation: appnp, alpha: [0.1, 0.2]}]
+        exclude: [{model: gcn, depth: [4, 8]}]
+        include: [{model: sage, depth: 2}]
+    """)
+    specs = expand_matrix(p)
+    labels = [s.label() for s in specs]
+    # gcn only at depth 2, decoupled at 3 depths x 2 alphas, sage once: (1 + 6 + 1) x 3 seeds
+    assert len(specs) == 24 and len(set(s.run_id for s in specs)) == 24
+    assert sum("gcn/L" in lab for lab in labels) == 3 and not any("gcn/L4" in lab for lab in labels)
+    assert sorted({s.data["propagation"]["alpha"] for s in specs if s.data["propagation"]}) == [0.1, 0.2]
+    assert {s.seed for s in specs} == {0, 1, 2} and all(s.train.epochs == 7 for s in specs)
+    assert any(lab.startswith("csbm/sage/L2/") for lab in labels)
+    assert load_matrix(p).name == "grid"
+
+
+def test_precedence_tuned_rules_then_matrix_defaults_then_fixed_then_axes_then_overrides(tmp_path, monkeypatch):
+    rules = matrix(tmp_path, """
+        - {match: {model: gcn}, set: {hidden: 16, lr: 0.3, dropout: 0.1}, source: test}
+    """, "rules.yaml")
+    monkeypatch.setattr(tuned, "_FILES", [rules])
+    monkeypatch.setattr(tuned, "_RULES", None)
+    p = matrix(tmp_path, """
+        seeds: [0]
+        fixed: {dataset: csbm, model: gcn, epochs: 3}
+        axes: {depth: [2, 3], dropout: [0.2]}
+        defaults: {model: {gcn: {lr: 0.05, epochs: 9}}, depth: {3: {hidden: 32}}}
+    """)
+    by_depth = {s.data["model"]["depth"]: s.data for s in expand_matrix(p)}
+    d2, d3 = by_depth[2], by_depth[3]
+    assert d2["model"]["hidden"] == 16  # tuned rule
+    assert d3["model"]["hidden"] == 32  # matrix default beats tuned rule
+    assert d2["train"]["lr"] == 0.05  # matrix default beats tuned rule
+    assert d2["train"]["epochs"] == 3  # fixed beats matrix default
+    assert d2["model"]["dropout"] == 0.2  # axis beats tuned rule
+    over = expand_matrix(p, parse_overrides(["lr=0.001", "hidden=8", "dropout=0.7"]))
+    assert {(s.data["train"]["lr"], s.data["model"]["hidden"], s.data["model"]["dropout"]) for s in over} == \
+        {(0.001, 8, 0.7)}
+
+
+def test_overrides_collapse_duplicates_and_seed_override(tmp_path):
+    p = matrix(tmp_path, """
+        fixed: {dataset: csbm, model: gcn}
+        axes: {depth: [2, 4]}
+    """)
+    assert len(expand_matrix(p)) == 20  # default seeds 0..9
+    specs = expand_matrix(p, {"seed": 5, "depth": 3})
+    assert len(specs) == 1 and specs[0].seed == 5 and specs[0].data["model"]["depth"] == 3
+
+
+@pytest.mark.parametrize("body, needles", [
+    ("axes: {model: [gcn, gcnn]}", ["m.yaml", "'gcnn'", "gcn", "decoupled", "run #"]),
+    ("axes: {model: gcn, depht: [2]}", ["m.yaml", "'depht'", "depth", "Did you mean"]),
+    ("axes: {model: gcn, quant: " + "QUANT" + ", bits: [8, 3]}", ["m.yaml", "bits=3", "8, 4, 2"]),
+    ("axes: {model: gcn, quant: nosuchquant, bits: 4}", ["m.yaml", "'nosuchquant'", "quantizer"]),
+    ("axis: {model: gcn}", ["m.yaml", "'axis'", "axes", "exclude"]),
+    ("axes: {model: gcn}\ndefaults: {model: {gcm: {lr: 0.1}}}", ["m.yaml", "defaults.model", "'gcm'", "gcn"]),
+    ("axes: {model: gcn}\nseeds: [a]", ["m.yaml", "seeds"]),
+])
+def test_typos_fail_naming_file_key_and_valid_choices(tmp_path, body, needles):
+    quant = next(iter(QUANTIZERS.keys()), None)
+    if "QUANT" in body:
+        if quant is None:
+            pytest.skip("no quantizer registered")
+        body = body.replace("QUANT", quant)
+    p = matrix(tmp_path, "fixed: {dataset: csbm}\n" + body + "\n")
+    with pytest.raises((SpecError, RegistryError)) as err:
+        expand_matrix(p)
+    msg = str(err.value)
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+
+
+def test_unknown_matrix_name_lists_shipped_ones():
+    with pytest.raises(MatrixError) as err:
+        load_matrix("smok")
+    assert "smoke" in str(err.value) and "'smok'" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["smoke", "paper-lite", "paper"])
+def test_shipped_matrices_expand(name):
+    assert name in shipped_matrices()
+    m = load_matrix(name)
+    n_runs = len(combinations(m))
+    # the paper matrix is large: resolve one dataset, depth and seed of it (every other axis)
+    overrides = {"dataset": "cora", "depth": 2, "seed": 0} if name == "paper" else {}
+    try:
+        specs = expand_matrix(m, overrides)
+    except (SpecError, RegistryError) as exc:
+        if name != "smoke" and "unknown" in str(exc):
+            pytest.skip(f"a baseline plugin of {name} is not registered yet: {exc}")
+        raise
+    assert specs and len({s.run_id for s in specs}) == len(specs)
+    if name == "smoke":
+        assert {s.data["dataset"]["name"] for s in specs} == {"csbm", "cora"}
+        assert any(s.data["quant"]["name"] == "fp32" for s in specs)
+        if len(QUANTIZERS):
+            assert any(s.data["quant"]["bits"] == 2 for s in specs)
+    if name == "paper":
+        assert m.seeds == tuple(range(10)) and n_runs == 5 * 10 * 6 * 11 * 10
+        assert len(specs) == 10 * 11 and {s.data["quant"].get("truncation") for s in specs} >= {"none", "bt*"}
+    if name == "paper-lite":
+        assert len(specs) == n_runs == 2 * 10 * 4 * 3
+
+
+def test_combinations_are_flat_key_values(tmp_path):
+    p = matrix(tmp_path, "seeds: [1]\nfixed: {dataset: csbm}\naxes: {model: [gcn, sage]}\n")
+    flats = combinations(load_matrix(p))
+    assert [f["model"] for f in flats] == ["gcn", "sage"] and all(f["seed"] == 1 for f in flats)
+    assert "gcn" in MODELS

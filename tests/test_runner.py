@@ -1,0 +1,210 @@
+"""End-to-end tests of ``bench-suite run``: resume after kill -9, failures, timeouts, executors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+PLANTED = textwrap.dedent('''
+    """Plugins planted by tests/test_runner.py: models that fail, diverge or hang."""
+    import time
+
+    import torch
+
+    from bench_suite.registry import MODELS
+
+
+    class _Linear(torch.nn.Module):
+        def __init__(self, in_dim, num_classes, depth, quant, hidden: int = 8):
+            super().__init__()
+            self.lin = torch.nn.Linear(in_dim, num_classes)
+
+        def hidden_out(self, x):
+            return self.lin(x)
+
+
+    @MODELS.register("planted-boom")
+    class Boom(_Linear):
+        """Raises in forward."""
+
+        def forward(self, g, x, return_hidden=False):
+            raise RuntimeError("planted failure in forward")
+
+
+    @MODELS.register("planted-nan")
+    class NaNModel(_Linear):
+        """Produces NaN logits."""
+
+        def forward(self, g, x, return_hidden=False):
+            return self.lin(x) * float("nan")
+
+
+    @MODELS.register("planted-sleepy")
+    class Sleepy(_Linear):
+        """Sleeps ``delay`` seconds per forward: exceeds any short timeout."""
+
+        def __init__(self, in_dim, num_classes, depth, quant, delay: float = 1.0):
+            super().__init__(in_dim, num_classes, depth, quant)
+            self.delay = delay
+
+        def forward(self, g, x, return_hidden=False):
+            time.sleep(self.delay)
+            return self.lin(x)
+''')
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def bench(*args: str, cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "bench_suite.cli", *args], cwd=cwd, env=ENV, capture_output=True,
+                         text=True, timeout=timeout)
+    if check:
+        assert out.returncode in (0, 1), f"exit {out.returncode}\n{out.stderr}"
+    return out
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def records(root: Path) -> dict:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(root.glob("*.json"))}
+
+
+def test_kill_9_mid_matrix_then_resume_repeats_and_loses_nothing(tmp_path):
+    write(tmp_path / "k.yaml", """
+        name: k
+        seeds: [0, 1, 2, 3]
+        fixed: {dataset: csbm, dataset.nodes: 400, epochs: 25, patience: 1000}
+        axes: {model: gcn, depth: [2, 3]}
+    """)
+    store = tmp_path / "res" / "k"
+    cmd = [sys.executable, "-m", "bench_suite.cli", "run", "k.yaml", "--results", "res", "--workers", "1",
+           "--threads", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while len(list(store.glob("*.json"))) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "no records after 240 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # the pool worker dies with its parent (PR_SET_PDEATHSIG)
+    before = records(store)
+    assert 2 <= len(before) < 8, len(before)
+    assert all(r["status"] == "ok" for r in before.values())
+    mtimes = {p.stem: p.stat().st_mtime_ns for p in store.glob("*.json")}
+
+    out = bench(*cmd[3:], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"{len(before)} of 8 runs already finished" in out.stderr
+    after = records(store)
+    assert len(after) == 8 and all(r["status"] == "ok" for r in after.values())
+    for run_id, rec in before.items():  # not repeated: same file, same timestamps
+        assert after[run_id]["started"] == rec["started"] and after[run_id]["session"] == rec["session"]
+        assert (store / f"{run_id}.json").stat().st_mtime_ns == mtimes[run_id]
+    assert len({r["session"] for r in after.values()}) == 2
+    status = bench("status", "k.yaml", "--results", "res", "--json", cwd=tmp_path)
+    assert json.loads(status.stdout) == {"total": 8, "done": 8, "failed": 0, "timeout": 0, "pending": 0,
+                                         "corrupt": 0}
+
+
+def test_failing_nan_and_hanging_plugins_become_records_and_the_matrix_goes_on(tmp_path):
+    (tmp_path / "planted_models.py").write_text(PLANTED)
+    write(tmp_path / "f.yaml", """
+        name: f
+        seeds: [0]
+        fixed: {dataset: csbm, dataset.nodes: 200, epochs: 5}
+        axes:
+          arch: [{model: gcn, depth: [2, 3]}, {model: [planted-boom, planted-nan, planted-sleepy]}]
+    """)
+    args = ["run", "f.yaml", "--results", "res", "--plugin", "planted_models", "--workers", "2",
+            "--timeout", "4", "--no-progress"]
+    t0 = time.time()
+    out = bench(*args, cwd=tmp_path)
+    assert out.returncode == 1, out.stderr  # some runs did not succeed
+    assert time.time() - t0 < 120
+    by_model = {r["spec"]["model"]["name"] + str(r["spec"]["model"]["depth"]): r
+                for r in records(tmp_path / "res" / "f").values()}
+    assert len(by_model) == 5
+    assert by_model["gcn2"]["status"] == by_model["gcn3"]["status"] == "ok"
+    boom = by_model["planted-boom2"]
+    assert boom["status"] == "failed" and "planted failure in forward" in boom["error"]["traceback"]
+    assert "Traceback" in boom["error"]["traceback"] and boom["error"]["type"] == "RuntimeError"
+    nan = by_model["planted-nan2"]
+    assert nan["status"] == "failed" and nan["error"]["type"] == "NonFiniteLoss"
+    sleepy = by_model["planted-sleepy2"]
+    assert sleepy["status"] == "timeout" and 3.9 < sleepy["timings"]["total_s"] < 15
+    for rec in by_model.values():
+        assert rec["env"]["versions"]["torch"].startswith("2.2") and rec["started"] <= rec["finished"]
+
+    status = bench("status", "f.yaml", "--results", "res", "--plugin", "planted_models", "--json", cwd=tmp_path)
+    assert json.loads(status.stdout) == {"total": 5, "done": 2, "failed": 2, "timeout": 1, "pending": 0,
+                                         "corrupt": 0}
+    # a plain re-run repeats nothing; --retry-failed repeats exactly the three that did not succeed
+    again = bench(*args, cwd=tmp_path)
+    assert "5 of 5 runs already finished" in again.stderr
+    assert {k: r["started"] for k, r in records(tmp_path / "res" / "f").items()} == \
+        {r["run_id"]: r["started"] for r in by_model.values()}
+    retry = bench(*args[:-1], "--retry-failed", "--no-progress", cwd=tmp_path)
+    assert "2 of 5 runs already finished" in retry.stderr
+    changed = {r["spec"]["model"]["name"] for k, r in records(tmp_path / "res" / "f").items()
+               if r["started"] != by_model[r["spec"]["model"]["name"] + str(r["spec"]["model"]["depth"])]["started"]}
+    assert changed == {"planted-boom", "planted-nan", "planted-sleepy"}
+
+
+def test_typos_in_a_matrix_are_rejected_before_any_run(tmp_path):
+    write(tmp_path / "typo.yaml", """
+        name: typo
+        seeds: [0]
+        fixed: {dataset: csbm, epochs: 2}
+        axes: {model: [gcn, gcnn]}
+    """)
+    out = bench("run", "typo.yaml", "--results", "res", cwd=tmp_path, check=False)
+    assert out.returncode == 2
+    assert "typo.yaml" in out.stderr and "'gcnn'" in out.stderr and "gcn" in out.stderr and "decoupled" in out.stderr
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.slow
+def test_dask_executor_runs_a_matrix_on_a_local_cluster(tmp_path):
+    write(tmp_path / "d.yaml", """
+        name: d
+        seeds: [0, 1]
+        fixed: {dataset: csbm, dataset.nodes: 200, epochs: 3}
+        axes: {arch: [{model: gcn, depth: 2}, {model: decoupled, propagation: appnp, depth: 4}]}
+    """)
+    out = bench("run", "d.yaml", "--results", "res", "--executor", "dask", "--workers", "2", "--no-progress",
+                cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    recs = records(tmp_path / "res" / "d")
+    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs.values())
+    assert len({r["pid"] for r in recs.values()}) >= 1 and all(r["env"]["torch_threads"] >= 1 for r in recs.values())
+    again = bench("run", "d.yaml", "--results", "res", "--executor", "dask", "--workers", "2", cwd=tmp_path)
+    assert "4 of 4 runs already finished" in again.stderr
+
+
+@pytest.mark.slow
+def test_slurm_executor_runs_a_matrix_through_submitit_local(tmp_path):
+    write(tmp_path / "s.yaml", """
+        name: s
+        seeds: [0, 1]
+        fixed: {dataset: csbm, dataset.nodes: 200, epochs: 3, model: gcn, depth: 2}
+    """)
+    out = bench("run", "s.yaml", "--results", "res", "--executor", "slurm", "--slurm-cluster", "local",
+                "--workers", "2", "--time-min", "5", "--no-progress", cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    recs = records(tmp_path / "res" / "s")
+    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs.values())
+    assert (tmp_path / "res" / ".slurm" / "s").is_dir()  # submitit's job folder
+    bad = bench("run", "s.yaml", "--results", "res", "--executor", "local", "--partition", "gpu", cwd=tmp_path,
+                check=False)
+    assert bad.returncode == 2 and "--partition" in bad.stderr and "workers" in bad.stderr

@@ -1,0 +1,110 @@
+"""The result store: atomic records, corrupt files treated as pending, export round trip."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench_suite.registry import load_all
+from bench_suite.runner.export import records_frame
+from bench_suite.runner.session import plan
+from bench_suite.runner.store import ResultStore, write_json_atomic
+from bench_suite.runner.worker import WorkerConfig, execute_spec
+from bench_suite.spec import resolve_spec
+
+load_all()
+
+
+def tiny_spec(**kw):
+    flat = {"dataset": "csbm", "dataset.nodes": 200, "model": "gcn", "depth": 2, "epochs": 3, **kw}
+    return resolve_spec(flat)
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    """A store with three real ok records (two models, two seeds)."""
+    root = tmp_path_factory.mktemp("store") / "m"
+    cfg = WorkerConfig(store_root=str(root), session=uuid.uuid4().hex, matrix="m", threads=1)
+    specs = [tiny_spec(seed=0), tiny_spec(seed=1), tiny_spec(model="decoupled", depth=3)]
+    outs = [execute_spec(s.canonical, cfg) for s in specs]
+    return root, specs, outs, cfg
+
+
+def test_worker_writes_complete_ok_records_and_skips_finished(filled):
+    root, specs, outs, cfg = filled
+    store = ResultStore(root)
+    assert [o["status"] for o in outs] == ["ok"] * 3
+    rec = store.read(specs[2].run_id)
+    assert rec["spec"] == specs[2].data and rec["label"] == specs[2].label() and rec["matrix"] == "m"
+    assert len(rec["layers"]) == 3 and 0 <= rec["metrics"]["test_acc"] <= 1
+    assert rec["started"] <= rec["finished"] and rec["env"]["git_commit"]
+    mtime = store.path(specs[0].run_id).stat().st_mtime_ns
+    again = execute_spec(specs[0].canonical, WorkerConfig(store_root=str(root), session="other"))
+    assert again["skipped"] and store.path(specs[0].run_id).stat().st_mtime_ns == mtime
+    assert not list(root.glob(".*.tmp"))
+
+
+def test_corrupt_and_foreign_files_count_as_pending_and_never_crash(filled, tmp_path):
+    root, specs, _, _ = filled
+    store = ResultStore(tmp_path / "copy")
+    store.root.mkdir()
+    for s in specs:
+        (store.root / f"{s.run_id}.json").write_bytes(store_path_bytes(root, s.run_id))
+    store.path(specs[0].run_id).write_text('{"run_id": "' + specs[0].run_id + '", "status": "o')  # truncated
+    other = json.loads(store.path(specs[2].run_id).read_text())
+    store.path(specs[1].run_id).write_text(json.dumps(other))  # a record under the wrong name
+    (store.root / ".x.json.123.tmp").write_text("{")  # a leftover temp file
+    scan = store.scan()
+    assert set(scan.corrupt) == {specs[0].run_id, specs[1].run_id}
+    assert scan.of(specs[0].run_id) == "pending" and scan.of(specs[2].run_id) == "ok"
+    p = plan(specs, store)
+    assert p.counts == {"ok": 1, "failed": 0, "timeout": 0, "pending": 2}
+    assert [s.run_id for s in p.todo] == [specs[0].run_id, specs[1].run_id]
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert store.read(specs[0].run_id) is None
+
+
+def store_path_bytes(root: Path, run_id: str) -> bytes:
+    return (root / f"{run_id}.json").read_bytes()
+
+
+def test_atomic_write_keeps_the_old_file_when_serialisation_fails(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"a": 1})
+
+    class Boom:
+        def __str__(self):
+            raise RuntimeError("cannot serialise")
+
+    with pytest.raises(RuntimeError):
+        write_json_atomic(path, {"a": 2, "b": Boom()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert os.listdir(tmp_path) == ["r.json"]
+    with pytest.raises(ValueError, match="status"):
+        ResultStore(tmp_path).write({"run_id": "x", "status": "done"})
+
+
+def test_export_csv_and_parquet_round_trip(filled, tmp_path):
+    root, specs, _, _ = filled
+    failed = dict(json.loads((root / f"{specs[0].run_id}.json").read_text()))
+    (root.parent / "junk.json").write_text("not json")  # reported, skipped
+    df = records_frame(root.parent)
+    assert len(df) == 3 and {"metrics.test_acc", "spec.model.depth", "env.versions.torch"} <= set(df.columns)
+    out = subprocess.run([sys.executable, "-m", "bench_suite.cli", "export", str(root.parent), "--csv",
+                          str(tmp_path / "o.csv"), "--parquet", str(tmp_path / "o.parquet")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "junk.json" in out.stderr
+    csv, pq = pd.read_csv(tmp_path / "o.csv"), pd.read_parquet(tmp_path / "o.parquet")
+    assert list(pq.columns) == list(df.columns) == list(csv.columns)
+    key = ["run_id", "metrics.test_acc", "metrics.val_loss", "spec.model.depth", "spec.train.seed", "label"]
+    pd.testing.assert_frame_equal(pq[key], df[key])
+    pd.testing.assert_frame_equal(csv[key], df[key], check_dtype=False)
+    assert json.loads(pq.loc[pq.run_id == failed["run_id"], "layers"].iloc[0]) == failed["layers"]
+    (root.parent / "junk.json").unlink()
