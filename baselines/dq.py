@@ -102,12 +102,13 @@ class DegreeQuantQuantizer(TrackedRangeQuantizer):
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:
         if self.training:
             self.update_range(x)
-        xq = self.quantize(x)
+        keep = None
         if (self.training and graph is not None and self.role in NODE_ROLES and self.p_max > 0
                 and x.dim() >= 1 and x.shape[0] == graph.num_nodes()):
             keep = torch.bernoulli(self.mask_probability(graph).to(x.device)).bool()
-            xq = torch.where(keep.view(-1, *([1] * (x.dim() - 1))), x, xq)
-        return xq
+            if x.dtype != torch.float32 or x.device.type != "cpu":
+                return torch.where(keep.view(-1, *([1] * (x.dim() - 1))), x, self.quantize(x))
+        return self.quantize(x, keep)  # kept (masked) rows pass through inside the fused kernel
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, percentile={self.percentile}, p_min={self.p_min}, p_max={self.p_max}, "

@@ -14,12 +14,18 @@ same forward value and the same STE/LSQ gradients (METHOD.md §1) in a few passe
 * ∂x̂/∂x: ``"quant"`` 1 where nothing is clamped (the STE of ``fake_quant``),
   ``"ste"`` 1 everywhere (plain STE), ``"range"`` 1 inside ``[lo, hi]`` (clipped STE).
 
+The training forward pass runs as one numba loop over the tensor (:func:`_fq_kernel`)
+producing x̂, the ∂x̂/∂s factor and the ∂x̂/∂x mask together; the torch expression in
+:func:`_codes` is the reference (and the path without gradients).
+
 ``tests/test_quant.py`` checks value and gradients against ``fake_quant``.
 """
 from __future__ import annotations
 
 from typing import Optional
 
+import numba
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,21 +52,86 @@ def dequantize(c: Tensor, s: Tensor, z: Tensor, step: int = 1) -> Tensor:
     return (c - z / step) * (s * step)
 
 
+_GRAD_X_CODE = {"ste": 0, "quant": 1, "range": 2}
+
+
+@numba.njit(cache=True, nogil=True)
+def _fq_kernel(x, s, z, Q, step, kappa, Qc, zs, ss, mode, lo, hi, need_t, out, t, mask, keep, row):  # pragma: no cover
+    """One pass: x̂ (``out``), ∂x̂/∂s (``t``, if ``need_t``) and the ∂x̂/∂x mask (``mask``, modes 1/2).
+
+    Rows ``r`` with ``keep[r]`` (if ``keep`` is non-empty; ``row`` elements per row) pass
+    through unquantized: x̂ = x, ∂x̂/∂x = 1, ∂x̂/∂s = 0 (Degree-Quant's protective mask).
+
+    Every arithmetic step is float32 in the same order as :func:`_codes`/:func:`dequantize`
+    (round half to even, as ``torch.round``), so values match the torch path bit for bit.
+    """
+    has_keep = keep.size > 0
+    for i in range(x.size):
+        xi = x[i]
+        if has_keep and keep[i // row]:
+            out[i] = xi
+            if need_t:
+                t[i] = np.float32(0.0)
+            if mode != 0:
+                mask[i] = True
+            continue
+        v = xi / s
+        qr = np.float32(np.rint(v)) + z
+        q = min(max(qr, np.float32(0.0)), np.float32(Q))
+        inside = q == qr
+        if step == 1:
+            c = q
+            out[i] = (c - z) * s
+            a = c - z
+        else:
+            cr = np.float32(np.rint((q + kappa) / np.float32(step)))
+            c = min(max(cr, np.float32(0.0)), np.float32(Qc))
+            inside = inside and (c == cr)
+            out[i] = (c - zs) * ss
+            a = c * np.float32(step) - z
+        if need_t:
+            t[i] = a - v if inside else a
+        if mode == 1:
+            mask[i] = inside
+        elif mode == 2:
+            mask[i] = (xi >= lo) and (xi <= hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fq_backward_kernel(g, t, mask, need_t, use_mask, gx):  # pragma: no cover
+    """One pass: ``gx = g·mask`` (if ``use_mask``) and returns Σ g·t (float64 accumulation)."""
+    acc = 0.0
+    for i in range(g.size):
+        gi = g[i]
+        if need_t:
+            acc += gi * t[i]
+        if use_mask:
+            gx[i] = gi if mask[i] else np.float32(0.0)
+    return acc
+
+
+def _f32(v) -> np.float32:
+    return np.float32(float(v))
+
+
 class FakeQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, s: Tensor, z: Tensor, Q: int, step: int, kappa: float, Qc: int,
-                grad_x: str, lo: Optional[Tensor], hi: Optional[Tensor]) -> Tensor:
-        v, c, inside = _codes(x, s, z, Q, step, kappa, Qc)
-        out = dequantize(c, s, z, step)
-        # ∂x̂/∂s = (step·c − z) − (x/s)·inside  (LSQ form), kept for the backward pass
-        t = torch.addcmul(c * step - z if step != 1 else c - z, v, inside.to(v.dtype), value=-1.0) \
-            if ctx.needs_input_grad[1] else None
-        if grad_x == "range":
-            mask = (x >= lo) & (x <= hi)
-        elif grad_x == "quant":
-            mask = inside
+                grad_x: str, lo: Optional[Tensor], hi: Optional[Tensor], keep: Optional[Tensor] = None) -> Tensor:
+        if keep is not None or (x.dtype == torch.float32 and x.device.type == "cpu" and s.numel() == 1):
+            out, t, mask = _fused_forward(x, s, z, Q, step, kappa, Qc, grad_x, lo, hi, ctx.needs_input_grad[1], keep)
         else:
-            mask = None
+            v, c, inside = _codes(x, s, z, Q, step, kappa, Qc)
+            out = dequantize(c, s, z, step)
+            # ∂x̂/∂s = (step·c − z) − (x/s)·inside  (LSQ form), kept for the backward pass
+            t = torch.addcmul(c * step - z if step != 1 else c - z, v, inside.to(v.dtype), value=-1.0) \
+                if ctx.needs_input_grad[1] else None
+            if grad_x == "range":
+                mask = (x >= lo) & (x <= hi)
+            elif grad_x == "quant":
+                mask = inside
+            else:
+                mask = None
         ctx.save_for_backward(t, mask)
         ctx.shape = s.shape
         return out
@@ -68,22 +139,59 @@ class FakeQuant(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         t, mask = ctx.saved_tensors
+        if g.dtype == torch.float32 and g.device.type == "cpu" and (t is None or t.dtype == torch.float32):
+            gc = g.contiguous()
+            use_mask = mask is not None and ctx.needs_input_grad[0]
+            gx = torch.empty_like(gc) if use_mask else None
+            acc = _fq_backward_kernel(gc.view(-1).numpy(), (t if t is not None else gc).reshape(-1).numpy(),
+                                      (mask if use_mask else torch.empty(1, dtype=torch.bool)).reshape(-1).numpy(),
+                                      t is not None, use_mask, (gx if use_mask else gc).view(-1).numpy())
+            gs = torch.full(ctx.shape, acc, dtype=g.dtype) if t is not None else None
+            if ctx.needs_input_grad[0] and not use_mask:
+                gx = g
+            return gx, gs, None, None, None, None, None, None, None, None, None
         gs = torch.dot(g.reshape(-1), t.reshape(-1)).reshape(ctx.shape) if t is not None else None
         gx = None
         if ctx.needs_input_grad[0]:
             gx = g if mask is None else g * mask
-        return gx, gs, None, None, None, None, None, None, None, None
+        return gx, gs, None, None, None, None, None, None, None, None, None
+
+
+def _fused_forward(x: Tensor, s: Tensor, z: Tensor, Q: int, step: int, kappa: float, Qc: int, grad_x: str,
+                   lo: Optional[Tensor], hi: Optional[Tensor], need_t: bool, keep: Optional[Tensor] = None):
+    """(x̂, ∂x̂/∂s factor or None, ∂x̂/∂x mask or None) from one :func:`_fq_kernel` pass."""
+    xc = x.detach().contiguous()
+    out = torch.empty_like(xc)
+    t = torch.empty_like(xc) if need_t else torch.empty(0, dtype=xc.dtype)
+    mode = _GRAD_X_CODE[grad_x]
+    mask = torch.empty(xc.shape, dtype=torch.bool) if mode else torch.empty(0, dtype=torch.bool)
+    s32, z32 = _f32(s), _f32(z)
+    zs = _f32(z / step) if step != 1 else z32  # the same float32 scalars dequantize() forms
+    ss = _f32(s * step) if step != 1 else s32
+    _fq_kernel(xc.view(-1).numpy(), s32, z32, Q, step, np.float32(kappa), Qc, zs, ss, mode,
+               _f32(lo) if mode == 2 else np.float32(0), _f32(hi) if mode == 2 else np.float32(0), need_t,
+               out.view(-1).numpy(), t.view(-1).numpy(), mask.view(-1).numpy(),
+               keep.contiguous().numpy() if keep is not None else np.empty(0, dtype=np.bool_),
+               max(xc[0].numel(), 1) if xc.dim() > 0 and xc.shape[0] > 0 else 1)
+    return out, (t if need_t else None), (mask if mode else None)
 
 
 def fake_quant_fused(x: Tensor, s: Tensor, z: Tensor, bits: int, step: int = 1, kappa: float = 0.0,
                      code_bits: Optional[int] = None, grad_x: str = "quant",
-                     lo: Optional[Tensor] = None, hi: Optional[Tensor] = None) -> Tensor:
-    """Fake quantization with scale ``s`` and zero point ``z`` (see module docstring)."""
+                     lo: Optional[Tensor] = None, hi: Optional[Tensor] = None,
+                     keep: Optional[Tensor] = None) -> Tensor:
+    """Fake quantization with scale ``s`` and zero point ``z`` (see module docstring).
+
+    ``keep``: optional bool tensor over the rows (dim 0) of a float32 CPU ``x``; kept rows
+    stay in full precision with gradient 1 (Degree-Quant's protective masking).
+    """
     if grad_x not in GRAD_X_MODES:
         raise ValueError(f"grad_x={grad_x!r} is not valid; valid: {', '.join(GRAD_X_MODES)}")
     Q = (1 << bits) - 1
     Qc = (1 << (code_bits if code_bits is not None else bits)) - 1
     z = z.detach()
     if not torch.is_grad_enabled() or not (x.requires_grad or s.requires_grad):
+        if keep is not None:
+            return _fused_forward(x, s, z, Q, step, kappa, Qc, "ste", lo, hi, False, keep)[0]
         return dequantize(_codes(x, s, z, Q, step, kappa, Qc)[1], s, z, step)
-    return FakeQuant.apply(x, s, z, Q, step, float(kappa), Qc, grad_x, lo, hi)
+    return FakeQuant.apply(x, s, z, Q, step, float(kappa), Qc, grad_x, lo, hi, keep)

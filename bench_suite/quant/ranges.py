@@ -7,7 +7,7 @@ percentiles) and the gradient (plain STE or clipped STE).
 """
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -67,11 +67,12 @@ class TrackedRangeQuantizer(Quantizer):
     def dequant(self, codes: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
         return (codes.to(scale.dtype) - zero) * scale
 
-    def quantize(self, x: Tensor) -> Tensor:
-        """Fake-quantized ``x`` with this quantizer's gradient rule."""
+    def quantize(self, x: Tensor, keep: Optional[Tensor] = None) -> Tensor:
+        """Fake-quantized ``x`` with this quantizer's gradient rule; rows with ``keep`` stay full precision."""
         lo, hi = self.range_for(x)
         s, z = scale_zero(lo, hi, self.bits)
-        return fake_quant_fused(x, s, z, self.bits, grad_x="range" if self.clip_grad else "ste", lo=lo, hi=hi)
+        return fake_quant_fused(x, s, z, self.bits, grad_x="range" if self.clip_grad else "ste", lo=lo, hi=hi,
+                                keep=keep)
 
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:
         if self.training:
