@@ -1,7 +1,7 @@
 """Integer engine benchmark (issue 7, METHOD.md §9).
 
     python benchmarks/engine.py speed      # 4-layer GCN, hidden 256, arxiv-like, 2 threads, INT8/4/2
-    python benchmarks/engine.py decoupled  # decoupled APPNP at K = 10 and 64
+    python benchmarks/engine.py decoupled  # decoupled APPNP and SMP at K = 10 and 64 (--propagations)
     python benchmarks/engine.py agreement  # integer vs fake-quant predictions on real graphs
     python benchmarks/engine.py bandwidth  # memory bandwidth (numpy copy) for the physical floor
 
@@ -33,10 +33,10 @@ def speed(args) -> None:
     from bench_suite.registry import load_all
 
     load_all()
-    for model, depth in args.configs:
+    for model, depth, prop in args.configs:
         for bits in args.bits:
             for rec in measure(model=model, depth=depth, hidden=256 if model == "gcn" else 64, graph=args.graph,
-                               bits=bits, threads=args.threads, repeats=args.repeats, warmup=1):
+                               bits=bits, threads=args.threads, repeats=args.repeats, warmup=1, propagation=prop):
                 if args.results:
                     write_record(rec, args.results)
                 rec.pop("times_ms")
@@ -58,11 +58,12 @@ def agreement(args) -> None:
         d = load_dataset(ds, seed=0, data_dir=args.data_dir)
         g = prepare_graph(d.graph)
         eg = EngineGraph.from_dgl(g)
-        for model in ("gcn", "decoupled"):
-            for bits in (8, 4, 2):
+        for model, params in (("gcn", {}), ("decoupled", {"propagation": "appnp"}),
+                              ("decoupled", {"propagation": "smp"})):
+            for bits in args.bits:
                 torch.manual_seed(0)
                 m = MODELS.create(model, in_dim=d.features.shape[1], num_classes=d.num_classes, depth=4,
-                                  quant=QuantFactory(args.quant, bits))
+                                  quant=QuantFactory(args.quant, bits), **params)
                 opt = torch.optim.Adam(m.parameters(), lr=0.01)
                 m.train()
                 for _ in range(args.epochs):
@@ -74,7 +75,7 @@ def agreement(args) -> None:
                 with torch.no_grad():
                     ref = m(g, d.features).argmax(1).numpy()
                 out = convert(m)(eg, d.features.numpy()).argmax(1)
-                print(json.dumps({"dataset": ds, "model": model, "bits": bits, "quant": args.quant,
+                print(json.dumps({"dataset": ds, "model": model, **params, "bits": bits, "quant": args.quant,
                                   "agreement": float((out == ref).mean()), "classes_predicted": int(len(set(ref)))}),
                       flush=True)
 
@@ -91,13 +92,15 @@ def main() -> None:
     p.add_argument("--data-dir", default="/work/shared/datasets")
     p.add_argument("--quant", default="qlr")
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--propagations", nargs="+", default=["appnp", "smp"], help="decoupled: propagations to time")
     a = p.parse_args()
     if a.what == "bandwidth":
         print(json.dumps({"copy_GBps": round(bandwidth(), 2)}))
     elif a.what == "agreement":
         agreement(a)
     else:
-        a.configs = [("gcn", 4)] if a.what == "speed" else [("decoupled", 10), ("decoupled", 64)]
+        a.configs = [("gcn", 4, "appnp")] if a.what == "speed" else \
+            [("decoupled", k, p) for p in a.propagations for k in (10, 64)]
         speed(a)
 
 

@@ -17,6 +17,7 @@ from typing import Dict
 
 import torch
 
+from bench_suite.defaults import apply_defaults
 from bench_suite.registry import load_all
 from bench_suite.spec import resolve_spec
 from bench_suite.train import build_model, optimizer_for, run
@@ -31,6 +32,7 @@ QUANTS: Dict[str, dict] = {
 MODELS: Dict[str, dict] = {
     "gcn-2": {"model": "gcn", "depth": 2},
     "appnp-10": {"model": "decoupled", "propagation": "appnp", "depth": 10},
+    "smp-10": {"model": "decoupled", "propagation": "smp", "depth": 10},
 }
 
 
@@ -40,6 +42,8 @@ def accuracy(args: argparse.Namespace) -> None:
         accs = []
         for seed in range(args.seeds):
             flat = {"dataset": args.dataset, **MODELS[args.model], **QUANTS[name], "seed": seed}
+            if args.defaults:
+                flat = apply_defaults(flat)
             flat.update(dict(kv.split("=", 1) for kv in args.set))
             accs.append(100 * run(resolve_spec(flat), data_dir=args.data_dir)["metrics"]["test_acc"])
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
@@ -94,6 +98,8 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--only", nargs="*", default=None, choices=list(QUANTS))
+    ap.add_argument("--defaults", action="store_true",
+                    help="apply the tuned default rules (bench_suite/defaults) as `bench train` does")
     ap.add_argument("--set", nargs="*", default=[], help="extra spec keys, e.g. quant_lr=0.01")
     args = ap.parse_args()
     if args.only is None:

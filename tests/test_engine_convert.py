@@ -124,3 +124,44 @@ def test_speed_cli_rejects_bad_key() -> None:
     from bench_suite.cli import main
 
     assert main(["speed", "modle=gcn", "graph=tiny"]) == 2
+
+
+@pytest.mark.parametrize("form,bits", [("exact", 4), ("released", 2), ("exact", 8)])
+def test_agreement_smp(cora, form: str, bits: int) -> None:
+    """SMP (both forms) converts; λ0 large enough that the λ·L̃Δ / λ·ÂΔ term matters."""
+    smp = pytest.importorskip("bench_suite.smp")
+    d, g = cora
+    key = "qlr" if "qlr" in QUANTIZERS else None
+    with temporary_quantizer() as static:
+        torch.manual_seed(0)
+        q = QuantFactory(key or static, bits)
+        m = MODELS.create("decoupled", in_dim=d.features.shape[1], num_classes=d.num_classes, depth=3, quant=q,
+                          propagation="smp")
+        m.prop = smp.SMPPropagation(3, q, form=form, lambda0=0.5)
+        opt = torch.optim.Adam(m.parameters(), lr=0.01)
+        m.train()
+        for _ in range(3):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(g, d.features)[d.train_mask], d.labels[d.train_mask]).backward()
+            opt.step()
+        m.eval()
+        im = convert(m)
+        assert im.smp["form"] == form and len(im.delta_aggs) == 3
+        agree, _ = agreement(m, d, g)
+    assert agree >= 0.999, f"smp {form} at {bits} bits: integer model agrees on {agree:.4%} of nodes"
+
+
+@pytest.mark.parametrize("model,prop", [("gcn", "appnp"), ("decoupled", "appnp"), ("decoupled", "smp")])
+def test_dgl_baselines_compute_the_suite_model(model: str, prop: str) -> None:
+    """The DGL FP32 baselines are the same function as the suite's FP32 model (same weights)."""
+    from bench_suite.engine.bench import DGLAPPNP, DGLGCN, DGLSMP, build, generated
+
+    if prop == "smp":
+        pytest.importorskip("bench_suite.smp")
+    g0, x, classes = generated("tiny")
+    g = prepare_graph(g0)
+    torch.manual_seed(0)
+    fp = build(model, 3, 16, x.shape[1], classes, QuantFactory(), prop).eval()
+    base = (DGLGCN if model == "gcn" else DGLSMP if prop == "smp" else DGLAPPNP)(fp).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(base(g, x), fp(g, x), rtol=1e-4, atol=1e-5)

@@ -3,7 +3,13 @@
 Timings are interleaved (one run of each implementation per round, ABAB…) and the
 median of ``repeats`` rounds after ``warmup`` rounds is reported, with the same
 thread count for torch, DGL and numba.  Each measurement becomes one ``speed``
-record (see :func:`measure`).
+record (see :func:`measure`).  Before timing, :func:`bench_suite.engine.kernels.retain_heap`
+keeps freed memory in the process heap (for every implementation alike), and the
+quantizer ranges are set by one forward on a subgraph (:func:`calibrate`).
+
+Baselines: ``dgl.nn.GraphConv(norm='both')`` layers for GCN, ``dgl.nn.APPNPConv`` for
+decoupled APPNP, and the SMP iteration over ``GraphConv`` (``weight=False``) for SMP;
+all in eval mode under ``torch.no_grad()`` with the same thread count.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ GRAPHS: Dict[str, tuple] = {
     "tiny": (300, 1_200, 16, 4),
 }
 MODELS = ("gcn", "decoupled")
+PROPAGATIONS = ("appnp", "smp")
 IMPLS = ("dgl-fp32", "suite-fp32", "int")
 
 
@@ -88,32 +95,74 @@ class DGLGCN(torch.nn.Module):
         return x
 
 
+def float_mlp(model) -> torch.nn.ModuleList:
+    """``torch.nn.Linear`` copies of a decoupled model's MLP layers."""
+    lins = torch.nn.ModuleList()
+    for lin in model.mlp.lins:
+        i, o = lin.weight.shape
+        t = torch.nn.Linear(i, o, bias=lin.bias is not None)
+        t.weight.data.copy_(lin.weight.data.t())
+        if lin.bias is not None:
+            t.bias.data.copy_(lin.bias.data)
+        lins.append(t)
+    return lins
+
+
+def run_mlp(lins: torch.nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    for k, lin in enumerate(lins):
+        x = lin(x)
+        if k < len(lins) - 1:
+            x = torch.relu(x)
+    return x
+
+
 class DGLAPPNP(torch.nn.Module):
     """Baseline for decoupled models: the same float MLP, then ``dgl.nn.APPNPConv``."""
 
     def __init__(self, model) -> None:
         super().__init__()
-        self.lins = torch.nn.ModuleList()
-        for lin in model.mlp.lins:
-            i, o = lin.weight.shape
-            t = torch.nn.Linear(i, o, bias=lin.bias is not None)
-            t.weight.data.copy_(lin.weight.data.t())
-            if lin.bias is not None:
-                t.bias.data.copy_(lin.bias.data)
-            self.lins.append(t)
+        self.lins = float_mlp(model)
         self.prop = dgl.nn.APPNPConv(model.prop.depth, model.prop.alpha)
 
     def forward(self, g, x):
-        for k, lin in enumerate(self.lins):
-            x = lin(x)
-            if k < len(self.lins) - 1:
-                x = torch.relu(x)
-        return self.prop(g, x)
+        return self.prop(g, run_mlp(self.lins, x))
+
+
+class DGLSMP(torch.nn.Module):
+    """Baseline for decoupled SMP: the same float MLP, then the SMP iteration of
+    :class:`bench_suite.smp.SMPPropagation` with Â applied by ``dgl.nn.GraphConv``
+    (norm='both', no weight) — DGL has no SMP module of its own."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.lins = float_mlp(model)
+        p = model.prop
+        self.smp = {k: getattr(p, k) for k in ("form", "mu", "eta", "eta_s", "eta_lambda", "c", "lambda0", "s0")}
+        self.depth = p.depth
+        self.conv = dgl.nn.GraphConv(1, 1, norm="both", weight=False, bias=False)
+
+    def forward(self, g, x):
+        x = run_mlp(self.lins, x)
+        h, p = x, self.smp
+        eta, mu = p["eta"], p["mu"]
+        lam, s = p["lambda0"], p["s0"]
+        budget = p["c"] * ((g.num_edges() - int((g.edges()[0] == g.edges()[1]).sum())) // 2)
+        for _ in range(self.depth):
+            xt = (1 - eta * (1 + mu)) * x + (eta * mu) * self.conv(g, x) + eta * h
+            delta = xt - x
+            a_delta = self.conv(g, delta)
+            lap = delta - a_delta
+            x = xt + (2 * eta * lam) * (lap if p["form"] == "exact" else a_delta)
+            t = float((delta * lap).sum())
+            lam, s = lam + p["eta_lambda"] * (budget - s * s - t), s + 2 * p["eta_s"] * lam * s
+        return x
 
 
 def build(model: str, depth: int, hidden: int, in_dim: int, classes: int, quant, propagation: str = "appnp"):
     from bench_suite.registry import MODELS as REG
 
+    if propagation not in PROPAGATIONS:
+        raise ValueError(f"speed: propagation={propagation!r} is not supported; valid: {', '.join(PROPAGATIONS)}")
     if model not in MODELS:
         raise ValueError(f"speed: model={model!r} is not supported; valid: {', '.join(MODELS)}")
     params = {"hidden": hidden}
@@ -131,6 +180,26 @@ def copy_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
     dst.load_state_dict(state, strict=False)
 
 
+#: nodes of the induced subgraph used to set quantizer ranges before timing
+CALIBRATION_NODES = 8192
+
+
+def calibrate(model: torch.nn.Module, g0, x: torch.Tensor, seed: int = 0) -> None:
+    """One training-mode forward on a random induced subgraph of at most
+    :data:`CALIBRATION_NODES` nodes: sets static ranges and initialises QLR's α (its grid
+    search costs tens of passes per quantizer, minutes at arxiv size).  Timing does not
+    depend on the ranges' values; dynamic (QLR) ranges are recomputed on the full graph."""
+    from bench_suite.nn.graph import prepare_graph
+
+    n = g0.num_nodes()
+    if n > CALIBRATION_NODES:
+        keep = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, CALIBRATION_NODES, replace=False)))
+        g0, x = dgl.node_subgraph(g0, keep, store_ids=False), x[keep]
+    with torch.no_grad():
+        model.train()
+        model(prepare_graph(g0), x)
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -139,7 +208,8 @@ def timed(fn) -> float:
 
 def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = "arxiv-like", bits: int = 2,
             quant: Optional[str] = None, threads: int = 2, repeats: int = 5, warmup: int = 1,
-            impls: tuple = IMPLS, model_path: Optional[str] = None, seed: int = 0) -> List[dict]:
+            impls: tuple = IMPLS, model_path: Optional[str] = None, seed: int = 0,
+            propagation: str = "appnp") -> List[dict]:
     """Time each implementation in ``impls`` on one model and graph; one record per implementation.
 
     The fake-quant model has random weights with ranges set by one calibration
@@ -162,21 +232,20 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
         raise ValueError(f"unknown implementation(s) {bad}; valid: {', '.join(IMPLS)}")
     torch.set_num_threads(threads)
     threads = kernels.set_threads(threads)
+    kernels.retain_heap()  # process-wide: baselines and engine alike reuse freed memory
     g0, x, classes = generated(graph, seed)
     g = prepare_graph(g0)
     torch.manual_seed(seed)
     with temporary_quantizer() as static:
         qkey = quant or ("qlr" if "qlr" in QUANTIZERS else static)
-        fq_model = build(model, depth, hidden, x.shape[1], classes, QuantFactory(qkey, bits))
-        with torch.no_grad():
-            fq_model.train()
-            fq_model(g, x)  # calibrates static ranges / initialises learnable ones
+        fq_model = build(model, depth, hidden, x.shape[1], classes, QuantFactory(qkey, bits), propagation)
+        calibrate(fq_model, g0, x, seed)
         fq_model.eval()
         int_model = load(model_path) if model_path else convert(fq_model)
-    fp_model = build(model, depth, hidden, x.shape[1], classes, QuantFactory())
+    fp_model = build(model, depth, hidden, x.shape[1], classes, QuantFactory(), propagation)
     copy_weights(fq_model, fp_model)
     fp_model.eval()
-    base = (DGLGCN if model == "gcn" else DGLAPPNP)(fp_model).eval()
+    base = (DGLGCN if model == "gcn" else DGLSMP if propagation == "smp" else DGLAPPNP)(fp_model).eval()
     eg = EngineGraph.from_dgl(g)
     xn = x.numpy()
     run = {
@@ -184,6 +253,7 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
         "suite-fp32": lambda: fp_model(g, x),
         "int": lambda: int_model(eg, xn),
     }
+    load_start = os.getloadavg()
     times: Dict[str, List[float]] = {i: [] for i in impls}
     with torch.no_grad():
         for r in range(warmup + repeats):
@@ -195,8 +265,10 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     fp = fp32_bytes(fp_model)
     common = {
         "kind": "speed", "model": model, "depth": depth, "hidden": hidden, "graph": graph,
-        "nodes": g0.num_nodes(), "edges": g0.num_edges() // 2, "bits": bits, "quant": qkey, "threads": threads,
+        "nodes": g0.num_nodes(), "edges": g0.num_edges() // 2, "bits": bits,
+        "propagation": propagation if model == "decoupled" else None, "quant": qkey, "threads": threads,
         "repeats": repeats, "warmup": warmup, "fp32_bytes": fp, "cpu": cpu_model(),
+        "loadavg_1min": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "generator": "Chung-Lu power law (Pareto weights, tail exponent 2.5), seed %d" % seed,
     }
     out = []

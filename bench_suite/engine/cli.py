@@ -1,7 +1,7 @@
 """``bench-suite speed key=value ... [--threads N --repeats N --warmup N --results DIR]``.
 
 Keys: model (gcn, decoupled), depth, hidden, graph (a generated graph:
-arxiv-like, arxiv-like-10, small, tiny), bits (8, 4, 2), quant (quantizer key;
+arxiv-like, arxiv-like-10, small, tiny), bits (8, 4, 2), propagation (decoupled: appnp, smp), quant (quantizer key;
 default qlr if registered, else a static min/max calibration), model_path (a saved
 integer model), seed.  Prints one JSON line per implementation.
 """
@@ -11,7 +11,7 @@ import argparse
 import inspect
 import json
 
-KEYS = ("model", "depth", "hidden", "graph", "bits", "quant", "model_path", "seed")
+KEYS = ("model", "depth", "hidden", "graph", "bits", "quant", "model_path", "seed", "propagation")
 
 
 def configure(p: argparse.ArgumentParser) -> None:

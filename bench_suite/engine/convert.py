@@ -96,7 +96,7 @@ def convert(model: torch.nn.Module):
     if isinstance(model, Decoupled):
         return intmodel.IntDecoupled.from_model(model)
     raise ValueError(f"cannot convert {type(model).__name__} to an integer model; supported: DeepGCN ('gcn'), "
-                     "Decoupled ('decoupled' with propagation 'appnp')")
+                     "Decoupled ('decoupled' with propagation 'appnp' or 'smp')")
 
 
 def fp32_bytes(model: torch.nn.Module) -> int:

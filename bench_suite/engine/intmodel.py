@@ -48,6 +48,12 @@ class EngineGraph:
     def num_nodes(self) -> int:
         return len(self.indptr) - 1
 
+    @property
+    def undirected_edges(self) -> int:
+        """|E| of A (self-loops excluded), as :func:`bench_suite.smp.undirected_edge_count`."""
+        rows = np.repeat(np.arange(self.num_nodes), np.diff(self.indptr))
+        return int((self.indices != rows).sum()) // 2
+
 
 class IntLinear:
     """``q_input(x) · q_weight(W)`` as uint8 × int8 → fp32 (= s_x·s_w·int32 sums) via oneDNN."""
@@ -96,16 +102,23 @@ class IntLinear:
 
 def input_codes(x: np.ndarray, rule: RangeRule) -> tuple:
     """Codes of the float input features under the first layer's input rule."""
-    p = rule.params(x.min(), x.max())
-    s, z, qm = (F32(v) for v in p)
-    return np.clip(np.rint(x / s) + z, 0, qm).astype(np.uint8), p
+    x = np.ascontiguousarray(x, dtype=F32)
+    rmin, rmax = K.rows_minmax(x)
+    p = rule.params(rmin.min(), rmax.max())
+    return K.quantize(x, p), p
 
 
 class Aggregation:
     """One quantized normalised aggregation ``Â·x`` (message, aggregate roles) with its update rule."""
 
-    def __init__(self, message: RangeRule, aggregate: RangeRule, update: RangeRule) -> None:
+    def __init__(self, message: RangeRule, aggregate: RangeRule, update: RangeRule | None = None) -> None:
         self.message, self.aggregate, self.update = message, aggregate, update
+
+    def apply(self, g: EngineGraph, x: np.ndarray) -> np.ndarray:
+        """The float value of the quantized ``Â·x`` (no update quantizer)."""
+        rmin, rmax = K.rows_minmax(x)
+        S, sums, ap = self.sums(g, x, None, rmin, rmax)
+        return K.epilogue(S, ap, np.zeros((1, x.shape[1]), F32), mode="float", sums=sums, deg=g.deg, norm=g.norm)
 
     def sums(self, g: EngineGraph, x: np.ndarray, feature: tuple | None, rmin, rmax):
         """Pack message codes of ``d̃^{-1/2}·q_feature(x)`` and sum them over Ã."""
@@ -123,11 +136,12 @@ class Aggregation:
 
     def state(self) -> dict:
         return {"message": rule_state(self.message), "aggregate": rule_state(self.aggregate),
-                "update": rule_state(self.update)}
+                "update": None if self.update is None else rule_state(self.update)}
 
     @classmethod
     def from_state(cls, d: dict) -> "Aggregation":
-        return cls(RangeRule(**d["message"]), RangeRule(**d["aggregate"]), RangeRule(**d["update"]))
+        upd = d.get("update")
+        return cls(RangeRule(**d["message"]), RangeRule(**d["aggregate"]), None if upd is None else RangeRule(**upd))
 
 
 def _relu_range(rmin, rmax, upd: tuple, relu: bool) -> tuple:
@@ -220,21 +234,31 @@ class IntGCN(IntModel):
 
 
 class IntDecoupled(IntModel):
-    """Integer decoupled model: quantized MLP, then K APPNP steps
-    ``X ← q_u((1−α)·Â X + α·H)`` (Gasteiger et al. 2019)."""
+    """Integer decoupled model: quantized MLP, then K propagation steps, either APPNP
+    ``X ← q_u((1−α)·Â X + α·H)`` (Gasteiger et al. 2019) or SMP (one multiplier step
+    per layer, arXiv 2308.14949, :class:`bench_suite.smp.SMPPropagation`).  Features
+    stay float between steps; every ``Â·`` runs on packed message codes."""
 
     kind = "decoupled"
+    SMP_KEYS = ("form", "mu", "eta", "eta_s", "eta_lambda", "c", "lambda0", "s0")
 
-    def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], alpha: float) -> None:
+    def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], alpha: float = 0.1,
+                 smp: dict | None = None, delta_aggs: List[Aggregation] | None = None) -> None:
         self.linears, self.aggs, self.alpha = linears, aggs, float(alpha)
+        self.smp, self.delta_aggs = smp, delta_aggs
 
     @classmethod
     def from_model(cls, model) -> "IntDecoupled":
         from bench_suite.nn.propagations import APPNPPropagation
 
-        if type(model.prop) is not APPNPPropagation:
-            raise ValueError(f"integer engine: propagation {type(model.prop).__name__} is not supported; "
-                             "supported: APPNPPropagation ('appnp')")
+        try:
+            from bench_suite.smp import SMPPropagation
+        except ImportError:  # pragma: no cover - SMP is optional
+            SMPPropagation = None
+        kind = type(model.prop)
+        if kind is not APPNPPropagation and (SMPPropagation is None or kind is not SMPPropagation):
+            raise ValueError(f"integer engine: propagation {kind.__name__} is not supported; "
+                             "supported: APPNPPropagation ('appnp'), SMPPropagation ('smp')")
         linears = []
         for k, lin in enumerate(model.mlp.lins):
             where = f"mlp layer {k}"
@@ -244,7 +268,12 @@ class IntDecoupled(IntModel):
             linears.append(IntLinear(w, r["input"], r["feature"], bias))
         aggs = [Aggregation(*rules(q, ("message", "aggregate", "update"), f"propagation step {k}").values())
                 for k, q in enumerate(model.prop.q)]
-        return cls(linears, aggs, model.prop.alpha)
+        if kind is APPNPPropagation:
+            return cls(linears, aggs, model.prop.alpha)
+        smp = {key: getattr(model.prop, key) for key in cls.SMP_KEYS}
+        deltas = [Aggregation(*rules(q, ("message", "aggregate"), f"smp step {k} (Δ)").values())
+                  for k, q in enumerate(model.prop.q_delta)]
+        return cls(linears, aggs, smp=smp, delta_aggs=deltas)
 
     def mlp(self, x: np.ndarray) -> np.ndarray:
         xq, p = input_codes(np.asarray(x, F32), self.linears[0].input_rule)
@@ -261,6 +290,9 @@ class IntDecoupled(IntModel):
 
     def forward(self, g: EngineGraph, x: np.ndarray) -> np.ndarray:
         h = self.mlp(x)
+        return self._smp(g, h) if self.smp is not None else self._appnp(g, h)
+
+    def _appnp(self, g: EngineGraph, h: np.ndarray) -> np.ndarray:
         teleport = F32(self.alpha) * h
         xk = h
         for agg in self.aggs:
@@ -272,18 +304,40 @@ class IntDecoupled(IntModel):
             xk = K.epilogue(S, ap, teleport, update=upd, mode="float", **kw)
         return xk
 
+    def _smp(self, g: EngineGraph, h: np.ndarray) -> np.ndarray:
+        """SMP steps in the order of :meth:`bench_suite.smp.SMPPropagation.forward`."""
+        p = self.smp
+        eta, mu = p["eta"], p["mu"]
+        budget = p["c"] * g.undirected_edges
+        lam, s = p["lambda0"], p["s0"]
+        c1, c2, c3 = F32(1 - eta * (1 + mu)), F32(eta * mu), F32(eta)
+        teleport = c3 * h
+        x = h
+        for agg, dagg in zip(self.aggs, self.delta_aggs):
+            xt = c1 * x + c2 * agg.apply(g, x) + teleport
+            delta = xt - x
+            a_delta = dagg.apply(g, delta)
+            lap = delta - a_delta
+            v = xt + F32(2 * eta * lam) * (lap if p["form"] == "exact" else a_delta)
+            x = fq(v, agg.update.params(v.min(), v.max()))
+            t = float((delta * lap).sum())
+            lam, s = lam + p["eta_lambda"] * (budget - s * s - t), s + 2 * p["eta_s"] * lam * s
+        return x
+
     __call__ = forward
 
     @property
     def nbytes(self) -> int:
-        return sum(l.nbytes for l in self.linears) + 3 * 12 * len(self.aggs) + 8
+        n = sum(l.nbytes for l in self.linears) + 3 * 12 * len(self.aggs) + 8
+        return n + (0 if self.smp is None else 2 * 12 * len(self.delta_aggs) + 8 * len(self.SMP_KEYS))
 
     def state(self) -> dict:
         return {"linears": [l.state() for l in self.linears], "aggs": [a.state() for a in self.aggs],
-                "alpha": self.alpha}
+                "alpha": self.alpha, "smp": self.smp,
+                "delta_aggs": None if self.delta_aggs is None else [a.state() for a in self.delta_aggs]}
 
     @classmethod
     def from_state(cls, d: dict) -> "IntDecoupled":
+        deltas = d.get("delta_aggs")
         return cls([IntLinear.from_state(s) for s in d["linears"]], [Aggregation.from_state(s) for s in d["aggs"]],
-                   d["alpha"])
-
+                   d["alpha"], d.get("smp"), None if deltas is None else [Aggregation.from_state(s) for s in deltas])

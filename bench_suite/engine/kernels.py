@@ -10,10 +10,18 @@
   of the next stage, its per-row range, float output or the next layer's codes,
   ReLU fused.
 
+* :func:`quantize`, :func:`rows_minmax` — input codes and per-row ranges.
+
+The elementwise kernels are specialised per flag combination (compile-time
+constants, cached) so their row loops are branch-free and vectorise; min/max
+reductions use independent chains (:func:`_minmax`).  :func:`retain_heap` stops
+glibc from returning the large per-stage arrays to the OS between passes.
 All quantization arithmetic is float32 in the order of
 :func:`bench_suite.quant.base.fake_quant`: ``clamp(rint(x/s) + z, 0, Q)``, ``(q − z)·s``.
 """
 from __future__ import annotations
+
+import functools
 
 import numba
 import numpy as np
@@ -26,6 +34,25 @@ MASK4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 CHUNKS_PER_THREAD = 16
 
 
+def retain_heap() -> bool:
+    """Keep freed large blocks in the process heap (glibc ``mallopt``) so the next
+    forward pass reuses them instead of page-faulting fresh ``mmap`` pages.
+
+    Every stage output of a full-graph forward is O(N·F) (≈170 MB at arxiv size); by
+    default glibc maps and unmaps each one, and zero-filling fresh pages costs more than
+    the kernels.  Process-wide: the DGL and torch baselines benefit equally.  Returns
+    False where glibc is not available (nothing changes).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 62))
+
+
 def set_threads(threads: int) -> int:
     """Use ``threads`` numba threads (clamped to what numba was started with)."""
     t = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
@@ -35,16 +62,6 @@ def set_threads(threads: int) -> int:
 
 def _chunks(n: int) -> int:
     return max(1, min(n, CHUNKS_PER_THREAD * numba.get_num_threads()))
-
-
-@njit(inline="always")
-def _q(x, s, z, qm):
-    v = np.rint(x / s) + z
-    if v < 0:
-        v = np.float32(0)
-    elif v > qm:
-        v = qm
-    return v
 
 
 @njit(parallel=True, cache=True)
@@ -135,31 +152,68 @@ def aggregate(indptr: np.ndarray, indices: np.ndarray, packed: np.ndarray, bits:
     return _aggregate_swar(indptr, indices, words, bits, width, MASK2 if bits == 2 else MASK4, nchunks)
 
 
-@njit(parallel=True, cache=True)
-def _quantize_pack(x, norm, has_feature, sf, zf, qf, sm, zm, qm, bits, nb, nchunks):
-    n, width = x.shape
+#: fast-math flags that leave every arithmetic result bit-exact (no reassociation, no
+#: contraction) but let LLVM vectorise the min/max reductions.
+EXACT_FASTMATH = {"nnan", "ninf", "nsz"}
+
+
+@njit(inline="always", fastmath=EXACT_FASTMATH)
+def _minmax(r, width):
+    """Min and max of ``r[:width]`` with four independent chains each (float min/max
+    reductions do not vectorise without reassociation; short chains keep them fast)."""
+    lo0 = lo1 = lo2 = lo3 = r[0]
+    hi0 = hi1 = hi2 = hi3 = r[0]
+    m = width - width % 4
+    for f in range(0, m, 4):
+        a, b, c, d = r[f], r[f + 1], r[f + 2], r[f + 3]
+        lo0 = a if a < lo0 else lo0
+        lo1 = b if b < lo1 else lo1
+        lo2 = c if c < lo2 else lo2
+        lo3 = d if d < lo3 else lo3
+        hi0 = a if a > hi0 else hi0
+        hi1 = b if b > hi1 else hi1
+        hi2 = c if c > hi2 else hi2
+        hi3 = d if d > hi3 else hi3
+    for f in range(m, width):
+        a = r[f]
+        lo0 = a if a < lo0 else lo0
+        hi0 = a if a > hi0 else hi0
+    lo = min(min(lo0, lo1), min(lo2, lo3))
+    hi = max(max(hi0, hi1), max(hi2, hi3))
+    return lo, hi
+
+
+@functools.lru_cache(maxsize=None)
+def _quantize_pack_kernel(has_feature: bool, bits: int):
+    """Specialised (branch-free, vectorisable) packing kernel; flags are compile-time constants."""
     c = 8 // bits
-    out = np.zeros((n, nb), np.uint8)
-    chunk = (n + nchunks - 1) // nchunks
-    for t in prange(nchunks):
-        codes = np.zeros(c * nb, np.uint8)
-        for i in range(t * chunk, min(n, (t + 1) * chunk)):
+
+    @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
+    def kernel(x, norm, sf, zf, qf, sm, zm, qm, nb, out):
+        n, width = x.shape
+        zero = np.float32(0)
+        for i in prange(n):
+            xr = x[i]
+            o = out[i]
             d = norm[i]
-            for f in range(width):
-                v = x[i, f]
-                if has_feature:
-                    v = (_q(v, sf, zf, qf) - zf) * sf
-                codes[f] = np.uint8(_q(v * d, sm, zm, qm))
             for j in range(nb):
-                b = np.uint8(0)
-                for k in range(c):
-                    b |= codes[k * nb + j] << np.uint8(k * bits)
-                out[i, j] = b
-    return out
+                o[j] = 0
+            for k in range(c):
+                sh = np.uint8(k * bits)
+                base = k * nb
+                for j in range(min(nb, width - base)):
+                    v = xr[base + j]
+                    if has_feature:
+                        v = (min(max(np.rint(v / sf) + zf, zero), qf) - zf) * sf
+                    q = min(max(np.rint((v * d) / sm) + zm, zero), qm)
+                    o[j] |= np.uint8(np.int32(q)) << sh
+        return out
+
+    return kernel
 
 
 def quantize_pack(x: np.ndarray, norm: np.ndarray, message: tuple, bits: int, nb: int,
-                  feature: tuple | None = None) -> np.ndarray:
+                  feature: tuple | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Packed message codes of ``d̃^{-1/2} · q_feature(x)`` (``feature=None``: of ``d̃^{-1/2}·x``).
 
     ``message`` and ``feature`` are ``(scale, zero, Q)`` triples.
@@ -167,53 +221,61 @@ def quantize_pack(x: np.ndarray, norm: np.ndarray, message: tuple, bits: int, nb
     sf, zf, qf = feature if feature is not None else (1.0, 0.0, 1.0)
     sm, zm, qm = message
     f32 = np.float32
-    return _quantize_pack(x, norm, feature is not None, f32(sf), f32(zf), f32(qf), f32(sm), f32(zm), f32(qm),
-                          bits, nb, _chunks(x.shape[0]))
+    check_bits(bits, "quantize_pack")
+    if out is None:
+        out = np.empty((x.shape[0], nb), np.uint8)
+    return _quantize_pack_kernel(feature is not None, int(bits))(
+        x, norm, f32(sf), f32(zf), f32(qf), f32(sm), f32(zm), f32(qm), nb, out)
 
 
-@njit(parallel=True, cache=True)
-def _epilogue(src, from_sums, deg, norm, sm, zm, sa, za, qa, coef, add, add_rows,
-              has_update, su, zu, qu, relu, mode, s2, z2, q2, out_f, out_q, nchunks):
-    n, width = src.shape
-    rmin = np.empty(n, np.float32)
-    rmax = np.empty(n, np.float32)
-    chunk = (n + nchunks - 1) // nchunks
-    for t in prange(nchunks):
-        for i in range(t * chunk, min(n, (t + 1) * chunk)):
-            r = i if add_rows else 0
-            lo = np.float32(np.inf)
-            hi = np.float32(-np.inf)
-            if from_sums:
-                d = deg[i]
-                nrm = norm[i]
-            for f in range(width):
-                if from_sums:
-                    a = sm * (np.float32(src[i, f]) - zm * d)
-                    a = (_q(a, sa, za, qa) - za) * sa
-                    v = coef * (a * nrm) + add[r, f]
-                else:
-                    v = (_q(np.float32(src[i, f]), sa, za, qa) - za) * sa + add[r, f]
+@functools.lru_cache(maxsize=None)
+def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bool, mode: int):
+    """Specialised epilogue; every flag is a compile-time constant so the row loop is
+    branch-free and vectorises (mode 0: row ranges, 1: floats, 2: codes)."""
+
+    @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
+    def kernel(src, deg, norm, sm, zm, sa, za, qa, coef, add, su, zu, qu, s2, z2, q2, out_f, out_q, rmin, rmax,
+               nchunks):
+        n, width = src.shape
+        zero = np.float32(0)
+        chunk = (n + nchunks - 1) // nchunks
+        for t in prange(nchunks):
+            tmp = np.empty(width if mode == 0 else 1, np.float32)
+            for i in range(t * chunk, min(n, (t + 1) * chunk)):
+                sr = src[i]
+                ar = add[i] if add_rows else add[0]
+                d = deg[i] if from_sums else zero
+                nrm = norm[i] if from_sums else zero
+                of = out_f[i if mode == 1 else 0]
+                oq = out_q[i if mode == 2 else 0]
+                for f in range(width):
+                    if from_sums:
+                        a = sm * (np.float32(sr[f]) - zm * d)
+                        a = (min(max(np.rint(a / sa) + za, zero), qa) - za) * sa
+                        v = coef * (a * nrm) + ar[f]
+                    else:
+                        v = (min(max(np.rint(np.float32(sr[f]) / sa) + za, zero), qa) - za) * sa + ar[f]
+                    if mode == 0:
+                        tmp[f] = v
+                    else:
+                        if has_update:
+                            v = (min(max(np.rint(v / su) + zu, zero), qu) - zu) * su
+                        if relu:
+                            v = max(v, zero)
+                        if mode == 1:
+                            of[f] = v
+                        else:
+                            oq[f] = np.uint8(np.int32(min(max(np.rint(v / s2) + z2, zero), q2)))
                 if mode == 0:
-                    lo = min(lo, v)
-                    hi = max(hi, v)
-                    continue
-                if has_update:
-                    v = (_q(v, su, zu, qu) - zu) * su
-                if relu:
-                    v = max(v, np.float32(0))
-                if mode == 1:
-                    out_f[i, f] = v
-                else:
-                    out_q[i, f] = np.uint8(_q(v, s2, z2, q2))
-            rmin[i] = lo
-            rmax[i] = hi
-    return rmin, rmax
+                    rmin[i], rmax[i] = _minmax(tmp, width)
+
+    return kernel
 
 
 def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: tuple | None = None,
              deg: np.ndarray | None = None, norm: np.ndarray | None = None, coef: float = 1.0,
              update: tuple | None = None, relu: bool = False, mode: str = "range",
-             following: tuple | None = None):
+             following: tuple | None = None, out: np.ndarray | None = None):
     """The fused elementwise stage after an aggregation or a dense product.
 
     With ``sums=(s_m, z_m)`` (``src`` int32 neighbour sums ``S``):
@@ -233,31 +295,45 @@ def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: tuple | No
     m = {"range": 0, "float": 1, "codes": 2}[mode]
     if m == 2 and following is None:
         raise ValueError("epilogue mode='codes' needs following=(scale, zero, Q)")
-    out_f = np.empty((n, width) if m == 1 else (1, 1), np.float32)
-    out_q = np.empty((n, width) if m == 2 else (1, 1), np.uint8)
+    out_f = (out if out is not None else np.empty((n, width), np.float32)) if m == 1 else np.empty((1, 1), np.float32)
+    out_q = (out if out is not None else np.empty((n, width), np.uint8)) if m == 2 else np.empty((1, 1), np.uint8)
+    rmin = np.empty(n if m == 0 else 1, np.float32)
+    rmax = np.empty(n if m == 0 else 1, np.float32)
     dummy = np.ones(1, np.float32)
-    rmin, rmax = _epilogue(src, from_sums, deg if deg is not None else dummy, norm if norm is not None else dummy,
-                           f32(sm), f32(zm), f32(sa), f32(za), f32(qa), f32(coef),
-                           np.ascontiguousarray(add, dtype=np.float32), add.shape[0] > 1,
-                           update is not None, f32(su), f32(zu), f32(qu), bool(relu), m,
-                           f32(s2), f32(z2), f32(q2), out_f, out_q, _chunks(n))
+    add = np.ascontiguousarray(add, dtype=np.float32)
+    kernel = _epilogue_kernel(from_sums, add.shape[0] > 1, update is not None, bool(relu), m)
+    kernel(src, deg if from_sums else dummy, norm if from_sums else dummy, f32(sm), f32(zm), f32(sa), f32(za),
+           f32(qa), f32(coef), add, f32(su), f32(zu), f32(qu), f32(s2), f32(z2), f32(q2), out_f, out_q, rmin, rmax,
+           _chunks(n))
     if m == 0:
         return rmin, rmax
     return out_f if m == 1 else out_q
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
+def _quantize(x, s, z, qm, out):
+    n, width = x.shape
+    zero = np.float32(0)
+    for i in prange(n):
+        xr = x[i]
+        o = out[i]
+        for f in range(width):
+            o[f] = np.uint8(np.int32(min(max(np.rint(xr[f] / s) + z, zero), qm)))
+    return out
+
+
+def quantize(x: np.ndarray, p: tuple) -> np.ndarray:
+    """uint8 codes ``clamp(rint(x/s) + z, 0, Q)`` of a float32 matrix under ``p = (s, z, Q)``."""
+    f32 = np.float32
+    return _quantize(x, f32(p[0]), f32(p[1]), f32(p[2]), np.empty(x.shape, np.uint8))
+
+
+@njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
 def rows_minmax(x):
     """Per-row min and max of a float32 matrix."""
     n, width = x.shape
     rmin = np.empty(n, np.float32)
     rmax = np.empty(n, np.float32)
     for i in prange(n):
-        lo = x[i, 0]
-        hi = x[i, 0]
-        for f in range(1, width):
-            lo = min(lo, x[i, f])
-            hi = max(hi, x[i, f])
-        rmin[i] = lo
-        rmax[i] = hi
+        rmin[i], rmax[i] = _minmax(x[i], width)
     return rmin, rmax
