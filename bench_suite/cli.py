@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from typing import List, Optional
 
@@ -63,7 +64,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         load_all(args.plugin)
         return int(args._module.execute(args) or 0)
-    except (RegistryError, SpecError, FileNotFoundError) as exc:
+    except (RegistryError, SpecError, FileNotFoundError, ValueError) as exc:
+        # bad input (unknown key, bad value, missing or malformed file): a clear message, exit 2.
+        # ValueError covers plugin constructors refusing a value; BENCH_SUITE_TRACEBACK=1 shows where.
+        if os.environ.get("BENCH_SUITE_TRACEBACK"):
+            raise
         print(f"bench-suite {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

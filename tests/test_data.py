@@ -294,3 +294,47 @@ def test_no_data_dir_error(monkeypatch):
     msg = str(exc.value)
     assert "no data directory" in msg and "geom-gcn/new_data/texas/out1_graph_edges.txt" in msg
     assert exc.value.directory is None
+
+
+@pytest.mark.parametrize("dataset,files", [
+    ("cora", [f"cora/ind.cora.{s}" for s in ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")]),
+    ("amazon-photo", ["amazon_photo/amazon_electronics_photo.npz"]),
+])
+def test_malformed_files_give_a_clear_error(tmp_path, monkeypatch, dataset, files):
+    """Files that exist but are garbage: a DatasetFileError naming dataset, files and directory."""
+    from bench_suite.data.errors import DatasetFileError
+
+    monkeypatch.setenv("BENCH_SUITE_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    for rel in files:
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(b"this is not a dataset file\n")
+    D.clear_memory_cache()
+    with pytest.raises(DatasetFileError) as exc:
+        load_dataset(dataset, data_dir=data)
+    msg = str(exc.value)
+    assert repr(dataset) in msg and files[0] in msg and str(data) in msg and "could not be read" in msg
+    assert isinstance(exc.value, ValueError) and exc.value.__cause__ is not None
+
+
+def test_cli_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, capsys):
+    """Every kind of bad input on the command line: exit 2 and one clear line, no traceback."""
+    from bench_suite.cli import main
+
+    monkeypatch.delenv("BENCH_SUITE_TRACEBACK", raising=False)
+    (tmp_path / "cora").mkdir()
+    (tmp_path / "cora" / "ind.cora.x").write_bytes(b"garbage")
+    cases = [
+        (["train", "dataset=coraa", "model=gcn"], "unknown dataset 'coraa'"),
+        (["train", "dataset=csbm", "model=gnc"], "Did you mean 'gcn'"),
+        (["train", "dataset=csbm", "model=gcn", "depht=2"], "depht"),
+        (["train", "dataset=csbm", "model=gcn", "depth=0"], "depth"),
+        (["train", "dataset=csbm", "model=gcn", "depth=-3"], "depth"),
+        (["train", "dataset=csbm", "model=gcn", "depth=deep"], "depth"),
+        (["train", "--data-dir", str(tmp_path), "dataset=cora", "model=gcn"], "ind.cora.tx"),
+        (["train", "dataset=cora", "model=gcn", "split=randm"], "randm"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err, (argv, err)

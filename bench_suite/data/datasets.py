@@ -45,13 +45,14 @@ import torch
 
 from bench_suite.data.base import DOWNLOAD_ENV, GraphData, cache_dir, resolve_data_dir
 from bench_suite.data.csbm import generate_csbm
-from bench_suite.data.errors import DatasetNotFoundError
+from bench_suite.data.errors import DatasetFileError, DatasetNotFoundError
 from bench_suite.data.files import fingerprint, file_lock, link_layout, load_tensors, save_tensors
 from bench_suite.data.ogb import ogb_dir_name, ogb_expected_files, open_ogb
 from bench_suite.data.splits import Masks, fixed_split, index_to_mask, random_split
 from bench_suite.registry import DATASETS
 
 __all__ = [
+    "DatasetFileError",
     "DatasetNotFoundError",
     "NodeDataset",
     "CSBM",
@@ -208,7 +209,7 @@ class NodeDataset:
         """The dataset with the split for run ``seed``."""
         source = self._locate()
         key = (type(self).__qualname__, source.key, self._base_params())
-        base = _MEMORY.get_or_build(key, lambda: self._cached_build(source))
+        base = _MEMORY.get_or_build(key, lambda: self._checked_build(source))
         (train, val, test), split, info = self._split(base, seed)
         return GraphData(
             name=self.name,
@@ -257,6 +258,18 @@ class NodeDataset:
         if self.download:
             return self._download_source()
         raise DatasetNotFoundError(self.name, missing, self.data_dir)
+
+    def _checked_build(self, source: _Source) -> _Base:
+        """:meth:`_cached_build`, turning a loader's failure on local files into a clear error."""
+        try:
+            return self._cached_build(source)
+        except DatasetNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any loader failure on files the user pointed us at
+            if not source.files:
+                raise
+            rel = sorted(self.expected_files().values())
+            raise DatasetFileError(self.name, rel, self.data_dir, f"{type(exc).__name__}: {exc}") from exc
 
     def _cached_build(self, source: _Source) -> _Base:
         if not (self.disk_cache and source.files):

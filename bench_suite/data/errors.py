@@ -1,4 +1,4 @@
-"""The error raised when a dataset's files are not where the suite looks for them."""
+"""The errors raised when a dataset's files are missing, or present but unreadable."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,3 +39,26 @@ class DatasetNotFoundError(FileNotFoundError):
 
     def __reduce__(self):  # picklable across process boundaries (executors)
         return (type(self), (self.dataset, self.missing, self.directory))
+
+
+class DatasetFileError(ValueError):
+    """A dataset's files are present but cannot be read (truncated, corrupt, wrong format).
+
+    Raised before any training, naming the dataset, the files read, the data directory
+    and the loader's own complaint, instead of a traceback from deep inside DGL or OGB.
+    """
+
+    def __init__(self, dataset: str, files: Sequence[str], directory: Optional[Path], cause: str) -> None:
+        self.dataset = dataset
+        self.files = list(files)
+        self.directory = directory
+        self.cause = cause
+        listed = "\n".join(f"  {f}" for f in self.files)
+        super().__init__(
+            f"dataset {dataset!r}: its files in data directory {directory} could not be read "
+            f"(malformed or truncated?):\n{listed}\nloader said: {cause}\n"
+            "Check them against the published files (e.g. `sha256sum -c SHA256SUMS` in the data directory)."
+        )
+
+    def __reduce__(self):  # picklable across process boundaries (executors)
+        return (type(self), (self.dataset, self.files, self.directory, self.cause))
