@@ -51,7 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value pairs may follow options (`run smoke --workers 2 epochs=3`): argparse stops
+    # filling a nargs="*" positional at the first option, so collect the rest here.
+    kv_dest = next((d for d in ("overrides", "assignments") if isinstance(getattr(args, d, None), list)), None)
+    if extra and kv_dest and all("=" in e and not e.startswith("-") for e in extra):
+        setattr(args, kv_dest, getattr(args, kv_dest) + extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.command:
         parser.print_help()
         return 2

@@ -92,3 +92,13 @@ def test_local_plugin_module_via_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "bench_suite.cli", "list", "--plugin", "no_such_mod_xyz"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "no_such_mod_xyz" in bad.stderr
+
+
+def test_key_value_pairs_may_follow_options():
+    """`bench-suite run smoke --workers 2 epochs=3` (the README's order) keeps the override."""
+    from bench_suite.cli import build_parser, main
+
+    assert main(["run", "smoke", "--dry-run", "--no-progress", "epochs=3", "--workers", "1", "depht=2"]) == 2
+    parser = build_parser()
+    args, extra = parser.parse_known_args(["run", "smoke", "--workers", "2", "epochs=3"])
+    assert extra == ["epochs=3"]  # what argparse alone does: the pair would be lost
