@@ -101,20 +101,21 @@ def test_every_quantizer_trains_a_gcn_on_csbm_without_nan():
         assert 0.0 <= m["test_acc"] <= 1.0, (key, bits, params, m)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # float32 on the CPU: the numba kernel
 @pytest.mark.parametrize("bits", [8, 4, 2])
-def test_fused_fake_quant_matches_base_fake_quant_in_value_and_gradient(bits):
+def test_fused_fake_quant_matches_base_fake_quant_in_value_and_gradient(bits, dtype):
     """The fused function is a speed-up of ``fake_quant``: same x̂, same ∂/∂x, same ∂/∂α (z constant in α)."""
     from bench_suite.quant.base import fake_quant, scale_zero
     from bench_suite.quant.fused import fake_quant_fused
 
     gen = torch.Generator().manual_seed(bits)
-    x0 = torch.randn(300, generator=gen, dtype=torch.float64) * 2 + 0.4
-    w = torch.randn(300, generator=gen, dtype=torch.float64)
+    x0 = (torch.randn(300, generator=gen, dtype=torch.float64) * 2 + 0.4).to(dtype)
+    w = torch.randn(300, generator=gen, dtype=torch.float64).to(dtype)
     mn, mx = float(x0.min()), float(x0.max())
     outs = []
     for fused in (False, True):
         x = x0.clone().requires_grad_(True)
-        a = torch.tensor(0.55, dtype=torch.float64, requires_grad=True)
+        a = torch.tensor(0.55, dtype=dtype, requires_grad=True)
         lo, hi = a * mn, a * mx
         if fused:
             s, z = scale_zero(lo, hi, bits)
@@ -124,5 +125,8 @@ def test_fused_fake_quant_matches_base_fake_quant_in_value_and_gradient(bits):
         (y * w).sum().backward()
         outs.append((y.detach(), x.grad, a.grad))
     assert bool((outs[0][0] == outs[1][0]).all())  # equal values (signed zeros may differ)
-    assert torch.allclose(outs[0][1], outs[1][1], rtol=1e-12, atol=0) and 0 < float(outs[1][1].sum()) < 300
-    assert float(outs[1][2]) == pytest.approx(float(outs[0][2]), rel=1e-9)
+    # ∂/∂x: the kernel gives g·mask exactly; autograd through x/s·s rounds it by up to an ulp in float32
+    rtol = 1e-12 if dtype == torch.float64 else 1e-6
+    assert torch.allclose(outs[0][1], outs[1][1], rtol=rtol, atol=0) and 0 < float(outs[1][1].sum()) < 300
+    # ∂/∂α: a sum over 300 terms, float64 accumulation in the kernel vs torch's float32 sum
+    assert float(outs[1][2]) == pytest.approx(float(outs[0][2]), rel=1e-9 if dtype == torch.float64 else 1e-4)
