@@ -208,3 +208,22 @@ def test_slurm_executor_runs_a_matrix_through_submitit_local(tmp_path):
     bad = bench("run", "s.yaml", "--results", "res", "--executor", "local", "--partition", "gpu", cwd=tmp_path,
                 check=False)
     assert bad.returncode == 2 and "--partition" in bad.stderr and "workers" in bad.stderr
+
+
+def test_missing_dataset_files_stop_the_matrix_before_any_run(tmp_path, capsys):
+    """A matrix needing Cora, pointed at an empty data directory: exit 2 naming the files, no record."""
+    from bench_suite.cli import main
+
+    write(tmp_path / "m.yaml", """
+        name: m
+        seeds: [0]
+        fixed: {epochs: 2}
+        axes: {dataset: [csbm, cora], model: gcn}
+    """)
+    (tmp_path / "empty").mkdir()
+    res = tmp_path / "res"
+    rc = main(["run", str(tmp_path / "m.yaml"), "--results", str(res), "--data-dir", str(tmp_path / "empty"),
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'cora'" in err and "cora/ind.cora.x" in err and str(tmp_path / "empty") in err
+    assert not list(res.glob("m/*.json"))  # not even the csbm run started

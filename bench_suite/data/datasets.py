@@ -244,6 +244,10 @@ class NodeDataset:
         folder = cache_dir() / "downloads" / self._download_family
         return _Source({}, f"download:{folder}", folder)
 
+    def check_files(self) -> None:
+        """Raise :class:`DatasetNotFoundError` now if the files are missing (stat only, no loading)."""
+        self._locate()
+
     # -- shared machinery ---------------------------------------------------
     def _locate(self) -> _Source:
         """Find every expected file, or fall back to downloading, or raise; cheap (stat only)."""

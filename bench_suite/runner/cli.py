@@ -56,6 +56,27 @@ def build_executor(args: argparse.Namespace, matrix_name: str):
         raise RegistryError(f"executor {args.executor!r}: {exc}") from None
 
 
+def check_dataset_files(specs, data_dir, download: bool) -> None:
+    """Stop before any run when a dataset the pending runs need has missing files (stat only).
+
+    Datasets that are not file-backed (csbm, plugins without ``check_files``) pass.
+    """
+    from bench_suite.registry import DATASETS
+
+    seen = set()
+    for s in specs:
+        params = dict(s.data["dataset"])
+        name = params.pop("name")
+        key = (name, tuple(sorted(params.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        ds = DATASETS.create(name, data_dir=data_dir, download=download, **params)
+        check = getattr(ds, "check_files", None)
+        if check is not None:
+            check()
+
+
 def execute(args: argparse.Namespace) -> int:
     from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_overrides
     from bench_suite.runner.session import plan, run_specs
@@ -73,6 +94,7 @@ def execute(args: argparse.Namespace) -> int:
               + f"; {len(p.todo)} would run", file=sys.stderr)
         return 0
     executor = build_executor(args, matrix.name)
+    check_dataset_files(plan(specs, store, args.retry_failed).todo, args.data_dir, args.download)
     print(f"matrix {matrix.name}: {len(specs)} runs -> {store.root} on {args.executor}", file=sys.stderr)
     summary = run_specs(specs, store, executor, plugins=args.plugin, data_dir=args.data_dir, download=args.download,
                         timeout=args.timeout, retry_failed=args.retry_failed, matrix=matrix.name,
