@@ -271,12 +271,6 @@ def test_propagations_run_at_depths_1_2_16(key):
     testing.check_propagation(key, depths=(1, 2, 16), quant=QUANT)
 
 
-def test_quantized_runs_exist():
-    if QUANT is None:
-        pytest.skip("QLR not registered: depth tests ran in FP32 only")
-    assert QuantFactory(QUANT, 4)("message", 0).bits == 4
-
-
 def test_dagnn_trains_its_lazily_sized_projection():
     """The retention projection is sized at the first forward, after the optimizer was built."""
     import torch.nn.functional as F
