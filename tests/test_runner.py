@@ -227,3 +227,38 @@ def test_missing_dataset_files_stop_the_matrix_before_any_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "'cora'" in err and "cora/ind.cora.x" in err and str(tmp_path / "empty") in err
     assert not list(res.glob("m/*.json"))  # not even the csbm run started
+
+
+def test_ctrl_c_stops_cleanly_keeps_records_and_shows_progress(tmp_path):
+    """SIGINT to the runner's process group (what Ctrl-C in a terminal sends): exit 130, every
+    finished record kept and valid, no temporary files left; the same command then resumes.
+    The progress bar (on, as by default) reports done / failed / left."""
+    write(tmp_path / "c.yaml", """
+        name: c
+        seeds: [0, 1, 2, 3]
+        fixed: {dataset: csbm, dataset.nodes: 400, epochs: 25, patience: 1000}
+        axes: {model: gcn, depth: [2, 3]}
+    """)
+    store = tmp_path / "res" / "c"
+    cmd = [sys.executable, "-m", "bench_suite.cli", "run", "c.yaml", "--results", "res", "--workers", "1",
+           "--threads", "1"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while len(list(store.glob("*.json"))) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "no records after 240 s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == 130, err
+    assert "interrupted: finished records are kept" in err
+    assert "done=" in err and "failed=0" in err and "left=" in err and "run/s" in err
+    before = records(store)
+    assert 2 <= len(before) < 8 and all(r["status"] == "ok" for r in before.values())
+    assert not [p for p in store.iterdir() if not p.name.endswith(".json")]  # no temp file left behind
+    out = bench(*cmd[3:], "--no-progress", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"{len(before)} of 8 runs already finished" in out.stderr
+    assert len(records(store)) == 8
