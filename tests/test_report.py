@@ -185,3 +185,33 @@ def test_labels_name_the_keys_that_tell_colliding_groups_apart(tmp_path):
     runs = runs_frame(load_store([d]))
     assert sorted(set(runs.method)) == ["gcn [hidden=128]", "gcn [hidden=64]"]
     assert runs.set_index("run_id").loc["r2", "method"] == "gcn [hidden=64]"
+
+
+def test_runs_of_a_matrix_without_a_record_are_listed_as_not_run(tmp_path):
+    """A group with no record at all is absent from the aggregates; ``matrices=`` still reports it."""
+    import textwrap
+
+    from bench_suite.registry import load_all
+    from bench_suite.report.render import not_run
+    from bench_suite.runner.matrix import expand_matrix
+
+    load_all()
+    mpath = tmp_path / "nr.yaml"
+    mpath.write_text(textwrap.dedent("""
+        name: nr
+        seeds: [0, 1]
+        fixed: {dataset: csbm, epochs: 2}
+        axes: {model: gcn, depth: [2, 3]}
+    """))
+    specs = expand_matrix(mpath)
+    done = next(s for s in specs if s.data["model"]["depth"] == 2)
+    res = tmp_path / "res" / "nr"
+    res.mkdir(parents=True)
+    (res / f"{done.run_id}.json").write_text(json.dumps(
+        {"kind": "train", "run_id": done.run_id, "spec": done.data, "status": "ok", "metrics": {"test_acc": 0.5}}))
+    pending = not_run([mpath], load_store([res]))
+    assert pending[["depth", "runs"]].values.tolist() == [[2, 1], [3, 2]]
+    out = render_report([res], tmp_path / "rep", matrices=[mpath], figures=False)
+    assert out.not_run == 3
+    index = (tmp_path / "rep" / "README.md").read_text()
+    assert "Not run yet: 3 runs" in index and "| nr | csbm | gcn | FP32 | 3 | 2 |" in index

@@ -30,6 +30,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=int, default=None,
                    help="depth of the method × bits tables (default: each method's shallowest depth)")
     p.add_argument("--metric", default="test_acc", help="metric of tables and figures (default: test_acc)")
+    p.add_argument("--matrix", action="append", default=[], metavar="MATRIX",
+                   help="matrix the records come from (name or YAML, repeatable): its runs without a record "
+                        "are listed as not run")
     p.add_argument("--no-figures", action="store_true", help="skip the figures (tables and index only)")
 
 
@@ -43,13 +46,17 @@ def execute(args: argparse.Namespace) -> int:
         argv += ["--depth", str(args.depth)]
     if args.metric != "test_acc":
         argv += ["--metric", args.metric]
+    for m in args.matrix:
+        argv += ["--matrix", m]
     if args.no_figures:
         argv.append("--no-figures")
     res = render_report(args.results, args.out, seeds=args.seeds, depth=args.depth, metric=args.metric,
-                        command=shlex.join(argv), figures=not args.no_figures)
+                        command=shlex.join(argv), figures=not args.no_figures, matrices=args.matrix)
     msg = f"report: {res.n_train} training and {res.n_speed} speed records → {len(res.files)} files in {res.out}"
     if res.incomplete_groups:
         msg += f"; {res.incomplete_groups} groups with missing or failed seeds (see README.md)"
+    if res.not_run:
+        msg += f"; {res.not_run} runs of the matrix not run yet"
     if not res.n_train and not res.n_speed:
         msg += "; no records found"
     print(msg, file=sys.stderr)

@@ -48,7 +48,7 @@ def _environment(runs: pd.DataFrame, store: Store) -> List[str]:
 
 def write_index(out: Path, store: Store, runs: pd.DataFrame, status: pd.DataFrame, tables: Sequence[Table],
                 speed: Sequence[Table], figures: Sequence[Figure], command: str, commit: str,
-                table_note: str) -> Path:
+                table_note: str, not_run: pd.DataFrame | None = None) -> Path:
     """Write ``out/README.md`` and return its path."""
     newest = max([str(r.get("finished") or r.get("timestamp") or "") for r in store.train + store.speed] + [""])
     lines = ["# Benchmark report", "",
@@ -107,6 +107,13 @@ def write_index(out: Path, store: Store, runs: pd.DataFrame, status: pd.DataFram
         lines += ["Everything is missing: the store holds no records.", ""]
     else:
         lines += ["None: every group has all its expected seeds.", ""]
+    if not_run is not None and len(not_run):
+        lines += [f"Not run yet: {int(not_run['runs'].sum())} runs of the matrix without a record "
+                  "(`bench-suite run MATRIX` resumes them):", "",
+                  "| matrix | dataset | method | quantizer | depth | runs |", "|:---|:---|:---|:---|---:|---:|"]
+        for r in not_run.itertuples():
+            lines.append(f"| {r.matrix} | {r.dataset} | {r.method} | {r.quantizer} | {r.depth} | {r.runs} |")
+        lines.append("")
     if store.skipped:
         lines += ["Files skipped (not run records):", ""]
         lines += [f"- `{p}`: {why}" for p, why in sorted(store.skipped)]

@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from bench_suite.report.aggregate import aggregate, group_status, layers_frame, load_store, runs_frame
+import pandas as pd
+
+from bench_suite.report.aggregate import (Store, aggregate, group_status, layers_frame, load_store, method_label,
+                                          quantizer_label, runs_frame)
 from bench_suite.report.tables import bits_tables, depth_tables
 
 DEPTH_NOTE = ("Tables by bit width show each method at its shallowest depth in the records "
@@ -23,12 +26,42 @@ class ReportResult:
     n_train: int = 0
     n_speed: int = 0
     incomplete_groups: int = 0
+    not_run: int = 0
+
+
+NOT_RUN_COLUMNS = ["matrix", "dataset", "method", "quantizer", "depth", "runs"]
+
+
+def not_run(matrices: Sequence[str | Path], store: Store) -> pd.DataFrame:
+    """Runs of ``matrices`` (shipped names or YAML paths) that have no record in ``store``, per group.
+
+    A group that has no record at all never shows up in the aggregates; this is how the
+    report still says it is missing.
+    """
+    from bench_suite.runner.matrix import expand_matrix, load_matrix
+
+    have = {r.get("run_id") for r in store.train}
+    rows = []
+    for m in matrices:
+        matrix = load_matrix(m)
+        for s in expand_matrix(matrix):
+            if s.run_id not in have:
+                rows.append({"matrix": matrix.name, "dataset": s.data["dataset"]["name"],
+                             "method": method_label(s.data), "quantizer": quantizer_label(s.data),
+                             "depth": int(s.data["model"].get("depth", 0) or 0)})
+    if not rows:
+        return pd.DataFrame(columns=NOT_RUN_COLUMNS)
+    df = pd.DataFrame(rows)
+    return df.groupby(NOT_RUN_COLUMNS[:-1], sort=True).size().rename("runs").reset_index()
 
 
 def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optional[Sequence[int]] = None,
                   depth: Optional[int] = None, metric: str = "test_acc", command: Optional[str] = None,
-                  figures: bool = True) -> ReportResult:
-    """Read records under ``results`` and write the report into ``out`` (its generated parts replaced)."""
+                  figures: bool = True, matrices: Sequence[str | Path] = ()) -> ReportResult:
+    """Read records under ``results`` and write the report into ``out`` (its generated parts replaced).
+
+    ``matrices``: matrices the records belong to; their runs without a record are listed as not run.
+    """
     from bench_suite.env import git_commit
     from bench_suite.report.index import write_index
     from bench_suite.report.speed import speed_frame, speed_tables
@@ -36,6 +69,7 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
     out = Path(out)
     store = load_store(results)
     runs = runs_frame(store, seeds)
+    pending = not_run(matrices, store)
     status = group_status(runs, seeds)
     agg = aggregate(runs, seeds)
     for sub in ("tables", "figures"):
@@ -59,6 +93,8 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
         written += [f.path for f in figs]
     note = DEPTH_NOTE if depth is None else f"Tables by bit width show every method at depth {depth}."
     cmd = command or "bench-suite report " + " ".join(map(str, results)) + f" --out {out}"
-    written.append(write_index(out, store, runs, status, tables, speed, figs, cmd, git_commit(), note))
+    written.append(write_index(out, store, runs, status, tables, speed, figs, cmd, git_commit(), note,
+                               pending))
     return ReportResult(out, sorted(p.relative_to(out).as_posix() for p in written), len(store.train),
-                        len(store.speed), int((~status["complete"].astype(bool)).sum()) if len(status) else 0)
+                        len(store.speed), int((~status["complete"].astype(bool)).sum()) if len(status) else 0,
+                        int(pending["runs"].sum()) if len(pending) else 0)
