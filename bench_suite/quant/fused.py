@@ -98,15 +98,46 @@ def _fq_kernel(x, s, z, Q, step, kappa, Qc, zs, ss, mode, lo, hi, need_t, out, t
 
 
 @numba.njit(cache=True, nogil=True)
+def _fq_plain_kernel(x, s, z, Q, out, t, mask):  # pragma: no cover
+    """:func:`_fq_kernel` for the common case (no truncation, no kept rows, mask = "inside"),
+    writing x̂, ∂x̂/∂s and the mask.  Without the per-element branches of the general kernel
+    LLVM vectorizes the loop: 5-15x faster, the same float32 operations in the same order."""
+    Qf = np.float32(Q)
+    zero = np.float32(0.0)
+    for i in range(x.size):
+        v = x[i] / s
+        qr = np.float32(np.rint(v)) + z
+        q = min(max(qr, zero), Qf)
+        a = q - z
+        out[i] = a * s
+        inside = q == qr
+        t[i] = a - v if inside else a
+        mask[i] = inside
+
+
+@numba.njit(cache=True, nogil=True)
+def _fq_plain_kernel_no_t(x, s, z, Q, out, mask):  # pragma: no cover
+    """:func:`_fq_plain_kernel` without ∂x̂/∂s (the scale is not learned)."""
+    Qf = np.float32(Q)
+    zero = np.float32(0.0)
+    for i in range(x.size):
+        qr = np.float32(np.rint(x[i] / s)) + z
+        q = min(max(qr, zero), Qf)
+        out[i] = (q - z) * s
+        mask[i] = q == qr
+
+
+@numba.njit(cache=True, nogil=True)
 def _fq_backward_kernel(g, t, mask, need_t, use_mask, gx):  # pragma: no cover
-    """One pass: ``gx = g·mask`` (if ``use_mask``) and returns Σ g·t (float64 accumulation)."""
+    """``gx = g·mask`` (if ``use_mask``; a branch-free loop that vectorizes) and returns
+    Σ g·t (if ``need_t``; float64, accumulated sequentially in index order)."""
+    if use_mask:
+        for i in range(g.size):
+            gx[i] = g[i] if mask[i] else np.float32(0.0)
     acc = 0.0
-    for i in range(g.size):
-        gi = g[i]
-        if need_t:
-            acc += gi * t[i]
-        if use_mask:
-            gx[i] = gi if mask[i] else np.float32(0.0)
+    if need_t:
+        for i in range(g.size):
+            acc += g[i] * t[i]
     return acc
 
 
@@ -166,6 +197,14 @@ def _fused_forward(x: Tensor, s: Tensor, z: Tensor, Q: int, step: int, kappa: fl
     mode = _GRAD_X_CODE[grad_x]
     mask = torch.empty(xc.shape, dtype=torch.bool) if mode else torch.empty(0, dtype=torch.bool)
     s32, z32 = _f32(s), _f32(z)
+    if step == 1 and keep is None and mode != 2:  # the common case: the vectorized kernels
+        mask = mask if mode else torch.empty(xc.shape, dtype=torch.bool)
+        if need_t:
+            _fq_plain_kernel(xc.view(-1).numpy(), s32, z32, Q, out.view(-1).numpy(), t.view(-1).numpy(),
+                             mask.view(-1).numpy())
+        else:
+            _fq_plain_kernel_no_t(xc.view(-1).numpy(), s32, z32, Q, out.view(-1).numpy(), mask.view(-1).numpy())
+        return out, (t if need_t else None), (mask if mode else None)
     zs = _f32(z / step) if step != 1 else z32  # the same float32 scalars dequantize() forms
     ss = _f32(s * step) if step != 1 else s32
     _fq_kernel(xc.view(-1).numpy(), s32, z32, Q, step, np.float32(kappa), Qc, zs, ss, mode,
