@@ -130,3 +130,27 @@ def test_fused_fake_quant_matches_base_fake_quant_in_value_and_gradient(bits, dt
     assert torch.allclose(outs[0][1], outs[1][1], rtol=rtol, atol=0) and 0 < float(outs[1][1].sum()) < 300
     # ∂/∂α: a sum over 300 terms, float64 accumulation in the kernel vs torch's float32 sum
     assert float(outs[1][2]) == pytest.approx(float(outs[0][2]), rel=1e-9 if dtype == torch.float64 else 1e-4)
+
+
+@pytest.mark.parametrize("kappa", [0.0, 1.0, -2.0])
+def test_truncation_kernel_matches_the_torch_reference(kappa):
+    """BT/BT* (step 85 on the 8-bit grid): the float32 kernel gives the torch path's values bit for bit,
+    and its ∂x̂/∂s factor and mask are those of the torch formula."""
+    from bench_suite.quant.base import scale_zero
+    from bench_suite.quant.fused import _codes, dequantize, fake_quant_fused
+
+    gen = torch.Generator().manual_seed(3)
+    x0 = torch.randn(5000, generator=gen).pow(2) - 0.3  # right-skewed
+    lo, hi = torch.tensor(float(x0.min()) * 0.7), torch.tensor(float(x0.max()) * 0.7)
+    s, z = scale_zero(lo, hi, 8)
+    v, c, inside = _codes(x0, s, z, 255, 85, kappa, 3)
+    ref = dequantize(c, s, z, 85)
+    x = x0.clone().requires_grad_(True)
+    sp = s.clone().requires_grad_(True)
+    y = fake_quant_fused(x, sp, z, 8, step=85, kappa=kappa, code_bits=2)
+    assert torch.equal(y.detach(), ref)
+    w = torch.randn(5000, generator=gen)
+    (y * w).sum().backward()
+    t_ref = torch.addcmul(c * 85 - z, v, inside.to(v.dtype), value=-1.0)
+    assert torch.equal(x.grad, w * inside)
+    assert float(sp.grad) == pytest.approx(float((w.double() * t_ref.double()).sum()), rel=1e-5)

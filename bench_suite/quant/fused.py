@@ -128,6 +128,26 @@ def _fq_plain_kernel_no_t(x, s, z, Q, out, mask):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
+def _fq_trunc_kernel(x, s, z, Q, step, kappa, Qc, zs, ss, out, t, mask):  # pragma: no cover
+    """:func:`_fq_plain_kernel` for bit truncation (BT/BT*: ``step`` > 1), branch-free."""
+    Qf = np.float32(Q)
+    Qcf = np.float32(Qc)
+    stepf = np.float32(step)
+    zero = np.float32(0.0)
+    for i in range(x.size):
+        v = x[i] / s
+        qr = np.float32(np.rint(v)) + z
+        q = min(max(qr, zero), Qf)
+        cr = np.float32(np.rint((q + kappa) / stepf))
+        c = min(max(cr, zero), Qcf)
+        inside = (q == qr) and (c == cr)
+        out[i] = (c - zs) * ss
+        a = c * stepf - z
+        t[i] = a - v if inside else a
+        mask[i] = inside
+
+
+@numba.njit(cache=True, nogil=True)
 def _fq_backward_kernel(g, t, mask, need_t, use_mask, gx):  # pragma: no cover
     """``gx = g·mask`` (if ``use_mask``; a branch-free loop that vectorizes) and returns
     Σ g·t (if ``need_t``; float64, accumulated sequentially in index order)."""
@@ -197,16 +217,20 @@ def _fused_forward(x: Tensor, s: Tensor, z: Tensor, Q: int, step: int, kappa: fl
     mode = _GRAD_X_CODE[grad_x]
     mask = torch.empty(xc.shape, dtype=torch.bool) if mode else torch.empty(0, dtype=torch.bool)
     s32, z32 = _f32(s), _f32(z)
-    if step == 1 and keep is None and mode != 2:  # the common case: the vectorized kernels
+    zs = _f32(z / step) if step != 1 else z32  # the same float32 scalars dequantize() forms
+    ss = _f32(s * step) if step != 1 else s32
+    if keep is None and mode != 2:  # the common cases: the vectorized kernels
         mask = mask if mode else torch.empty(xc.shape, dtype=torch.bool)
-        if need_t:
+        if step != 1:
+            tt = t if need_t else torch.empty_like(xc)
+            _fq_trunc_kernel(xc.view(-1).numpy(), s32, z32, Q, step, np.float32(kappa), Qc, zs, ss,
+                             out.view(-1).numpy(), tt.view(-1).numpy(), mask.view(-1).numpy())
+        elif need_t:
             _fq_plain_kernel(xc.view(-1).numpy(), s32, z32, Q, out.view(-1).numpy(), t.view(-1).numpy(),
                              mask.view(-1).numpy())
         else:
             _fq_plain_kernel_no_t(xc.view(-1).numpy(), s32, z32, Q, out.view(-1).numpy(), mask.view(-1).numpy())
         return out, (t if need_t else None), (mask if mode else None)
-    zs = _f32(z / step) if step != 1 else z32  # the same float32 scalars dequantize() forms
-    ss = _f32(s * step) if step != 1 else s32
     _fq_kernel(xc.view(-1).numpy(), s32, z32, Q, step, np.float32(kappa), Qc, zs, ss, mode,
                _f32(lo) if mode == 2 else np.float32(0), _f32(hi) if mode == 2 else np.float32(0), need_t,
                out.view(-1).numpy(), t.view(-1).numpy(), mask.view(-1).numpy(),
