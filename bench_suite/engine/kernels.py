@@ -65,14 +65,11 @@ def _chunks(n: int) -> int:
 
 
 @njit(parallel=True, cache=True)
-def _aggregate_swar(indptr, indices, words, bits, width, mask, nchunks):
+def _aggregate_swar(indptr, indices, words, bits, width, mask, nchunks, out, rmin, rmax):
     n, nw = words.shape
     c = 8 // bits
     nb = nw * 8
     limit = 255 // ((1 << bits) - 1)
-    out = np.empty((n, width), np.int32)
-    rmin = np.empty(n, np.int32)
-    rmax = np.empty(n, np.int32)
     chunk = (n + nchunks - 1) // nchunks
     for t in prange(nchunks):
         lanes = np.zeros(c * nw, np.uint64)
@@ -110,11 +107,8 @@ def _aggregate_swar(indptr, indices, words, bits, width, mask, nchunks):
 
 
 @njit(parallel=True, cache=True)
-def _aggregate_bytes(indptr, indices, codes, width, nchunks):
+def _aggregate_bytes(indptr, indices, codes, width, nchunks, out, rmin, rmax):
     n = codes.shape[0]
-    out = np.empty((n, width), np.int32)
-    rmin = np.empty(n, np.int32)
-    rmax = np.empty(n, np.int32)
     chunk = (n + nchunks - 1) // nchunks
     for t in prange(nchunks):
         acc = np.zeros(width, np.int32)
@@ -145,11 +139,18 @@ def aggregate(indptr: np.ndarray, indices: np.ndarray, packed: np.ndarray, bits:
     check_bits(bits, "aggregate")
     if packed.shape[1] % 8:
         raise ValueError(f"packed rows must be whole 64-bit words, got {packed.shape[1]} bytes")
-    nchunks = _chunks(len(indptr) - 1)
+    n = len(indptr) - 1
+    nchunks = _chunks(n)
+    # Outputs are allocated here, not inside the kernels: numba's allocator maps fresh
+    # pages for every large array (one page fault per 4 KiB, ≈40k for an arxiv-sized
+    # int32 S), while numpy's reuses the process heap (:func:`retain_heap`).
+    out = np.empty((n, width), np.int32)
+    rmin = np.empty(n, np.int32)
+    rmax = np.empty(n, np.int32)
     if bits == 8:
-        return _aggregate_bytes(indptr, indices, packed, width, nchunks)
+        return _aggregate_bytes(indptr, indices, packed, width, nchunks, out, rmin, rmax)
     words = packed.view(np.uint64)
-    return _aggregate_swar(indptr, indices, words, bits, width, MASK2 if bits == 2 else MASK4, nchunks)
+    return _aggregate_swar(indptr, indices, words, bits, width, MASK2 if bits == 2 else MASK4, nchunks, out, rmin, rmax)
 
 
 #: fast-math flags that leave every arithmetic result bit-exact (no reassociation, no
