@@ -106,19 +106,18 @@ def test_unknown_matrix_name_lists_shipped_ones():
     assert "smoke" in str(err.value) and "'smok'" in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["smoke", "paper-lite", "paper"])
+def test_every_shipped_matrix_is_tested():
+    assert shipped_matrices() == ["paper", "paper-lite", "quantizers", "smoke"]
+
+
+@pytest.mark.parametrize("name", ["smoke", "paper-lite", "paper", "quantizers"])
 def test_shipped_matrices_expand(name):
     assert name in shipped_matrices()
     m = load_matrix(name)
     n_runs = len(combinations(m))
     # the paper matrix is large: resolve one dataset, depth and seed of it (every other axis)
     overrides = {"dataset": "cora", "depth": 2, "seed": 0} if name == "paper" else {}
-    try:
-        specs = expand_matrix(m, overrides)
-    except (SpecError, RegistryError) as exc:
-        if name != "smoke" and "unknown" in str(exc):
-            pytest.skip(f"a baseline plugin of {name} is not registered yet: {exc}")
-        raise
+    specs = expand_matrix(m, overrides)  # every plugin a shipped matrix names is registered: a typo fails here
     assert specs and len({s.run_id for s in specs}) == len(specs)
     if name == "smoke":
         assert {s.data["dataset"]["name"] for s in specs} == {"csbm", "cora"}
@@ -130,6 +129,8 @@ def test_shipped_matrices_expand(name):
         assert len(specs) == 10 * 11 and {s.data["quant"].get("truncation") for s in specs} >= {"none", "bt*"}
     if name == "paper-lite":
         assert len(specs) == n_runs == 2 * 10 * 4 * 3
+    if name == "quantizers":  # 2 datasets x 2 models x (FP32 + 4 quantizers x 3 bits + 2 x BT/BT*) x 10 seeds
+        assert len(specs) == n_runs == 2 * 2 * (1 + 12 + 4) * 10
 
 
 def test_combinations_are_flat_key_values(tmp_path):
