@@ -56,3 +56,14 @@ def test_kit_catches_a_broken_model():
             testing.check_model("_broken_for_test", depths=(1,))
     finally:
         MODELS.unregister("_broken_for_test")
+
+
+@pytest.mark.parametrize("key,extra", [("gcn", {}), ("sage", {}), ("decoupled", {})])
+def test_core_backbones_build_and_train_at_depth_128(key, extra):
+    """Issue 2's depth range ends at 128: the core backbones build, run a training step and
+    return per-layer states there too (FP32 and quantized).  Not GAT: with DGL's
+    initialisation (xavier, gain √2) and dropout its activations overflow to inf
+    at depth 128 in a training step — a property of the model, recorded as a failed (non-finite) run in a matrix."""
+    from bench_suite import testing
+
+    testing.check_model(key, depths=(128,), quant="qlr" if "qlr" in QUANTIZERS else None, extra=extra)
