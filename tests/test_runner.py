@@ -79,22 +79,33 @@ def records(root: Path) -> dict:
     return {p.stem: json.loads(p.read_text()) for p in sorted(root.glob("*.json"))}
 
 
-def test_kill_9_mid_matrix_then_resume_repeats_and_loses_nothing(tmp_path):
-    write(tmp_path / "k.yaml", """
-        name: k
-        seeds: [0, 1, 2, 3]
-        fixed: {dataset: csbm, dataset.nodes: 400, epochs: 25, patience: 1000}
-        axes: {model: gcn, depth: [2, 3]}
-    """)
-    store = tmp_path / "res" / "k"
-    cmd = [sys.executable, "-m", "bench_suite.cli", "run", "k.yaml", "--results", "res", "--workers", "1",
-           "--threads", "1", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+#: 8 small csbm runs, slow enough to interrupt after the first records
+EIGHT_RUNS = """
+    name: {name}
+    seeds: [0, 1, 2, 3]
+    fixed: {{dataset: csbm, dataset.nodes: 400, epochs: 25, patience: 1000}}
+    axes: {{model: gcn, depth: [2, 3]}}
+"""
+
+
+def start_matrix(tmp_path: Path, name: str, *extra: str, **popen) -> tuple:
+    """Write the 8-run matrix ``name``, start ``bench-suite run`` on it (1 worker, 1 thread) and return
+    ``(process, store, command)`` once at least 2 records are written."""
+    write(tmp_path / f"{name}.yaml", EIGHT_RUNS.format(name=name))
+    store = tmp_path / "res" / name
+    cmd = [sys.executable, "-m", "bench_suite.cli", "run", f"{name}.yaml", "--results", "res", "--workers", "1",
+           "--threads", "1", *extra]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
     deadline = time.time() + 240
     while len(list(store.glob("*.json"))) < 2:
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() < deadline, "no records after 240 s"
         time.sleep(0.05)
+    return proc, store, cmd
+
+
+def test_kill_9_mid_matrix_then_resume_repeats_and_loses_nothing(tmp_path):
+    proc, store, cmd = start_matrix(tmp_path, "k", "--no-progress")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(0.5)  # the pool worker dies with its parent (PR_SET_PDEATHSIG)
@@ -233,22 +244,7 @@ def test_ctrl_c_stops_cleanly_keeps_records_and_shows_progress(tmp_path):
     """SIGINT to the runner's process group (what Ctrl-C in a terminal sends): exit 130, every
     finished record kept and valid, no temporary files left; the same command then resumes.
     The progress bar (on, as by default) reports done / failed / left."""
-    write(tmp_path / "c.yaml", """
-        name: c
-        seeds: [0, 1, 2, 3]
-        fixed: {dataset: csbm, dataset.nodes: 400, epochs: 25, patience: 1000}
-        axes: {model: gcn, depth: [2, 3]}
-    """)
-    store = tmp_path / "res" / "c"
-    cmd = [sys.executable, "-m", "bench_suite.cli", "run", "c.yaml", "--results", "res", "--workers", "1",
-           "--threads", "1"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    deadline = time.time() + 240
-    while len(list(store.glob("*.json"))) < 2:
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "no records after 240 s"
-        time.sleep(0.05)
+    proc, store, cmd = start_matrix(tmp_path, "c", start_new_session=True)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     err = err.decode()
