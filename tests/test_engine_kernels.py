@@ -69,6 +69,7 @@ def test_quantize_pack_matches_reference(bits: int) -> None:
     packed = K.quantize_pack(x, norm, msg, bits, row_bytes(33, bits), feat)
     want = quant(fq(x, feat) * norm[:, None], msg)
     np.testing.assert_array_equal(unpack(packed, bits, 33), want)
+    np.testing.assert_array_equal(packed, pack(want.astype(np.uint8), bits))  # padding bytes are zero too
     plain = K.quantize_pack(x, norm, msg, bits, row_bytes(33, bits))
     np.testing.assert_array_equal(unpack(plain, bits, 33), quant(x * norm[:, None], msg))
 
