@@ -75,8 +75,13 @@ def retain_heap() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
+    mallopt = libc.mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 62))
+    # Both values are C ints: a larger Python int would be truncated (1 << 62 became 0, a trim
+    # threshold of 0: every free returned memory to the OS, the opposite of the intent).
+    biggest = 2 ** 31 - 1
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, biggest))
 
 
 def set_threads(threads: int) -> int:
