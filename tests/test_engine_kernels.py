@@ -117,3 +117,24 @@ def test_retain_heap_stops_page_faults_on_reallocation() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     faults = int(out.stdout.split()[-1])
     assert faults < 1000, f"{faults} page faults for 5 re-allocations of 2 x 64 MiB (16k pages each if trimmed)"
+
+
+@pytest.mark.parametrize("w_zero", [128, 40, 230])
+def test_int_linear_equals_integer_product_with_and_without_rank1_correction(w_zero: int) -> None:
+    """uint8 x int8 via oneDNN: y = s_x·s_w·Σ_k (x − z_x)(q − z_w).  With z_w far from 128 the
+    centred weight does not fit int8 and IntLinear adds the rank-1 correction (add_row_sums)."""
+    from bench_suite.engine.convert import RangeRule
+    from bench_suite.engine.intmodel import IntLinear
+    from bench_suite.engine.packing import PackedTensor
+
+    rng = np.random.default_rng(w_zero)
+    n, k, m = 300, 70, 24
+    q = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    x = rng.integers(0, 256, (n, k)).astype(np.uint8)
+    s_x, z_x, s_w = 0.02, 7, 0.01
+    rule = RangeRule(kind="static", bits=8, scale=s_x, zero=z_x)
+    lin = IntLinear(PackedTensor.from_codes(q, 8, s_w, w_zero), rule, rule)
+    assert (lin.shift != 0) == (w_zero != 128)
+    exact = (x.astype(np.int64) - z_x) @ (q.astype(np.int64) - w_zero).T
+    y = lin(x, (s_x, z_x, 255.0))
+    np.testing.assert_allclose(y, s_x * s_w * exact, rtol=1e-5, atol=1e-3)

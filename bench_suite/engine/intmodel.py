@@ -81,10 +81,10 @@ class IntLinear:
         x = torch.from_numpy(xq)
         y = torch.ops.onednn.qlinear_pointwise(x, float(s), int(z), self.packed, self.w_scale, self.w_zero,
                                                None, 1.0, 0, torch.float32, "none", [], "")
-        if self.shift:
-            rows = x.sum(1, dtype=torch.int32) - int(z) * x.shape[1]
-            y.add_(rows.unsqueeze(1).float() * F32(s * self.weight.scale * self.shift))
-        return y.numpy()
+        y = y.numpy()
+        if self.shift:  # y += (Σ_k x_k − z·K) · s·s_w·shift per row, in one parallel pass
+            K.add_row_sums(y, xq, int(z), F32(s * self.weight.scale * self.shift))
+        return y
 
     @property
     def nbytes(self) -> int:
