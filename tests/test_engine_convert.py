@@ -165,3 +165,22 @@ def test_dgl_baselines_compute_the_suite_model(model: str, prop: str) -> None:
     base = (DGLGCN if model == "gcn" else DGLSMP if prop == "smp" else DGLAPPNP)(fp).eval()
     with torch.no_grad():
         torch.testing.assert_close(base(g, x), fp(g, x), rtol=1e-4, atol=1e-5)
+
+
+def test_speed_on_a_trained_dataset_model_records_accuracy_and_agreement(data_dir) -> None:
+    from bench_suite.engine.bench import measure
+
+    recs = measure(model="gcn", depth=2, hidden=16, graph="cora", bits=4, threads=1, repeats=5,
+                   impls=("dgl-fp32", "int"), train_epochs=40, data_dir=data_dir)
+    dgl_rec, int_rec = recs
+    assert int_rec["nodes"] == 2708 and int_rec["train_epochs"] == 40 and int_rec["generator"].startswith("dataset")
+    assert int_rec["agreement"] >= 0.999
+    assert int_rec["int_test_acc"] > 0.5 and abs(int_rec["int_test_acc"] - int_rec["fake_quant_test_acc"]) < 0.01
+    assert dgl_rec["speedup_vs_dgl"] == 1.0 and int_rec["median_ms"] > 0
+
+
+def test_speed_rejects_unknown_graph_and_training_on_generated_graphs() -> None:
+    from bench_suite.cli import main
+
+    assert main(["speed", "graph=arxiv-lik"]) == 2
+    assert main(["speed", "graph=tiny", "train_epochs=5"]) == 2

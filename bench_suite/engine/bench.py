@@ -73,6 +73,40 @@ def generated(name: str, seed: int = 0):
     return g, x, c
 
 
+def real_graph(name: str, data_dir=None):
+    """``(graph, features, num_classes, data)`` of a registered dataset (public/seed-0 split)."""
+    from bench_suite.data.datasets import load_dataset
+
+    data = load_dataset(name, seed=0, data_dir=data_dir)
+    return data.graph, data.features, data.num_classes, data
+
+
+def graph_inputs(name: str, seed: int = 0, data_dir=None):
+    """A generated graph (:data:`GRAPHS`) or a registered dataset, by name; ``data`` is None
+    for generated graphs (no labels to train on)."""
+    from bench_suite.registry import DATASETS
+
+    if name in GRAPHS:
+        return (*generated(name, seed), None)
+    if name in DATASETS.keys():
+        return real_graph(name, data_dir)
+    raise ValueError(f"speed: graph={name!r} is neither a generated graph ({', '.join(GRAPHS)}) nor a "
+                     f"registered dataset ({', '.join(sorted(DATASETS.keys()))})")
+
+
+def train_briefly(model: torch.nn.Module, g, data, epochs: int, lr: float = 0.01) -> None:
+    """``epochs`` full-graph Adam steps on the training nodes (quantizers in training mode)."""
+    import torch.nn.functional as F
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    mask = data.train_mask & (data.labels >= 0)
+    model.train()
+    for _ in range(epochs):
+        opt.zero_grad()
+        F.cross_entropy(model(g, data.features)[mask], data.labels[mask]).backward()
+        opt.step()
+
+
 class DGLGCN(torch.nn.Module):
     """The ecosystem baseline: ``dgl.nn.GraphConv`` layers (norm='both'), ReLU between."""
 
@@ -209,12 +243,16 @@ def timed(fn) -> float:
 def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = "arxiv-like", bits: int = 2,
             quant: Optional[str] = None, threads: int = 2, repeats: int = 5, warmup: int = 1,
             impls: tuple = IMPLS, model_path: Optional[str] = None, seed: int = 0,
-            propagation: str = "appnp") -> List[dict]:
+            propagation: str = "appnp", train_epochs: int = 0, data_dir=None) -> List[dict]:
     """Time each implementation in ``impls`` on one model and graph; one record per implementation.
 
-    The fake-quant model has random weights with ranges set by one calibration
-    forward pass (timing does not depend on the weights' values); ``model_path``
-    loads a saved integer model instead of converting one.
+    ``graph`` is a generated graph (:data:`GRAPHS`) or a registered dataset (read from
+    ``data_dir`` / ``$BENCH_SUITE_DATA``).  The fake-quant model has random weights with
+    ranges set by one calibration forward pass (timing does not depend on the weights'
+    values), or, with ``train_epochs`` > 0 on a dataset, is trained that many epochs on
+    its training nodes first (the record then also holds the test accuracy of the
+    fake-quant and the integer model); ``model_path`` loads a saved integer model instead
+    of converting one.
     """
     from bench_suite.engine import kernels
     from bench_suite.engine.calibration import temporary_quantizer
@@ -230,18 +268,37 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     bad = [i for i in impls if i not in IMPLS]
     if bad:
         raise ValueError(f"unknown implementation(s) {bad}; valid: {', '.join(IMPLS)}")
+    if int(train_epochs) < 0:
+        raise ValueError(f"speed: train_epochs={train_epochs} must be >= 0")
+    g0, x, classes, data = graph_inputs(graph, seed, data_dir)
+    if train_epochs and data is None:
+        raise ValueError(f"speed: train_epochs={train_epochs} needs a dataset with labels; graph={graph!r} is "
+                         "generated (use a dataset name such as amazon-computers)")
     torch.set_num_threads(threads)
     threads = kernels.set_threads(threads)
     kernels.retain_heap()  # process-wide: baselines and engine alike reuse freed memory
-    g0, x, classes = generated(graph, seed)
     g = prepare_graph(g0)
     torch.manual_seed(seed)
+    accuracy = {}
     with temporary_quantizer() as static:
         qkey = quant or ("qlr" if "qlr" in QUANTIZERS else static)
         fq_model = build(model, depth, hidden, x.shape[1], classes, QuantFactory(qkey, bits), propagation)
-        calibrate(fq_model, g0, x, seed)
+        if train_epochs:
+            train_briefly(fq_model, g, data, int(train_epochs))
+        else:
+            calibrate(fq_model, g0, x, seed)
         fq_model.eval()
         int_model = load(model_path) if model_path else convert(fq_model)
+    if data is not None:
+        eg0 = EngineGraph.from_dgl(g)
+        test = (data.test_mask & (data.labels >= 0)).numpy()
+        labels = data.labels.numpy()
+        with torch.no_grad():
+            ref = fq_model(g, x).argmax(1).numpy()
+        out = np.asarray(int_model(eg0, x.numpy())).argmax(1)
+        accuracy = {"fake_quant_test_acc": round(float((ref[test] == labels[test]).mean()), 4),
+                    "int_test_acc": round(float((out[test] == labels[test]).mean()), 4),
+                    "agreement": round(float((out == ref).mean()), 5)}
     fp_model = build(model, depth, hidden, x.shape[1], classes, QuantFactory(), propagation)
     copy_weights(fq_model, fp_model)
     fp_model.eval()
@@ -269,7 +326,9 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
         "propagation": propagation if model == "decoupled" else None, "quant": qkey, "threads": threads,
         "repeats": repeats, "warmup": warmup, "fp32_bytes": fp, "cpu": cpu_model(),
         "loadavg_1min": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
-        "generator": "Chung-Lu power law (Pareto weights, tail exponent 2.5), seed %d" % seed,
+        "generator": ("Chung-Lu power law (Pareto weights, tail exponent 2.5), seed %d" % seed
+                      if data is None else f"dataset {graph} (real graph)"),
+        "train_epochs": int(train_epochs), **accuracy,
     }
     out = []
     for i in impls:

@@ -1,9 +1,12 @@
 """``bench-suite speed key=value ... [--threads N --repeats N --warmup N --results DIR]``.
 
 Keys: model (gcn, decoupled), depth, hidden, graph (a generated graph:
-arxiv-like, arxiv-like-10, small, tiny), bits (8, 4, 2), propagation (decoupled: appnp, smp), quant (quantizer key;
+arxiv-like, arxiv-like-10, small, tiny; or a registered dataset, read from --data-dir /
+$BENCH_SUITE_DATA), bits (8, 4, 2), propagation (decoupled: appnp, smp), quant (quantizer key;
 default qlr if registered, else a static min/max calibration), model_path (a saved
-integer model), seed.  Prints one JSON line per implementation.
+integer model), train_epochs (datasets: train the fake-quant model this many epochs
+first; the record adds test accuracy of both models and their agreement), seed.
+Prints one JSON line per implementation.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import argparse
 import inspect
 import json
 
-KEYS = ("model", "depth", "hidden", "graph", "bits", "quant", "model_path", "seed", "propagation")
+KEYS = ("model", "depth", "hidden", "graph", "bits", "quant", "model_path", "seed", "propagation", "train_epochs")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -41,7 +44,8 @@ def execute(args: argparse.Namespace) -> int:
 
     try:
         kw = parse_assignments(args.assignments)
-        records = measure(threads=args.threads, repeats=args.repeats, warmup=args.warmup, **kw)
+        records = measure(threads=args.threads, repeats=args.repeats, warmup=args.warmup,
+                          data_dir=getattr(args, "data_dir", None), **kw)
     except ValueError as exc:
         print(f"bench-suite speed: error: {exc}", file=sys.stderr)
         return 2
