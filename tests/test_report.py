@@ -105,8 +105,10 @@ def test_render_writes_every_indexed_file_and_valid_pngs(rendered):
     for link in links:
         assert (rendered / link).is_file(), f"index links {link} but it was not written"
     pngs = sorted((rendered / "figures").glob("*.png"))
-    assert {p.name for p in pngs} == {"depth_cora_int8.png", "depth_cora_int2.png", "bits_cora_gcn.png",
-                                      "bits_cora_decoupled-smp-exact.png", "oversmoothing_cora_L16.png"}
+    assert {p.name for p in pngs} == {"depth_cora_fp32.png", "depth_cora_int8.png", "depth_cora_int2.png",
+                                      "bits_cora_gcn.png", "bits_cora_decoupled-smp-exact.png",
+                                      "oversmoothing_cora_L16_fp32.png", "oversmoothing_cora_L16_int8.png",
+                                      "oversmoothing_cora_L16_int2.png"}
     from PIL import Image
 
     for p in pngs:

@@ -319,8 +319,9 @@ def aggregate(runs: pd.DataFrame, seeds: Optional[Sequence[int]] = None) -> pd.D
 
 
 def layers_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-layer oversmoothing metrics of ok runs: group columns, seed, layer, dirichlet, mad."""
-    cols = ["group"] + GROUP_COLS + ["seed", "layer", "dirichlet", "mad"]
+    """Per-layer oversmoothing metrics of ok runs: group columns, seed, layer, dirichlet,
+    dirichlet_normalized (scale-free), mad; a metric a record lacks is NaN."""
+    cols = ["group"] + GROUP_COLS + ["seed", "layer", "dirichlet", "dirichlet_normalized", "mad"]
     rows = []
     for _, r in runs[runs["status"] == OK].iterrows():
         for i, lay in enumerate(r["layers"] or []):
@@ -328,6 +329,6 @@ def layers_frame(runs: pd.DataFrame) -> pd.DataFrame:
                 continue
             rows.append({"group": r["group"], **{c: r[c] for c in GROUP_COLS}, "seed": r["seed"],
                          "layer": int(lay.get("layer", i)),
-                         "dirichlet": float(lay["dirichlet"]) if lay.get("dirichlet") is not None else np.nan,
-                         "mad": float(lay["mad"]) if lay.get("mad") is not None else np.nan})
+                         **{k: float(lay[k]) if lay.get(k) is not None else np.nan
+                            for k in ("dirichlet", "dirichlet_normalized", "mad")}})
     return pd.DataFrame(rows, columns=cols)

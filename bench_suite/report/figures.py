@@ -120,14 +120,16 @@ def _ylabel(metric: str) -> str:
 
 
 def depth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> List[Figure]:
-    """Per dataset and quantized bit width: one line per (method, quantizer), FP32 dashed."""
+    """Per dataset and bit width: one line per (method, quantizer); in the quantized
+    figures the same methods in FP32 are dashed.  FP32 gets its own figure (the depth
+    study of the full-precision models)."""
     plt, sns = _mpl()
     ok = _ok_runs(runs, metric)
     colors = palette(ok["method"]) if len(ok) else {}
     figs = []
     for dataset, sub in sorted(ok.groupby("dataset"), key=lambda kv: kv[0]):
         fp32 = sub[sub["bits"] == 32]
-        for bits in sorted(set(sub["bits"]) - {32}, reverse=True):
+        for bits in sorted(set(sub["bits"]), reverse=True):
             q = sub[sub["bits"] == bits].sort_values(["method", "quantizer", "depth", "seed"])
             fig, ax = plt.subplots()
             styles = _by_bits(q)
@@ -135,6 +137,8 @@ def depth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> Li
                          hue_order=sorted(set(q["method"])), palette=colors, markers=True, dashes=False,
                          errorbar=_ci, err_style="band", ax=ax)
             ref = fp32[fp32["method"].isin(set(q["method"]))].sort_values(["method", "depth", "seed"])
+            if bits == 32:
+                ref = ref.iloc[0:0]
             if len(ref):
                 sns.lineplot(data=ref, x="depth", y="value", hue="method", palette=colors, errorbar=None,
                              linestyle="--", linewidth=1.0, alpha=0.8, legend=False, ax=ax)
@@ -145,8 +149,8 @@ def depth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> Li
             _legend(ax, len(set(q["method"])) + len(styles) + 3)
             path = out / f"depth_{slug(dataset)}_{bits_name(bits).lower()}.png"
             _save(fig, path)
-            figs.append(Figure(path, title, "Lines: mean over seeds; bands: 95% t-interval; "
-                                             "dashed: the same method in FP32."))
+            figs.append(Figure(path, title, "Lines: mean over seeds; bands: 95% t-interval"
+                                            + ("." if bits == 32 else "; dashed: the same method in FP32.")))
     return figs
 
 
@@ -175,32 +179,45 @@ def method_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> L
 
 
 def oversmoothing_figures(layers: pd.DataFrame, out: Path, min_depth: int = DEEP) -> List[Figure]:
-    """Per dataset and deep model depth: Dirichlet energy (log y) and MAD per layer."""
+    """Per dataset, deep depth and bit width: Dirichlet energy, its scale-free form and MAD
+    per layer, one line per method (mean over seeds; geometric mean for the energies).
+
+    No confidence bands: with a few seeds the t-interval of a per-layer value spans orders
+    of magnitude and hides the lines; the spread is in the aggregates."""
     plt, sns = _mpl()
     deep = layers[layers["depth"] >= min_depth].copy()
     figs = []
     if deep.empty:
         return figs
-    deep["series"] = deep["method"] + " · " + deep["quantizer"]
-    colors = palette(deep["series"])
-    for (dataset, depth), sub in sorted(deep.groupby(["dataset", "depth"]), key=lambda kv: kv[0]):
-        sub = sub.sort_values(["series", "layer", "seed"])
+    colors = palette(deep["method"])
+    panels = [("dirichlet", "Dirichlet energy", "tr(XᵀL̃X)/n", True),
+              ("dirichlet_normalized", "scale-free energy", "tr(XᵀL̃X)/‖X‖²", True),
+              ("mad", "MAD (mean cosine distance to neighbours)", "MAD", False)]
+    for (dataset, depth, bits), sub in sorted(deep.groupby(["dataset", "depth", "bits"]), key=lambda kv: kv[0]):
+        sub = sub.sort_values(["method", "quantizer", "layer", "seed"])
+        sub["series"] = sub["method"] + " · " + sub["quantizer"]
         order = sorted(set(sub["series"]))
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        de = sub[sub["dirichlet"] > 0]
-        sns.lineplot(data=de, x="layer", y="dirichlet", hue="series", hue_order=order, palette=colors,
-                     estimator=_geo_mean, errorbar=_geo_ci, ax=axes[0], legend=False)
-        axes[0].set_yscale("log")
-        axes[0].set(title="Dirichlet energy tr(XᵀL̃X)/n", xlabel="layer", ylabel="Dirichlet energy (log scale)")
-        sns.lineplot(data=sub, x="layer", y="mad", hue="series", hue_order=order, palette=colors,
-                     errorbar=_ci, ax=axes[1])
-        axes[1].set(title="MAD (mean cosine distance to neighbours)", xlabel="layer", ylabel="MAD")
-        _legend(axes[1], 99)
-        title = f"{dataset}: oversmoothing per layer at depth {int(depth)}"
+        series_colors = {k: colors[k.split(" · ")[0]] for k in order}
+        dashes = {k: "" if k.split(" · ")[1] == order[0].split(" · ")[1] else (4, 2) for k in order}
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+        for ax, (col, name, formula, log) in zip(axes, panels):
+            data = sub[sub[col] > 0] if log else sub[sub[col].notna()]
+            if data.empty:
+                ax.set_axis_off()
+                continue
+            sns.lineplot(data=data, x="layer", y=col, hue="series", hue_order=order, palette=series_colors,
+                         style="series", style_order=order, dashes=dashes,
+                         estimator=_geo_mean if log else "mean", errorbar=None, ax=ax, legend=ax is axes[-1])
+            if log:
+                ax.set_yscale("log")
+            ax.set(title=name if formula == "MAD" else f"{name} {formula}", xlabel="layer",
+                   ylabel=formula + (" (log scale)" if log else ""))
+        _legend(axes[-1], 99)
+        title = f"{dataset}: oversmoothing per layer at depth {int(depth)}, {bits_name(int(bits))}"
         fig.suptitle(title)
-        path = out / f"oversmoothing_{slug(dataset)}_L{int(depth)}.png"
+        path = out / f"oversmoothing_{slug(dataset)}_L{int(depth)}_{bits_name(int(bits)).lower()}.png"
         _save(fig, path)
-        figs.append(Figure(path, title, "Dirichlet energy: geometric mean over seeds, band: 95% t-interval of "
-                                        "log energy (non-positive energies omitted); MAD: mean over seeds, "
-                                        "band: 95% t-interval."))
+        figs.append(Figure(path, title, "Per layer of the model selected at its best validation epoch: "
+                                        "energies as the geometric mean over seeds (non-positive values "
+                                        "omitted), MAD as the mean; no bands (see aggregates for spread)."))
     return figs
