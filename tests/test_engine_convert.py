@@ -184,3 +184,37 @@ def test_speed_rejects_unknown_graph_and_training_on_generated_graphs() -> None:
 
     assert main(["speed", "graph=arxiv-lik"]) == 2
     assert main(["speed", "graph=tiny", "train_epochs=5"]) == 2
+
+
+def test_smp_lambda_min_is_applied_by_the_integer_model(cora) -> None:
+    """With a tiny budget λ falls below 0 after the first step; lambda_min=0 stops it there.
+    The integer model must apply the same projection (it ignored lambda_min before)."""
+    smp = pytest.importorskip("bench_suite.smp")
+    d, g = cora
+    with temporary_quantizer() as static:
+        torch.manual_seed(0)
+        q = QuantFactory("qlr" if "qlr" in QUANTIZERS else static, 8)
+        m = MODELS.create("decoupled", in_dim=d.features.shape[1], num_classes=d.num_classes, depth=4, quant=q,
+                          propagation="smp")
+        m.prop = smp.SMPPropagation(4, q, c=1e-9, eta_lambda=1.0, lambda0=0.5, lambda_min=0.0)
+        opt = torch.optim.Adam(m.parameters(), lr=0.01)
+        m.train()
+        for _ in range(3):  # untrained logits are near ties: agreement ~99.7% with or without SMP
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(g, d.features)[d.train_mask], d.labels[d.train_mask]).backward()
+            opt.step()
+        m.eval()
+        with torch.no_grad():
+            m(g, d.features)
+        assert min(m.prop.extra_metrics()["smp_lambda"]) == 0.0  # the projection was active
+        im = convert(m)
+        assert im.smp["lambda_min"] == 0.0
+        agree, _ = agreement(m, d, g)
+        m.prop.lambda_min = None  # without the projection the model computes something else
+        with torch.no_grad():
+            unprojected = m(g, d.features).argmax(1).numpy()
+        m.prop.lambda_min = 0.0
+        with torch.no_grad():
+            projected = m(g, d.features).argmax(1).numpy()
+    assert agree >= 0.999, f"integer SMP with lambda_min agrees on {agree:.4%} of nodes"
+    assert (unprojected != projected).mean() > 0.01  # so the agreement above tests the projection

@@ -114,9 +114,11 @@ class Aggregation:
     def __init__(self, message: RangeRule, aggregate: RangeRule, update: RangeRule | None = None) -> None:
         self.message, self.aggregate, self.update = message, aggregate, update
 
-    def apply(self, g: EngineGraph, x: np.ndarray) -> np.ndarray:
-        """The float value of the quantized ``Â·x`` (no update quantizer)."""
-        rmin, rmax = K.rows_minmax(x)
+    def apply(self, g: EngineGraph, x: np.ndarray, rmin=None, rmax=None) -> np.ndarray:
+        """The float value of the quantized ``Â·x`` (no update quantizer); ``rmin``/``rmax``:
+        the per-row range of ``x`` if the caller has it."""
+        if rmin is None or rmax is None:
+            rmin, rmax = K.rows_minmax(x)
         S, sums, ap = self.sums(g, x, None, rmin, rmax)
         return K.epilogue(S, ap, np.zeros((1, x.shape[1]), F32), mode="float", sums=sums, deg=g.deg, norm=g.norm)
 
@@ -240,7 +242,7 @@ class IntDecoupled(IntModel):
     stay float between steps; every ``Â·`` runs on packed message codes."""
 
     kind = "decoupled"
-    SMP_KEYS = ("form", "mu", "eta", "eta_s", "eta_lambda", "c", "lambda0", "s0")
+    SMP_KEYS = ("form", "mu", "eta", "eta_s", "eta_lambda", "c", "lambda0", "s0", "lambda_min")
 
     def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], alpha: float = 0.1,
                  smp: dict | None = None, delta_aggs: List[Aggregation] | None = None) -> None:
@@ -305,23 +307,27 @@ class IntDecoupled(IntModel):
         return xk
 
     def _smp(self, g: EngineGraph, h: np.ndarray) -> np.ndarray:
-        """SMP steps in the order of :meth:`bench_suite.smp.SMPPropagation.forward`."""
+        """SMP steps in the order of :meth:`bench_suite.smp.SMPPropagation.forward`; the
+        elementwise work of a step runs in three fused parallel kernels (smp_pre, smp_post,
+        fq_rows), which also hand each aggregation the row ranges of its input."""
         p = self.smp
         eta, mu = p["eta"], p["mu"]
         budget = p["c"] * g.undirected_edges
         lam, s = p["lambda0"], p["s0"]
+        lam_min = p.get("lambda_min")
         c1, c2, c3 = F32(1 - eta * (1 + mu)), F32(eta * mu), F32(eta)
-        teleport = c3 * h
+        h = np.ascontiguousarray(h, dtype=F32)
         x = h
+        rmin, rmax = K.rows_minmax(x)
+        exact = p["form"] == "exact"
         for agg, dagg in zip(self.aggs, self.delta_aggs):
-            xt = c1 * x + c2 * agg.apply(g, x) + teleport
-            delta = xt - x
-            a_delta = dagg.apply(g, delta)
-            lap = delta - a_delta
-            v = xt + F32(2 * eta * lam) * (lap if p["form"] == "exact" else a_delta)
-            x = fq(v, agg.update.params(v.min(), v.max()))
-            t = float((delta * lap).sum())
+            xt, delta, dmin, dmax = K.smp_pre(x, agg.apply(g, x, rmin, rmax), h, c1, c2, c3)
+            a_delta = dagg.apply(g, delta, dmin, dmax)
+            v, vmin, vmax, t = K.smp_post(xt, delta, a_delta, F32(2 * eta * lam), exact)
+            x, rmin, rmax = K.fq_rows(v, agg.update.params(vmin.min(), vmax.max()))
             lam, s = lam + p["eta_lambda"] * (budget - s * s - t), s + 2 * p["eta_s"] * lam * s
+            if lam_min is not None:
+                lam = max(lam, lam_min)
         return x
 
     __call__ = forward
