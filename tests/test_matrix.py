@@ -107,10 +107,10 @@ def test_unknown_matrix_name_lists_shipped_ones():
 
 
 def test_every_shipped_matrix_is_tested():
-    assert shipped_matrices() == ["paper", "paper-lite", "quantizers", "smoke"]
+    assert shipped_matrices() == ["breadth", "depth", "depth-quant", "paper", "paper-lite", "quantizers", "smoke"]
 
 
-@pytest.mark.parametrize("name", ["smoke", "paper-lite", "paper", "quantizers"])
+@pytest.mark.parametrize("name", ["smoke", "paper-lite", "paper", "quantizers", "breadth", "depth", "depth-quant"])
 def test_shipped_matrices_expand(name):
     assert name in shipped_matrices()
     m = load_matrix(name)
@@ -127,8 +127,18 @@ def test_shipped_matrices_expand(name):
     if name == "paper":
         assert m.seeds == tuple(range(10)) and n_runs == 5 * 10 * 6 * 11 * 10
         assert len(specs) == 10 * 11 and {s.data["quant"].get("truncation") for s in specs} >= {"none", "bt*"}
-    if name == "paper-lite":
-        assert len(specs) == n_runs == 2 * 10 * 4 * 3
+    if name == "paper-lite":  # 2 datasets x (GCN, GCNII x 3 depths + APPNP, SMP x 2 + SMP lambda_min=0) x 4 x 3 seeds
+        assert len(specs) == n_runs == 2 * 11 * 4 * 3
+        assert {s.data["train"]["epochs"] for s in specs if s.data["propagation"] and
+                s.data["propagation"]["name"] == "appnp"} == {1000}
+    if name == "breadth":  # every registered model and transform, FP32 + every quantizer at INT4, 3 seeds
+        assert len(specs) == n_runs == 13 * 5 * 3
+        assert {s.data["quant"]["name"] for s in specs} == {"fp32"} | set(QUANTIZERS.keys())
+        assert {s.data["model"]["name"] for s in specs} == set(MODELS.keys())
+    if name == "depth":  # 2 datasets x 6 depths x 11 architectures x 10 seeds, FP32 only
+        assert len(specs) == n_runs == 2 * 6 * 11 * 10 and {s.data["quant"]["name"] for s in specs} == {"fp32"}
+    if name == "depth-quant":  # 2 datasets x 2 depths x 3 architectures x 3 quantizations x 10 seeds
+        assert len(specs) == n_runs == 2 * 2 * 3 * 3 * 10
     if name == "quantizers":  # 2 datasets x 2 models x (FP32 + 4 quantizers x 3 bits + 2 x BT/BT*) x 10 seeds
         assert len(specs) == n_runs == 2 * 2 * (1 + 12 + 4) * 10
 
