@@ -217,3 +217,21 @@ def test_runs_of_a_matrix_without_a_record_are_listed_as_not_run(tmp_path):
     assert out.not_run == 3
     index = (tmp_path / "rep" / "README.md").read_text()
     assert "Not run yet: 3 runs" in index and "| nr | csbm | gcn | FP32 | 3 | 2 |" in index
+
+
+def test_speed_table_keeps_propagations_and_trained_graphs_apart():
+    from types import SimpleNamespace
+
+    from bench_suite.report.speed import speed_frame, speed_tables
+
+    base = {"kind": "speed", "model": "decoupled", "depth": 10, "hidden": 64, "graph": "arxiv-like", "bits": 2,
+            "quant": "qlr", "impl": "int", "cpu": "Fixture CPU", "threads": 2, "speedup_vs_dgl": 2.0,
+            "model_bytes": 10, "fp32_bytes": 40, "compression": 4.0}
+    recs = [dict(base, propagation="appnp", median_ms=10.0), dict(base, propagation="smp", median_ms=30.0),
+            dict(base, model="gcn", propagation=None, graph="cora", train_epochs=50, median_ms=5.0,
+                 int_test_acc=0.8, agreement=0.999)]
+    (table,) = speed_tables(speed_frame(SimpleNamespace(speed=recs)))
+    rows = {r[0] + " " + r[3]: r for r in table.rows}
+    assert set(rows) == {"decoupled+appnp arxiv-like", "decoupled+smp arxiv-like", "gcn cora (trained 50 ep)"}
+    assert rows["decoupled+appnp arxiv-like"][8] == "10.00" and rows["decoupled+smp arxiv-like"][8] == "30.00"
+    assert rows["gcn cora (trained 50 ep)"][-2:] == ["80.0", "99.90"]

@@ -15,7 +15,8 @@ from bench_suite.report.aggregate import Store
 from bench_suite.report.tables import EMPTY, Table, bits_name, slug
 
 SPEED_COLS = ["cpu", "threads", "model", "depth", "hidden", "graph", "bits", "quant", "impl", "median_ms",
-              "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression", "matrix", "status"]
+              "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression", "int_test_acc", "agreement", "matrix",
+              "status"]
 KEY_COLS = ["model", "depth", "hidden", "graph", "bits", "quant", "impl"]
 
 
@@ -34,19 +35,23 @@ def speed_frame(store: Store) -> pd.DataFrame:
         rows.append({
             "cpu": str(rec.get("cpu") or env.get("cpu") or "unknown CPU"),
             "threads": rec.get("threads", env.get("torch_threads")),
-            "model": str(rec.get("model") or _section(spec, "model").get("name") or "?"),
+            # a decoupled model is named with its propagation (APPNP and SMP must not pool)
+            "model": str(rec.get("model") or _section(spec, "model").get("name") or "?")
+            + (f"+{rec['propagation']}" if rec.get("propagation") else ""),
             "depth": rec.get("depth", _section(spec, "model").get("depth")),
             "hidden": rec.get("hidden", _section(spec, "model").get("hidden")),
-            "graph": str(rec.get("graph") or _section(spec, "dataset").get("name") or "?"),
+            "graph": str(rec.get("graph") or _section(spec, "dataset").get("name") or "?")
+            + (f" (trained {int(rec['train_epochs'])} ep)" if rec.get("train_epochs") else ""),
             "bits": rec.get("bits", _section(spec, "quant").get("bits")),
             "quant": str(rec.get("quant") or _section(spec, "quant").get("name") or "–"),
             "impl": str(rec.get("impl") or "?"),
-            **{k: rec.get(k) for k in ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression")},
+            **{k: rec.get(k) for k in ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression",
+                                       "int_test_acc", "agreement")},
             "matrix": rec.get("_matrix", ""),
             "status": str(rec.get("status") or "ok"),
         })
     df = pd.DataFrame(rows, columns=SPEED_COLS)
-    for c in ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression"):
+    for c in ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression", "int_test_acc", "agreement"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["bits"] = pd.to_numeric(df["bits"], errors="coerce").fillna(32).astype(int)
     for c in ("threads", "depth", "hidden"):
@@ -76,12 +81,15 @@ def speed_tables(frame: pd.DataFrame) -> List[Table]:
                          _num(g["speedup_vs_dgl"].median(), ".2f", "×"),
                          _num(g["model_bytes"].median() / 1024, ".1f"),
                          _num(g["fp32_bytes"].median() / 1024, ".1f"),
-                         _num(g["compression"].median(), ".1f", "×")])
+                         _num(g["compression"].median(), ".1f", "×"),
+                         _num(100 * g["int_test_acc"].median(), ".1f") if impl == "int" else EMPTY,
+                         _num(100 * g["agreement"].median(), ".2f") if impl == "int" else EMPTY])
         foot = [f"{r.model} {r.graph} {bits_name(int(r.bits))} {r.impl}: status {r.status}"
                 for r in sub[sub["status"] != "ok"].itertuples()]
         name = f"speed_{slug(cpu)}_t{threads}"
         title = f"Inference latency and model size on {cpu}, {threads} thread{'s' if threads != 1 else ''}"
         tables.append(Table(name, title, ["model", "depth", "hidden", "graph", "bits", "quantizer", "impl", "n",
-                                          "median ms", "speed-up vs DGL", "model KiB", "FP32 KiB", "compression"],
+                                          "median ms", "speed-up vs DGL", "model KiB", "FP32 KiB", "compression",
+                                          "test acc % (int)", "agreement % with fake-quant"],
                             rows, footnotes=sorted(foot), n_label_cols=7))
     return tables
