@@ -96,7 +96,10 @@ def start_matrix(tmp_path: Path, name: str, *extra: str, **popen) -> tuple:
     store = tmp_path / "res" / name
     cmd = [sys.executable, "-m", "bench_suite.cli", "run", f"{name}.yaml", "--results", "res", "--workers", "1",
            "--threads", "1", *extra]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
+    # SIGINT back to its default in the child: a test run started in the background by a non-interactive
+    # shell inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler at all
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
     deadline = time.time() + 240
     while len(list(store.glob("*.json"))) < 2:
         assert proc.poll() is None, proc.stderr.read().decode()
