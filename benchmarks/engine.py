@@ -47,6 +47,7 @@ def agreement(args) -> None:
     import torch
 
     from bench_suite.data.datasets import load_dataset
+    from bench_suite.engine.bench import train_briefly
     from bench_suite.engine.convert import convert
     from bench_suite.engine.intmodel import EngineGraph
     from bench_suite.nn.graph import prepare_graph
@@ -64,13 +65,7 @@ def agreement(args) -> None:
                 torch.manual_seed(0)
                 m = MODELS.create(model, in_dim=d.features.shape[1], num_classes=d.num_classes, depth=4,
                                   quant=QuantFactory(args.quant, bits), **params)
-                opt = torch.optim.Adam(m.parameters(), lr=0.01)
-                m.train()
-                for _ in range(args.epochs):
-                    opt.zero_grad()
-                    torch.nn.functional.cross_entropy(m(g, d.features)[d.train_mask],
-                                                      d.labels[d.train_mask]).backward()
-                    opt.step()
+                train_briefly(m, g, d, args.epochs)
                 m.eval()
                 with torch.no_grad():
                     ref = m(g, d.features).argmax(1).numpy()

@@ -278,6 +278,8 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     threads = kernels.set_threads(threads)
     kernels.retain_heap()  # process-wide: baselines and engine alike reuse freed memory
     g = prepare_graph(g0)
+    eg = EngineGraph.from_dgl(g)
+    xn = x.numpy()
     torch.manual_seed(seed)
     accuracy = {}
     with temporary_quantizer() as static:
@@ -290,12 +292,11 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
         fq_model.eval()
         int_model = load(model_path) if model_path else convert(fq_model)
     if data is not None:
-        eg0 = EngineGraph.from_dgl(g)
         test = (data.test_mask & (data.labels >= 0)).numpy()
         labels = data.labels.numpy()
         with torch.no_grad():
             ref = fq_model(g, x).argmax(1).numpy()
-        out = np.asarray(int_model(eg0, x.numpy())).argmax(1)
+        out = np.asarray(int_model(eg, xn)).argmax(1)
         accuracy = {"fake_quant_test_acc": round(float((ref[test] == labels[test]).mean()), 4),
                     "int_test_acc": round(float((out[test] == labels[test]).mean()), 4),
                     "agreement": round(float((out == ref).mean()), 5)}
@@ -303,8 +304,6 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     copy_weights(fq_model, fp_model)
     fp_model.eval()
     base = (DGLGCN if model == "gcn" else DGLSMP if propagation == "smp" else DGLAPPNP)(fp_model).eval()
-    eg = EngineGraph.from_dgl(g)
-    xn = x.numpy()
     run = {
         "dgl-fp32": lambda: base(g, x),
         "suite-fp32": lambda: fp_model(g, x),

@@ -18,6 +18,7 @@ SPEED_COLS = ["cpu", "threads", "model", "depth", "hidden", "graph", "bits", "qu
               "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression", "int_test_acc", "agreement", "matrix",
               "status"]
 KEY_COLS = ["model", "depth", "hidden", "graph", "bits", "quant", "impl"]
+NUMERIC_COLS = ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression", "int_test_acc", "agreement")
 
 
 def _section(spec: Dict[str, Any], name: str) -> Dict[str, Any]:
@@ -45,13 +46,12 @@ def speed_frame(store: Store) -> pd.DataFrame:
             "bits": rec.get("bits", _section(spec, "quant").get("bits")),
             "quant": str(rec.get("quant") or _section(spec, "quant").get("name") or "–"),
             "impl": str(rec.get("impl") or "?"),
-            **{k: rec.get(k) for k in ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression",
-                                       "int_test_acc", "agreement")},
+            **{k: rec.get(k) for k in NUMERIC_COLS},
             "matrix": rec.get("_matrix", ""),
             "status": str(rec.get("status") or "ok"),
         })
     df = pd.DataFrame(rows, columns=SPEED_COLS)
-    for c in ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression", "int_test_acc", "agreement"):
+    for c in NUMERIC_COLS:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["bits"] = pd.to_numeric(df["bits"], errors="coerce").fillna(32).astype(int)
     for c in ("threads", "depth", "hidden"):
