@@ -121,3 +121,47 @@ def test_dq_training_is_reproducible_under_the_global_seed():
         q.train()
         outs.append(torch.stack([q(x, g) for _ in range(3)]))
     assert torch.equal(outs[0], outs[1])
+
+
+def test_dq_empty_percentile_range_falls_back_to_min_max():
+    """Sparse inputs (Cora-like: 99.5% zeros) have an empty percentile range; 'minmax' replaces it."""
+    torch.manual_seed(0)
+    x = torch.zeros(2000, 100)
+    nz = torch.randperm(x.numel())[: x.numel() // 200]
+    x.view(-1)[nz] = torch.rand(nz.numel()) * 0.5 + 0.05
+    ranges = {}
+    for fb in ("minmax", "none"):
+        q = QuantFactory("dq", 4, {"fallback": fb})("input")
+        q.train()
+        y = q(x)
+        ranges[fb] = (float(q.lo), float(q.hi), int((y.abs() > 1e-3).sum()))
+    assert ranges["none"] == (0.0, 0.0, 0)  # every value mapped to (about) 0
+    assert ranges["minmax"][0] == 0.0 and ranges["minmax"][1] == pytest.approx(float(x.max()))
+    assert ranges["minmax"][2] > 0.9 * nz.numel()  # the non-zeros survive quantization
+    # a dense tensor keeps its percentile range (outliers ignored) under either setting
+    d = torch.randn(10000)
+    d[:5] = 1000.0
+    q = QuantFactory("dq", 4)("input")
+    q.train()
+    q(d)
+    assert float(q.hi) < 10.0
+    with pytest.raises(SpecError, match="fallback"):
+        resolve_spec({"dataset": "csbm", "model": "gcn", "quant": "dq", "bits": 4, "fallback": "scale1"})
+
+
+def test_dq_protective_mask_is_shared_by_the_quantizers_of_one_forward_pass():
+    """METHOD.md §4: one mask per node, shared by message, aggregate and update (and every layer)."""
+    g = _graph_with_degrees()
+    torch.manual_seed(3)
+    qs = [QuantFactory("dq", 4, {"p_min": 0.5, "p_max": 0.5})(role) for role in ("message", "aggregate", "update")]
+    x = torch.randn(g.num_nodes(), 16) * 3 + 0.1  # never exactly on the grid: kept rows equal x
+    passes = []
+    for _ in range(4):
+        kept = []
+        for q in qs:
+            q.train()
+            kept.append((q(x, g) == x).all(1))
+        assert torch.equal(kept[0], kept[1]) and torch.equal(kept[0], kept[2])
+        assert 0 < int(kept[0].sum()) < g.num_nodes()
+        passes.append(kept[0])
+    assert not torch.equal(passes[0], passes[1])  # a fresh mask every pass
