@@ -267,13 +267,18 @@ def validate_spec(spec: RunSpec, where: str = "") -> None:
                 raise SpecError(f"{sec} {part['name']!r}{_where(where)}: {exc}") from None
 
 
-def spec_from_cli(args: list[str], where: str = "command line") -> RunSpec:
+def spec_from_cli(args: list[str], where: str = "command line", defaults: bool = False) -> RunSpec:
+    """``key=value`` arguments as a spec; ``defaults``: fill in the tuned defaults as a matrix run does."""
     flat = {}
     for a in args:
         if "=" not in a:
             raise SpecError(f"argument {a!r} ({where}) is not key=value")
         k, _, v = a.partition("=")
         flat[k.strip()] = v.strip()
+    if defaults:
+        from bench_suite.defaults import apply_defaults
+
+        flat = apply_defaults(flat)
     return resolve_spec(flat, where)
 
 
