@@ -21,11 +21,18 @@ def cpu_model() -> str:
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    root = Path(__file__).resolve().parents[1]
+    """The commit of this checkout, ``-dirty`` when its code differs from it (see :func:`git_state`)."""
+    return git_state(Path(__file__).resolve().parents[1])
+
+
+def git_state(root: Path) -> str:
+    """``HEAD`` of the repository at ``root``, plus ``-dirty`` if a tracked file outside
+    ``results/`` and ``reports/`` is changed (records and reports are data, not code)."""
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         commit = out.stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)results", ":(exclude)reports"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

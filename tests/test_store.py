@@ -108,3 +108,26 @@ def test_export_csv_and_parquet_round_trip(filled, tmp_path):
     pd.testing.assert_frame_equal(csv[key], df[key], check_dtype=False)
     assert json.loads(pq.loc[pq.run_id == failed["run_id"], "layers"].iloc[0]) == failed["layers"]
     (root.parent / "junk.json").unlink()
+
+
+def test_git_state_is_dirty_for_code_changes_not_for_records(tmp_path):
+    import subprocess
+
+    from bench_suite.env import git_state
+
+    def git(*a):
+        subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.json").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    head = git_state(tmp_path)
+    assert len(head) == 40 and not head.endswith("-dirty")
+    (tmp_path / "results" / "r.json").unlink()  # a record removed: still clean
+    (tmp_path / "results" / "new.json").write_text("{}\n")
+    assert git_state(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")  # code changed: dirty
+    assert git_state(tmp_path) == head + "-dirty"
