@@ -235,3 +235,13 @@ def test_speed_table_keeps_propagations_and_trained_graphs_apart():
     assert set(rows) == {"decoupled+appnp arxiv-like", "decoupled+smp arxiv-like", "gcn cora (trained 50 ep)"}
     assert rows["decoupled+appnp arxiv-like"][8] == "10.00" and rows["decoupled+smp arxiv-like"][8] == "30.00"
     assert rows["gcn cora (trained 50 ep)"][-2:] == ["80.0", "99.90"]
+
+
+def test_accuracy_bands_are_clipped_to_percent_range():
+    from bench_suite.report.figures import _band
+
+    vals = [1.0, 2.0, 60.0]  # 3 seeds: the t-interval reaches far below 0
+    lo, hi = _band("test_acc")(vals)
+    raw_lo, raw_hi = _band("epoch_ms_mean")(vals)
+    assert raw_lo < 0 and lo == 0.0 and hi == min(raw_hi, 100.0)
+    assert _band("test_acc")([99.0, 99.5, 100.0])[1] == 100.0

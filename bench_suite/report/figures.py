@@ -60,6 +60,23 @@ def _ci(values) -> tuple:
     return t_interval(list(values))
 
 
+def _band(metric: str):
+    """The band function for ``metric``: an accuracy's t-interval is clipped to [0, 100] (with 3 seeds
+    it is ±4.3 std wide and otherwise reaches below 0%)."""
+    if not metric.endswith("_acc"):
+        return _ci
+
+    def clipped(values) -> tuple:
+        lo, hi = _ci(values)
+        return max(lo, 0.0), min(hi, 100.0)
+
+    return clipped
+
+
+def _band_note(metric: str) -> str:
+    return "bands: 95% t-interval" + (" (clipped to [0, 100])" if metric.endswith("_acc") else "")
+
+
 def _geo_mean(values) -> float:
     return float(np.exp(np.mean(np.log(np.asarray(values, dtype=float)))))
 
@@ -129,7 +146,7 @@ def depth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> Li
             styles = _by_bits(q)
             sns.lineplot(data=q, x="depth", y="value", hue="method", style="quantizer", style_order=styles,
                          hue_order=sorted(set(q["method"])), palette=colors, markers=True, dashes=False,
-                         errorbar=_ci, err_style="band", ax=ax)
+                         errorbar=_band(metric), err_style="band", ax=ax)
             ref = fp32[fp32["method"].isin(set(q["method"]))].sort_values(["method", "depth", "seed"])
             if bits != 32 and len(ref):  # the FP32 figure needs no FP32 reference
                 sns.lineplot(data=ref, x="depth", y="value", hue="method", palette=colors, errorbar=None,
@@ -141,7 +158,7 @@ def depth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> Li
             _legend(ax, len(set(q["method"])) + len(styles) + 3)
             path = out / f"depth_{slug(dataset)}_{bits_name(bits).lower()}.png"
             _save(fig, path)
-            figs.append(Figure(path, title, "Lines: mean over seeds; bands: 95% t-interval"
+            figs.append(Figure(path, title, f"Lines: mean over seeds; {_band_note(metric)}"
                                             + ("." if bits == 32 else "; dashed: the same method in FP32.")))
     return figs
 
@@ -159,14 +176,14 @@ def method_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> L
         sns.lineplot(data=sub, x="depth", y="value", hue="quantizer", hue_order=order, palette=qcolors,
                      style="quantizer", style_order=order, markers=True,
                      dashes={q: (4, 2) if q == "FP32" else "" for q in order},
-                     errorbar=_ci, err_style="band", ax=ax)
+                     errorbar=_band(metric), err_style="band", ax=ax)
         _depth_axis(ax, sub["depth"].tolist())
         title = f"{dataset} / {method}: {_ylabel(metric)} vs depth by bit width"
         ax.set(title=title, xlabel="depth (layers / propagation steps, log2 scale)", ylabel=_ylabel(metric))
         _legend(ax, len(order))
         path = out / f"bits_{slug(dataset)}_{slug(method)}.png"
         _save(fig, path)
-        figs.append(Figure(path, title, "Lines: mean over seeds; bands: 95% t-interval; dashed: FP32."))
+        figs.append(Figure(path, title, f"Lines: mean over seeds; {_band_note(metric)}; dashed: FP32."))
     return figs
 
 
