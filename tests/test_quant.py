@@ -154,3 +154,36 @@ def test_truncation_kernel_matches_the_torch_reference(kappa):
     t_ref = torch.addcmul(c * 85 - z, v, inside.to(v.dtype), value=-1.0)
     assert torch.equal(x.grad, w * inside)
     assert float(sp.grad) == pytest.approx(float((w.double() * t_ref.double()).sum()), rel=1e-5)
+
+
+@pytest.mark.parametrize("shape,with_keep", [((300, 17), True), ((300, 17), False), ((4000,), False), ((0, 5), True)])
+def test_range_kernel_equals_the_general_kernel_bit_for_bit(shape, with_keep):
+    """DQ's vectorized kernel (clipped STE, kept rows) gives the general kernel's values and mask exactly."""
+    import numpy as np
+
+    from bench_suite.quant.base import scale_zero
+    from bench_suite.quant.fused import _fq_kernel, _fq_range_kernel
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(*shape, generator=gen) * 2
+    lo, hi = torch.tensor(-1.5), torch.tensor(2.5)
+    if x.numel():
+        x.view(-1)[:3] = torch.tensor([-1.5, 2.5, 0.0])  # on the clip bounds and at zero
+    s, z = scale_zero(lo, hi, 4)
+    s32, z32, lo32, hi32 = (np.float32(float(v)) for v in (s, z, lo, hi))
+    row = max(x[0].numel(), 1) if x.dim() > 1 and x.shape[0] else 1
+    keep = (torch.rand(shape[0], generator=gen) < 0.3).numpy() if with_keep else np.empty(0, dtype=np.bool_)
+    outs = []
+    for fast in (True, False):
+        out, mask = np.empty(x.numel(), np.float32), np.empty(x.numel(), np.bool_)
+        if fast:
+            _fq_range_kernel(x.view(-1).numpy(), s32, z32, 15, lo32, hi32, out, mask, keep, row)
+        else:
+            _fq_kernel(x.view(-1).numpy(), s32, z32, 15, 1, np.float32(0), 15, z32, s32, 2, lo32, hi32, False,
+                       out, np.empty(0, np.float32), mask, keep, row)
+        outs.append((out, mask))
+    assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1])
+    if with_keep and x.numel():
+        kept = np.repeat(keep, row)
+        assert np.array_equal(outs[0][0][kept], x.view(-1).numpy()[kept]) and outs[0][1][kept].all()
+        assert not np.array_equal(outs[0][0][~kept], x.view(-1).numpy()[~kept])

