@@ -176,3 +176,36 @@ def test_unknown_truncation_names_the_valid_ones():
         resolve_spec({"dataset": "csbm", "model": "gcn", "quant": "qlr", "bits": 2, "truncation": "bt2"})
     with pytest.raises(ValueError, match="INT2-only"):
         QLRQuantizer(8, "input", truncation="bt*")
+
+
+@pytest.mark.parametrize("bits,truncation,shift", [(4, "none", 0.0), (4, "none", 2.0), (2, "bt*", 0.5),
+                                                   (8, "none", -3.0)])
+def test_fused_alpha_path_equals_the_autograd_chain_bit_for_bit(bits, truncation, shift):
+    """Training uses one _AlphaScale node for s(α); the value and both gradients must be those of the
+    plain autograd chain through range_for/scale_zero (shift > 0: all-positive data, lo clamped at 0)."""
+    from bench_suite.quant.fused import _fq_backward_kernel
+
+    gen = torch.Generator().manual_seed(11)
+    x0 = torch.randn(700, 33, generator=gen).pow(3 if truncation == "bt*" else 1) + shift
+    w = torch.randn(700, 33, generator=gen)
+    res = []
+    for fused in (True, False):
+        q = _with_alpha(QLRQuantizer(bits, "message", truncation=truncation), 0.63)
+        q.kappa.fill_(2.0 if truncation == "bt*" else 0.0)
+        q.train()
+        x = x0.clone().requires_grad_(True)
+        y = q._quantize_learned(x) if fused else q._quantize(x, *q.range_for(x))
+        (y * w).sum().backward()
+        res.append((y.detach(), x.grad, q.alpha.grad))
+    assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][1], res[1][1])
+    assert torch.equal(res[0][2], res[1][2]) and float(res[0][2]) != 0.0
+    # the forward pass takes the fused path when alpha is learned
+    q = _with_alpha(QLRQuantizer(bits, "message", truncation=truncation), 0.63)
+    q.train()
+    q(x0.clone().requires_grad_(True)).sum().backward()
+    assert type(q(x0).grad_fn).__name__ == "FakeQuantBackward"
+    # the kernel's interleaved float64 sum is the sequential sum up to float64 rounding
+    g, t = np.random.default_rng(0).standard_normal((2, 100003)).astype(np.float32)
+    seq = math.fsum((g * t).astype(np.float64))  # float32 products, as the kernel forms them
+    acc = _fq_backward_kernel(g, t, np.empty(1, np.bool_), True, False, g)
+    assert acc == pytest.approx(seq, rel=1e-12, abs=1e-12)

@@ -171,15 +171,23 @@ def _fq_range_kernel(x, s, z, Q, lo, hi, out, mask, keep, row):  # pragma: no co
 @numba.njit(cache=True, nogil=True)
 def _fq_backward_kernel(g, t, mask, need_t, use_mask, gx):  # pragma: no cover
     """``gx = g·mask`` (if ``use_mask``; a branch-free loop that vectorizes) and returns
-    Σ g·t (if ``need_t``; float64, accumulated sequentially in index order)."""
+    Σ g·t (if ``need_t``): float32 products summed in float64 over eight interleaved partial
+    sums (element i goes to sum i mod 8), which the CPU runs in parallel; one sequential float64
+    sum was a chain of dependent adds, ~0.25 ms per 2708x64 tensor."""
     if use_mask:
         for i in range(g.size):
             gx[i] = g[i] if mask[i] else np.float32(0.0)
-    acc = 0.0
-    if need_t:
-        for i in range(g.size):
-            acc += g[i] * t[i]
-    return acc
+    if not need_t:
+        return 0.0
+    n = g.size
+    acc = np.zeros(8, dtype=np.float64)
+    m = n - n % 8
+    for i in range(0, m, 8):
+        for k in range(8):
+            acc[k] += g[i + k] * t[i + k]
+    for i in range(m, n):
+        acc[i - m] += g[i] * t[i]
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
 def _kernel_applies(x: Tensor, s: Tensor) -> bool:

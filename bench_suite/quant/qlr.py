@@ -27,10 +27,11 @@ from __future__ import annotations
 import math
 from typing import Any, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench_suite.quant.base import Quantizer, qmax, quantize_codes, scale_zero
+from bench_suite.quant.base import EPS, Quantizer, qmax, quantize_codes, scale_zero
 from bench_suite.quant.fused import fake_quant_fused
 from bench_suite.registry import QUANTIZERS
 
@@ -60,6 +61,36 @@ def skewness(x: Tensor) -> float:
 def grad_scale(x: Tensor, g: float) -> Tensor:
     """Value ``x``, gradient multiplied by ``g`` (LSQ's gradient-scale trick)."""
     return (x - x * g).detach() + x * g
+
+
+class _AlphaScale(torch.autograd.Function):
+    """The scale ``s(α) = clamp((clamp(α·mx, min=0) − clamp(α·mn, max=0)) / Q, min=EPS)`` as one
+    autograd node (speed: a deep GNN has six quantizers a layer, and the ten scalar nodes autograd
+    records for this chain cost more than the fake quantization of a 2708x64 tensor).
+
+    ``forward`` returns the scale computed by :func:`scale_zero` without gradient; ``backward``
+    applies the chain rule autograd applies to that chain (clamp, div, sub, clamp, mul, and the
+    sum of α's two uses), each step in float32 as torch computes it, so α's gradient is
+    bit-identical to the unfused path's (``tests/test_qlr.py``).
+    """
+
+    @staticmethod
+    def forward(ctx, alpha: Tensor, s: Tensor, pre: Tensor, amn: Tensor, amx: Tensor, mn: Tensor, mx: Tensor,
+                Q: int) -> Tensor:
+        ctx.vals = tuple(np.float32(float(v)) for v in (pre, amn, amx, mn, mx)) + (np.float32(Q),)
+        ctx.shape = alpha.shape
+        return s.clone()
+
+    @staticmethod
+    def backward(ctx, gs: Tensor):
+        pre, amn, amx, mn, mx, Q = ctx.vals
+        zero = np.float32(0.0)
+        g = np.float32(float(gs)) if pre >= np.float32(EPS) else zero  # clamp(min=EPS)
+        g_hi = g / Q  # (hi − lo) / Q
+        g_lo = -g_hi
+        ga_hi = (g_hi if amx >= zero else zero) * mx  # clamp(α·mx, min=0), then α·mx
+        ga_lo = (g_lo if amn <= zero else zero) * mn  # clamp(α·mn, max=0), then α·mn
+        return torch.full(ctx.shape, ga_hi + ga_lo, dtype=torch.float32), None, None, None, None, None, None, None
 
 
 @QUANTIZERS.register("qlr")
@@ -127,7 +158,20 @@ class QLRQuantizer(Quantizer):
     # -- quantization --------------------------------------------------------
     def _quantize(self, x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
         """Fake-quantized ``x`` for the range ``[lo, hi]`` (STE; LSQ gradient to lo/hi)."""
-        s, z = scale_zero(lo, hi, self.range_bits)
+        return self._quantize_sz(x, *scale_zero(lo, hi, self.range_bits))
+
+    def _quantize_learned(self, x: Tensor) -> Tensor:
+        """:meth:`_quantize` on :meth:`range_for` with α's gradient through one :class:`_AlphaScale` node."""
+        Q = qmax(self.range_bits)
+        with torch.no_grad():
+            mn, mx = torch.aminmax(x.detach())
+            amn, amx = self.alpha * mn, self.alpha * mx
+            lo, hi = torch.clamp(amn, max=0.0), torch.clamp(amx, min=0.0)
+            s, z = scale_zero(lo, hi, self.range_bits)
+            pre = (hi - lo) / Q
+        return self._quantize_sz(x, _AlphaScale.apply(self.alpha, s, pre, amn, amx, mn, mx, Q), z)
+
+    def _quantize_sz(self, x: Tensor, s: Tensor, z: Tensor) -> Tensor:
         if self.truncation == "none":
             return fake_quant_fused(x, s, z, self.bits)
         return fake_quant_fused(x, s, z, TRUNCATION_BITS, step=BT_STEP, kappa=float(self.kappa), code_bits=self.bits)
@@ -177,6 +221,9 @@ class QLRQuantizer(Quantizer):
                     and int(self.steps) > 0:
                 self.kappa.fill_(round(skewness(x)))
             self.steps += 1
+        if (self.learn_alpha and not self.lsq_scale and torch.is_grad_enabled() and self.alpha.requires_grad
+                and x.dtype == torch.float32):
+            return self._quantize_learned(x)
         return self._quantize(x, *self.range_for(x))
 
     def extra_repr(self) -> str:
