@@ -145,7 +145,11 @@ class DaskExecutor(Executor):
             # The nanny's pre-spawn-environ MALLOC_TRIM_THRESHOLD_=65536 pins glibc's mmap threshold
             # at 128 KiB: runs were 2.5x slower from page faults (see worker.unfreeze_malloc, which
             # covers external clusters).  Start the workers with glibc's defaults, like `local`.
-            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            # The workers' statistical profiler samples every thread's stack each 10 ms (holding the
+            # GIL): ~10% slower runs.  A run's own timings are in its record; no profile is needed.
+            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                                  "distributed.worker.profile.enabled": False,
+                                  "distributed.admin.tick.interval": "1s"}):  # event-loop watchdog, 20 ms
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                        dashboard_address=":0", silence_logs=logging.ERROR, env=env)
             client = Client(cluster)
