@@ -21,7 +21,7 @@ install: $(STAMP)
 ## run: the smoke benchmark matrix end to end, then the report
 run: $(STAMP)
 	BENCH_SUITE_DATA=$(DATA) $(BIN)/bench-suite run $(MATRIX) --results $(RESULTS)
-	$(BIN)/bench-suite report $(RESULTS)/$(MATRIX) --out reports/$(MATRIX)
+	$(BIN)/bench-suite report $(RESULTS)/$(MATRIX) --out reports/$(MATRIX) --matrix $(MATRIX)
 
 ## test: the test suite (datasets from $(DATA))
 test: $(STAMP)

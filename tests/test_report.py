@@ -245,3 +245,40 @@ def test_accuracy_bands_are_clipped_to_percent_range():
     raw_lo, raw_hi = _band("epoch_ms_mean")(vals)
     assert raw_lo < 0 and lo == 0.0 and hi == min(raw_hi, 100.0)
     assert _band("test_acc")([99.0, 99.5, 100.0])[1] == 100.0
+
+
+def test_a_group_the_matrix_runs_with_fewer_seeds_is_not_flagged_missing(tmp_path):
+    """smoke runs its Cora groups with seed 0 only: with the matrix given, that group is complete,
+    and a group missing a seed the matrix asks for is still flagged."""
+    import textwrap
+
+    from bench_suite.registry import load_all
+    from bench_suite.report.aggregate import group_status, runs_frame
+    from bench_suite.report.render import matrix_seeds
+    from bench_suite.runner.matrix import expand_matrix
+
+    load_all()
+    mpath = tmp_path / "fs.yaml"
+    mpath.write_text(textwrap.dedent("""
+        name: fs
+        seeds: [0, 1]
+        fixed: {dataset: csbm, epochs: 2}
+        axes: {model: gcn, depth: [2, 4]}
+        include:
+          - {dataset: csbm, model: gcn, depth: 3, seed: 0, epochs: 2}
+    """))
+    specs = expand_matrix(mpath)
+    res = tmp_path / "res" / "fs"
+    res.mkdir(parents=True)
+    for s in specs:
+        if s.data["train"]["seed"] == 0 or s.data["model"]["depth"] == 4:  # depth 2 misses seed 1
+            (res / f"{s.run_id}.json").write_text(json.dumps({"kind": "train", "run_id": s.run_id, "spec": s.data,
+                                                               "status": "ok", "matrix": "fs",
+                                                               "metrics": {"test_acc": 0.5}}))
+    runs = runs_frame(load_store([res]))
+    inferred = group_status(runs).set_index("depth")["complete"].to_dict()
+    assert inferred == {2: False, 3: False, 4: True}  # without the matrix: the union {0, 1} everywhere
+    st = group_status(runs, expected_by_group=matrix_seeds([mpath])).set_index("depth")
+    assert st["complete"].to_dict() == {2: False, 3: True, 4: True} and st.loc[2, "seeds_missing"]
+    out = render_report([res], tmp_path / "rep", matrices=[mpath], figures=False)
+    assert out.incomplete_groups == 1

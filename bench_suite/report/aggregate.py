@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import pandas as pd
@@ -258,8 +258,13 @@ def completeness_note(n: int, expected: int, failed: Sequence[int], missing: Seq
     return f"n={n}/{expected}: {word} " + ", ".join(parts)
 
 
-def group_status(runs: pd.DataFrame, seeds: Optional[Sequence[int]] = None) -> pd.DataFrame:
-    """Per group: expected, ok, failed and missing seeds and the completeness note."""
+def group_status(runs: pd.DataFrame, seeds: Optional[Sequence[int]] = None,
+                 expected_by_group: Optional[Mapping[str, Set[int]]] = None) -> pd.DataFrame:
+    """Per group: expected, ok, failed and missing seeds and the completeness note.
+
+    Expected seeds: ``seeds`` if given; else the group's seeds in its matrix (``expected_by_group``,
+    from the matrix files); else the union of the seeds seen in the group's matrices.
+    """
     cols = ["group"] + GROUP_COLS + ["quant_name", "matrix", "expected", "seeds_ok", "seeds_failed",
                                      "seeds_missing", "complete", "note"]
     if runs.empty:
@@ -268,7 +273,12 @@ def group_status(runs: pd.DataFrame, seeds: Optional[Sequence[int]] = None) -> p
     rows = []
     for g, sub in runs.groupby("group", sort=True):
         matrices = sorted(set(sub["matrix"]))
-        expected = set(int(s) for s in seeds) if seeds is not None else set().union(*(per_matrix[m] for m in matrices))
+        if seeds is not None:
+            expected = set(int(s) for s in seeds)
+        elif expected_by_group and g in expected_by_group:
+            expected = set(expected_by_group[g])
+        else:
+            expected = set().union(*(per_matrix[m] for m in matrices))
         ok = set(int(s) for s in sub.loc[sub["status"] == OK, "seed"])
         failed = set(int(s) for s in sub.loc[sub["status"] != OK, "seed"]) - ok
         missing = expected - ok - failed
@@ -283,13 +293,14 @@ def group_status(runs: pd.DataFrame, seeds: Optional[Sequence[int]] = None) -> p
     return pd.DataFrame(rows, columns=cols)
 
 
-def aggregate(runs: pd.DataFrame, seeds: Optional[Sequence[int]] = None) -> pd.DataFrame:
+def aggregate(runs: pd.DataFrame, seeds: Optional[Sequence[int]] = None,
+              expected_by_group: Optional[Mapping[str, Set[int]]] = None) -> pd.DataFrame:
     """Long table: one row per (group, metric) with n, mean, std (ddof=1), 95% t-CI, min, max.
 
     Only ``ok`` runs enter the statistics; ``expected``, the failed/missing seeds and
     the ``note`` say what is absent.  Groups with no ok run still get a row (n=0).
     """
-    status = group_status(runs, seeds)
+    status = group_status(runs, seeds, expected_by_group)
     metric_cols = sorted(c for c in runs.columns if c.startswith("metric."))
     out_cols = ["group"] + GROUP_COLS + ["metric"] + STAT_COLS + [
         "complete", "seeds_ok", "seeds_failed", "seeds_missing", "note", "matrix", "quant_name"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 import pandas as pd
 
-from bench_suite.report.aggregate import (Store, aggregate, group_status, layers_frame, load_store, method_label,
+from bench_suite.report.aggregate import (Store, aggregate, group_key, group_status, layers_frame, load_store,
+                                          method_label, short_hash,
                                           quantizer_label, runs_frame)
 from bench_suite.report.tables import bits_tables, depth_tables
 
@@ -38,21 +39,35 @@ def not_run(matrices: Sequence[str | Path], store: Store) -> pd.DataFrame:
     A group that has no record at all never shows up in the aggregates; this is how the
     report still says it is missing.
     """
-    from bench_suite.runner.matrix import expand_matrix, load_matrix
-
     have = {r.get("run_id") for r in store.train}
     rows = []
-    for m in matrices:
-        matrix = load_matrix(m)
-        for s in expand_matrix(matrix):
-            if s.run_id not in have:
-                rows.append({"matrix": matrix.name, "dataset": s.data["dataset"]["name"],
-                             "method": method_label(s.data), "quantizer": quantizer_label(s.data),
-                             "depth": int(s.data["model"].get("depth", 0) or 0)})
+    for name, s in _matrix_specs(matrices):
+        if s.run_id not in have:
+            rows.append({"matrix": name, "dataset": s.data["dataset"]["name"],
+                         "method": method_label(s.data), "quantizer": quantizer_label(s.data),
+                         "depth": int(s.data["model"].get("depth", 0) or 0)})
     if not rows:
         return pd.DataFrame(columns=NOT_RUN_COLUMNS)
     df = pd.DataFrame(rows)
     return df.groupby(NOT_RUN_COLUMNS[:-1], sort=True).size().rename("runs").reset_index()
+
+
+def matrix_seeds(matrices: Sequence[str | Path]) -> Dict[str, Set[int]]:
+    """Per group id (spec without the seed), the seeds ``matrices`` run it with: a matrix may run some
+    groups with fewer seeds (smoke's Cora runs have seed 0 only), which are then not 'missing' seeds."""
+    out: Dict[str, Set[int]] = {}
+    for _, s in _matrix_specs(matrices):
+        out.setdefault(short_hash(group_key(s.data)), set()).add(int(s.data["train"]["seed"]))
+    return out
+
+
+def _matrix_specs(matrices: Sequence[str | Path]):
+    from bench_suite.runner.matrix import expand_matrix, load_matrix
+
+    for m in matrices:
+        matrix = load_matrix(m)
+        for s in expand_matrix(matrix):
+            yield matrix.name, s
 
 
 def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optional[Sequence[int]] = None,
@@ -70,8 +85,9 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
     store = load_store(results)
     runs = runs_frame(store, seeds)
     pending = not_run(matrices, store)
-    status = group_status(runs, seeds)
-    agg = aggregate(runs, seeds)
+    expected = matrix_seeds(matrices) if matrices else None
+    status = group_status(runs, seeds, expected)
+    agg = aggregate(runs, seeds, expected)
     for sub in ("tables", "figures"):
         shutil.rmtree(out / sub, ignore_errors=True)  # stale files of an earlier render
     out.mkdir(parents=True, exist_ok=True)
