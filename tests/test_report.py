@@ -189,28 +189,34 @@ def test_labels_name_the_keys_that_tell_colliding_groups_apart(tmp_path):
     assert runs.set_index("run_id").loc["r2", "method"] == "gcn [hidden=64]"
 
 
-def test_runs_of_a_matrix_without_a_record_are_listed_as_not_run(tmp_path):
-    """A group with no record at all is absent from the aggregates; ``matrices=`` still reports it."""
+def _matrix_with_records(tmp_path, name: str, body: str, recorded) -> tuple:
+    """Matrix ``name`` from ``body`` and a store holding an ok record for each spec ``recorded(spec)`` selects."""
     import textwrap
 
     from bench_suite.registry import load_all
-    from bench_suite.report.render import not_run
     from bench_suite.runner.matrix import expand_matrix
 
     load_all()
-    mpath = tmp_path / "nr.yaml"
-    mpath.write_text(textwrap.dedent("""
-        name: nr
+    mpath = tmp_path / f"{name}.yaml"
+    mpath.write_text(f"name: {name}\n" + textwrap.dedent(body))
+    res = tmp_path / "res" / name
+    res.mkdir(parents=True)
+    for s in filter(recorded, expand_matrix(mpath)):
+        (res / f"{s.run_id}.json").write_text(json.dumps({"kind": "train", "run_id": s.run_id, "spec": s.data,
+                                                           "status": "ok", "matrix": name,
+                                                           "metrics": {"test_acc": 0.5}}))
+    return mpath, res
+
+
+def test_runs_of_a_matrix_without_a_record_are_listed_as_not_run(tmp_path):
+    """A group with no record at all is absent from the aggregates; ``matrices=`` still reports it."""
+    from bench_suite.report.render import not_run
+
+    mpath, res = _matrix_with_records(tmp_path, "nr", """
         seeds: [0, 1]
         fixed: {dataset: csbm, epochs: 2}
         axes: {model: gcn, depth: [2, 3]}
-    """))
-    specs = expand_matrix(mpath)
-    done = next(s for s in specs if s.data["model"]["depth"] == 2)
-    res = tmp_path / "res" / "nr"
-    res.mkdir(parents=True)
-    (res / f"{done.run_id}.json").write_text(json.dumps(
-        {"kind": "train", "run_id": done.run_id, "spec": done.data, "status": "ok", "metrics": {"test_acc": 0.5}}))
+    """, lambda s: s.data["model"]["depth"] == 2 and s.data["train"]["seed"] == 0)
     pending = not_run([mpath], load_store([res]))
     assert pending[["depth", "runs"]].values.tolist() == [[2, 1], [3, 2]]
     out = render_report([res], tmp_path / "rep", matrices=[mpath], figures=False)
@@ -250,31 +256,16 @@ def test_accuracy_bands_are_clipped_to_percent_range():
 def test_a_group_the_matrix_runs_with_fewer_seeds_is_not_flagged_missing(tmp_path):
     """smoke runs its Cora groups with seed 0 only: with the matrix given, that group is complete,
     and a group missing a seed the matrix asks for is still flagged."""
-    import textwrap
-
-    from bench_suite.registry import load_all
     from bench_suite.report.aggregate import group_status, runs_frame
     from bench_suite.report.render import matrix_seeds
-    from bench_suite.runner.matrix import expand_matrix
 
-    load_all()
-    mpath = tmp_path / "fs.yaml"
-    mpath.write_text(textwrap.dedent("""
-        name: fs
+    mpath, res = _matrix_with_records(tmp_path, "fs", """
         seeds: [0, 1]
         fixed: {dataset: csbm, epochs: 2}
         axes: {model: gcn, depth: [2, 4]}
         include:
           - {dataset: csbm, model: gcn, depth: 3, seed: 0, epochs: 2}
-    """))
-    specs = expand_matrix(mpath)
-    res = tmp_path / "res" / "fs"
-    res.mkdir(parents=True)
-    for s in specs:
-        if s.data["train"]["seed"] == 0 or s.data["model"]["depth"] == 4:  # depth 2 misses seed 1
-            (res / f"{s.run_id}.json").write_text(json.dumps({"kind": "train", "run_id": s.run_id, "spec": s.data,
-                                                               "status": "ok", "matrix": "fs",
-                                                               "metrics": {"test_acc": 0.5}}))
+    """, lambda s: s.data["train"]["seed"] == 0 or s.data["model"]["depth"] == 4)  # depth 2 misses seed 1
     runs = runs_frame(load_store([res]))
     inferred = group_status(runs).set_index("depth")["complete"].to_dict()
     assert inferred == {2: False, 3: False, 4: True}  # without the matrix: the union {0, 1} everywhere

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
 
 import pandas as pd
 
@@ -12,6 +12,9 @@ from bench_suite.report.aggregate import (Store, aggregate, group_key, group_sta
                                           method_label, short_hash,
                                           quantizer_label, runs_frame)
 from bench_suite.report.tables import bits_tables, depth_tables
+
+if TYPE_CHECKING:
+    from bench_suite.spec import RunSpec
 
 DEPTH_NOTE = ("Tables by bit width show each method at its shallowest depth in the records "
               "(the conventional setting: a 2-layer GCN, the smallest K of a decoupled model); "
@@ -39,35 +42,42 @@ def not_run(matrices: Sequence[str | Path], store: Store) -> pd.DataFrame:
     A group that has no record at all never shows up in the aggregates; this is how the
     report still says it is missing.
     """
+    return _not_run(_matrix_specs(matrices), store)
+
+
+def matrix_seeds(matrices: Sequence[str | Path]) -> Dict[str, Set[int]]:
+    """Per group id (spec without the seed), the seeds ``matrices`` run it with: a matrix may run some
+    groups with fewer seeds (smoke's Cora runs have seed 0 only), which are then not 'missing' seeds."""
+    return _seeds_by_group(_matrix_specs(matrices))
+
+
+def _matrix_specs(matrices: Sequence[str | Path]) -> List[Tuple[str, "RunSpec"]]:
+    """(matrix name, spec) of every run of ``matrices``, expanded once."""
+    from bench_suite.runner.matrix import expand_matrix, load_matrix
+
+    out = []
+    for m in matrices:
+        matrix = load_matrix(m)
+        out.extend((matrix.name, s) for s in expand_matrix(matrix))
+    return out
+
+
+def _not_run(specs, store: Store) -> pd.DataFrame:
     have = {r.get("run_id") for r in store.train}
-    rows = []
-    for name, s in _matrix_specs(matrices):
-        if s.run_id not in have:
-            rows.append({"matrix": name, "dataset": s.data["dataset"]["name"],
-                         "method": method_label(s.data), "quantizer": quantizer_label(s.data),
-                         "depth": int(s.data["model"].get("depth", 0) or 0)})
+    rows = [{"matrix": name, "dataset": s.data["dataset"]["name"], "method": method_label(s.data),
+             "quantizer": quantizer_label(s.data), "depth": int(s.data["model"].get("depth", 0) or 0)}
+            for name, s in specs if s.run_id not in have]
     if not rows:
         return pd.DataFrame(columns=NOT_RUN_COLUMNS)
     df = pd.DataFrame(rows)
     return df.groupby(NOT_RUN_COLUMNS[:-1], sort=True).size().rename("runs").reset_index()
 
 
-def matrix_seeds(matrices: Sequence[str | Path]) -> Dict[str, Set[int]]:
-    """Per group id (spec without the seed), the seeds ``matrices`` run it with: a matrix may run some
-    groups with fewer seeds (smoke's Cora runs have seed 0 only), which are then not 'missing' seeds."""
+def _seeds_by_group(specs) -> Dict[str, Set[int]]:
     out: Dict[str, Set[int]] = {}
-    for _, s in _matrix_specs(matrices):
+    for _, s in specs:
         out.setdefault(short_hash(group_key(s.data)), set()).add(int(s.data["train"]["seed"]))
     return out
-
-
-def _matrix_specs(matrices: Sequence[str | Path]):
-    from bench_suite.runner.matrix import expand_matrix, load_matrix
-
-    for m in matrices:
-        matrix = load_matrix(m)
-        for s in expand_matrix(matrix):
-            yield matrix.name, s
 
 
 def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optional[Sequence[int]] = None,
@@ -84,8 +94,9 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
     out = Path(out)
     store = load_store(results)
     runs = runs_frame(store, seeds)
-    pending = not_run(matrices, store)
-    expected = matrix_seeds(matrices) if matrices else None
+    specs = _matrix_specs(matrices)  # expanded once: listed as not run, and each group's expected seeds
+    pending = _not_run(specs, store)
+    expected = _seeds_by_group(specs) if matrices else None
     status = group_status(runs, seeds, expected)
     agg = aggregate(runs, seeds, expected)
     for sub in ("tables", "figures"):
