@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -50,15 +51,34 @@ def degree_cdf(in_degrees: Tensor) -> Tensor:
 def sample_quantiles(x: Tensor, p: float, sample_size: int) -> Tuple[Tensor, Tensor]:
     """The p-th and (1−p)-th quantiles of at most ``sample_size`` elements drawn uniformly (global RNG).
 
-    Uses ``torch.kthvalue`` on the sample (no sort of the whole tensor).
+    Linear-time selection, no sort of the whole tensor: the order statistics ``k_lo``/``k_hi``
+    of the sample are those ``torch.kthvalue`` returns (exact values, so the result does not
+    depend on the method).  A float CPU sample is selected with one ``np.partition`` for both
+    (~3x faster than two ``kthvalue`` calls; a deep GNN calls this ~100 times a step).
     """
-    v = x.reshape(-1)
+    v = x.detach().reshape(-1)
     if v.numel() > sample_size:
-        v = v[torch.randint(0, v.numel(), (sample_size,), device=v.device)]
+        idx = torch.randint(0, v.numel(), (sample_size,), device=v.device)
+        if v.device.type == "cpu" and v.dtype in _NP_SELECT:
+            v = torch.from_numpy(v.contiguous().numpy()[idx.numpy()])
+        else:
+            v = v[idx]
     n = v.numel()
     k_lo = min(max(int(round(p * (n - 1))) + 1, 1), n)
     k_hi = min(max(int(round((1.0 - p) * (n - 1))) + 1, 1), n)
+    if v.device.type == "cpu" and v.dtype in _NP_SELECT and not torch.isnan(v).any():
+        part = np.partition(v.contiguous().numpy(), (k_lo - 1, k_hi - 1))
+        return torch.tensor(part[k_lo - 1], dtype=v.dtype), torch.tensor(part[k_hi - 1], dtype=v.dtype)
     return torch.kthvalue(v, k_lo).values, torch.kthvalue(v, k_hi).values
+
+
+#: dtypes :func:`sample_quantiles` selects with numpy (elsewhere: ``torch.kthvalue``).
+_NP_SELECT = (torch.float32, torch.float64)
+
+#: The last protective mask drawn: [key, graph, mask].  Every DQ quantizer of a model draws the same
+#: mask in a pass (same seed, same call count, same probabilities), so the first one draws it
+#: and the others reuse it (one ``bernoulli`` a pass instead of one per node-level quantizer).
+_LAST_MASK: list = [None, None, None]
 
 
 @QUANTIZERS.register("dq")
@@ -118,10 +138,19 @@ class DegreeQuantQuantizer(TrackedRangeQuantizer):
         return lo, hi
 
     def protective_mask(self, graph: Any) -> Tensor:
-        """The nodes kept in full precision in this training call (shared across the model's quantizers)."""
-        gen = torch.Generator().manual_seed((self._mask_seed * 1_000_003 + self._mask_calls) % (1 << 63))
+        """The nodes kept in full precision in this training call (shared across the model's quantizers).
+
+        A function of (seed, call count, p_i): drawn from a generator seeded by the first two, so
+        the quantizers of one model, called once each per pass, draw the same mask; it is drawn
+        once and reused (:data:`_LAST_MASK`).  Read-only: callers must not modify it.
+        """
+        seed = (self._mask_seed * 1_000_003 + self._mask_calls) % (1 << 63)
         self._mask_calls += 1
-        return torch.bernoulli(self.mask_probability(graph), generator=gen).bool()
+        key = (seed, self.p_min, self.p_max, graph.num_nodes(), graph.num_edges())
+        if _LAST_MASK[0] != key or _LAST_MASK[1] is not graph:  # the graph itself, not its id (ids are reused)
+            gen = torch.Generator().manual_seed(seed)
+            _LAST_MASK[:] = [key, graph, torch.bernoulli(self.mask_probability(graph), generator=gen).bool()]
+        return _LAST_MASK[2]
 
     def mask_probability(self, graph: Any) -> Tensor:
         """``p_i`` for every node of ``graph`` (cached for the last graph seen)."""

@@ -64,6 +64,51 @@ def test_percentile_range_ignores_planted_outliers():
     assert (float(lo), float(hi)) == (10.0, 990.0)
 
 
+def test_sample_quantiles_selects_what_sampling_and_kthvalue_select():
+    """The numpy selection returns the same sample and order statistics as ``x[randint]`` + ``kthvalue``,
+    bit for bit (ties, zeros, float64, tiny tensors; NaN falls back to kthvalue)."""
+    g = torch.Generator().manual_seed(1)
+    cases = [torch.randn(50000, generator=g), torch.relu(torch.randn(300, 64, generator=g)),
+             torch.randint(-3, 4, (9000,), generator=g).float(), torch.randn(7, generator=g).double(),
+             torch.tensor([2.0]), torch.randn(5000, generator=g).t()]
+    nan = torch.randn(6000, generator=g)
+    nan[::7] = float("nan")
+    cases.append(nan)
+    for x in cases:
+        for p, size in ((0.01, 4096), (0.001, 4096), (0.05, 100), (0.3, 10 ** 6)):
+            torch.manual_seed(5)
+            lo, hi = sample_quantiles(x, p, size)
+            torch.manual_seed(5)
+            v = x.reshape(-1)
+            if v.numel() > size:
+                v = v[torch.randint(0, v.numel(), (size,))]
+            n = v.numel()
+            ref = [torch.kthvalue(v, min(max(int(round(q * (n - 1))) + 1, 1), n)).values for q in (p, 1 - p)]
+            for got, want in zip((lo, hi), ref):
+                assert got.dtype == x.dtype and got.dim() == 0
+                assert torch.equal(got, want) or (torch.isnan(got) and torch.isnan(want)), (x.shape, p, size)
+
+
+def test_dq_protective_mask_is_drawn_once_per_pass_and_per_graph():
+    """The shared mask is reused by the quantizers of a pass, not across graphs with equal sizes."""
+    g1, g2 = _graph_with_degrees(), _graph_with_degrees()
+    n = g1.num_nodes()
+    src, dst = g1.edges()
+    g2 = dgl.graph(((src + 1) % n, (dst + 1) % n), num_nodes=n)  # the same graph, nodes relabelled: degrees move
+    assert not torch.equal(g1.in_degrees(), g2.in_degrees()) and g1.num_edges() == g2.num_edges()
+    torch.manual_seed(3)
+    a, b = (QuantFactory("dq", 4, {"p_min": 0.0, "p_max": 1.0})("message") for _ in range(2))
+    m1 = a.protective_mask(g1)
+    assert b.protective_mask(g1) is m1  # the same pass: reused
+    torch.manual_seed(3)
+    c, d = (QuantFactory("dq", 4, {"p_min": 0.0, "p_max": 1.0})("message") for _ in range(2))
+    m2 = c.protective_mask(g2)  # same seed and call count, another graph: drawn for that graph
+    gen = torch.Generator().manual_seed(c._mask_seed * 1_000_003 % (1 << 63))
+    assert torch.equal(m2, torch.bernoulli(c.mask_probability(g2), generator=gen).bool())
+    assert not torch.equal(m1, m2)
+    assert not torch.equal(d.protective_mask(g2), d.protective_mask(g2))  # next call count: a new mask
+
+
 def test_dq_percentile_defaults_and_override():
     assert QuantFactory("dq", 2)("input").percentile == 0.05
     assert QuantFactory("dq", 4)("input").percentile == 0.01
