@@ -1,12 +1,23 @@
 """Accuracy and training cost of the quantizers (issue 3: QLR, BT/BT*, QAT, DQ).
 
     python benchmarks/quantizers.py accuracy [--seeds 10] [--model gcn-2|appnp-10] [--only fp32 qlr-2 ...]
-    python benchmarks/quantizers.py cost [--dataset cora] [--depth 16] [--reps 20]
+    python benchmarks/quantizers.py cost [--dataset cora] [--depth 16] [--reps 20] [--threads 1]
+    python benchmarks/quantizers.py init-alpha [--results results/quantizers] [--dataset cora] [--quant qlr] [--bits 2]
 
 ``accuracy``: mean ± unbiased std of the test accuracy at the best-validation epoch
 over seeds 0..n−1 on the Cora public split.  ``cost``: median training-step time
 (forward + backward + Adam step) of each quantizer relative to FP32, measured
-interleaved in one process so that machine load affects all alike.
+interleaved in one process so that machine load affects all alike, at ``--threads`` intra-op
+threads (default 1: how the runner trains, one thread per run, runs in parallel).
+
+``init-alpha``: for each stored GCN-2 record of a QLR run (plain, no truncation), the α every
+quantizer starts from (the grid search of its first training forward pass, rebuilt exactly as
+the run built it: same seed, same dropout draw) next to the run's test accuracy -- why plain
+QLR collapses on some seeds at INT2 (see the function's docstring).
+
+At 2 threads on this 2-core machine a second thread buys FP32 GCN-16 on Cora only ~1.25x and
+slows the quantized models (their per-tensor kernels are serial and run next to OpenMP's
+spinning worker thread): measure both and say which.
 """
 from __future__ import annotations
 
@@ -18,6 +29,7 @@ from typing import Dict
 import torch
 
 from bench_suite.defaults import apply_defaults
+from bench_suite.quant.qlr import alpha_grid
 from bench_suite.registry import load_all
 from bench_suite.spec import resolve_spec
 from bench_suite.train import build_model, optimizer_for, run
@@ -57,6 +69,7 @@ def cost(args: argparse.Namespace) -> None:
     from bench_suite.data.datasets import load_dataset
     from bench_suite.nn.graph import prepare_graph
 
+    torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, seed=0, data_dir=args.data_dir)
     g = prepare_graph(data.graph)
     x, y, mask = data.features, data.labels, data.train_mask & (data.labels >= 0)
@@ -85,18 +98,76 @@ def cost(args: argparse.Namespace) -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         rel = f"{med / base:5.2f}x FP32" if base else ""
-        print(f"{args.dataset} gcn-{args.depth} {name:14s} {1000 * med:8.1f} ms/epoch {rel}", flush=True)
+        print(f"{args.dataset} gcn-{args.depth} {name:14s} {1000 * med:8.1f} ms/epoch {rel}  "
+              f"({args.threads} thread{'s' if args.threads > 1 else ''}, median of {args.reps})", flush=True)
+
+
+def init_alpha(args: argparse.Namespace) -> None:
+    """Initial α per quantizer of stored QLR runs, with their accuracy.
+
+    Plain QLR at INT2 on Cora GCN-2 collapses to a constant prediction on 6 of 10 seeds
+    (14.9%).  The seeds that collapse are exactly those whose grid search picks the grid's
+    floor α = 0.1 for layer 1's ``input`` (layer 0's ReLU/dropout output, mostly zeros: the
+    mean-|x̂ − x| criterion prefers a range that resolves the near-zero bulk and clamps the
+    rest), and with it 0.1 for the layer's ``feature``/``message``/``aggregate``/``update``
+    (logits in 2-3 distinct values).  α's own learning rate (1e-4, METHOD §5) moves it by at
+    most ~0.02 in 200 Adam steps, so training cannot leave that start: QLR ≈ QLR-frozen at INT2.
+    """
+    import glob
+    import json
+
+    from bench_suite.data.datasets import load_dataset
+    from bench_suite.nn.graph import prepare_graph
+    from bench_suite.spec import RunSpec
+    from bench_suite.train import seed_everything
+
+    torch.set_num_threads(1)
+    recs = []
+    for path in sorted(glob.glob(f"{args.results}/*.json")):
+        with open(path) as fh:
+            r = json.load(fh)
+        s = r.get("spec") or {}
+        q = s.get("quant", {})
+        if (r.get("status") == "ok" and s["dataset"]["name"] == args.dataset and s["model"]["name"] == "gcn"
+                and s["model"]["depth"] == 2 and q.get("name") == args.quant and q.get("bits") == args.bits
+                and q.get("truncation", "none") == "none"):
+            recs.append(r)
+    if not recs:
+        raise SystemExit(f"init-alpha: no ok {args.quant} INT{args.bits} GCN-2 {args.dataset} records in {args.results}")
+    floor = float(alpha_grid(args.bits)[0])
+    groups: Dict[bool, list] = {True: [], False: []}
+    for r in sorted(recs, key=lambda r: r["spec"]["train"]["seed"]):
+        spec = RunSpec.from_dict(r["spec"])
+        data = load_dataset(args.dataset, seed=spec.seed, data_dir=args.data_dir)
+        seed_everything(spec.seed)  # as train.run: the first training forward pass runs the grid search
+        model = build_model(spec, data)
+        model.train()
+        model(prepare_graph(data.graph), data.features)
+        alphas = {k[: -len(".alpha")].replace("layers.", "L").replace(".q.", "."): float(v)
+                  for k, v in model.state_dict().items() if k.endswith(".alpha")}
+        acc = 100 * r["metrics"]["test_acc"]
+        at_floor = abs(alphas.get("L1.input", 1.0) - floor) < 1e-6
+        groups[at_floor].append(acc)
+        print(f"seed {spec.seed}: test {acc:5.1f}  " + " ".join(f"{k}={v:.2f}" for k, v in alphas.items()), flush=True)
+    for flag, accs in groups.items():
+        if accs:
+            print(f"L1.input α {'=' if flag else '>'} {floor}: {len(accs)} seeds, test accuracy "
+                  f"{statistics.mean(accs):.1f} (min {min(accs):.1f}, max {max(accs):.1f})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("accuracy", "cost"))
+    ap.add_argument("part", choices=("accuracy", "cost", "init-alpha"))
+    ap.add_argument("--results", default="results/quantizers", help="init-alpha: the records to read")
+    ap.add_argument("--quant", default="qlr", choices=("qlr", "qlr-frozen"), help="init-alpha: quantizer")
+    ap.add_argument("--bits", type=int, default=2, help="init-alpha: bit width")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--dataset", default="cora")
     ap.add_argument("--data-dir", default="/work/shared/datasets")
     ap.add_argument("--model", default="gcn-2", choices=list(MODELS))
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the cost part (default 1)")
     ap.add_argument("--only", nargs="*", default=None, choices=list(QUANTS))
     ap.add_argument("--defaults", action="store_true",
                     help="apply the tuned default rules (bench_suite/defaults) as `bench train` does")
@@ -107,7 +178,7 @@ def main() -> None:
             ["fp32", "qat-8", "dq-8", "qlr-8", "qlr-4", "qlr-2", "qlr-2-bt*"]
     # explicit, in case the installed entry point predates baselines/__init__.py (namespace package)
     load_all(("baselines.qat", "baselines.dq"))
-    (accuracy if args.part == "accuracy" else cost)(args)
+    {"accuracy": accuracy, "cost": cost, "init-alpha": init_alpha}[args.part](args)
 
 
 if __name__ == "__main__":
