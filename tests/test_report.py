@@ -273,3 +273,16 @@ def test_a_group_the_matrix_runs_with_fewer_seeds_is_not_flagged_missing(tmp_pat
     assert st["complete"].to_dict() == {2: False, 3: True, 4: True} and st.loc[2, "seeds_missing"]
     out = render_report([res], tmp_path / "rep", matrices=[mpath], figures=False)
     assert out.incomplete_groups == 1
+
+
+def test_methods_at_a_single_depth_get_a_bit_width_figure_not_depth_figures(tmp_path):
+    """A quantizer study (each method at one depth) draws accuracy by bit width; a depth figure of
+    isolated dots is not drawn.  The full fixture (several depths) draws no bit-width figure."""
+    only = {("gcn", q, 2, s) for q in fx.QUANTS for s in fx.SEEDS}
+    d = fx.write_store(tmp_path / "results", speed=False, junk=False, only=only)
+    out = tmp_path / "out"
+    render_report([d], out)
+    pngs = {p.name for p in (out / "figures").glob("*.png")}
+    assert pngs == {"bitwidth_cora_gcn_L2.png"}
+    readme = (out / "README.md").read_text()
+    assert "figures/bitwidth_cora_gcn_L2.png" in readme and "by bit width" in readme

@@ -1,4 +1,5 @@
-"""Figures: accuracy vs depth (per bit width, per method) and per-layer oversmoothing.
+"""Figures: accuracy vs depth (per bit width, per method), accuracy by bit width (methods
+run at a single depth), and per-layer oversmoothing.
 
 Matplotlib runs on the Agg backend with fixed rcParams, and PNG metadata is
 stripped, so the same records give byte-identical files.  Bands are the same
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench_suite.report.aggregate import OK, t_interval
-from bench_suite.report.tables import bits_name, slug
+from bench_suite.report.tables import bits_name, quant_family, slug
 
 DPI = 120
 DEEP = 16  # oversmoothing figures for models at least this deep
@@ -142,6 +143,8 @@ def depth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> Li
         fp32 = sub[sub["bits"] == 32]
         for bits in sorted(set(sub["bits"]), reverse=True):
             q = sub[sub["bits"] == bits].sort_values(["method", "quantizer", "depth", "seed"])
+            if _single_depth(q):  # no line to draw: bitwidth_figures shows these methods
+                continue
             fig, ax = plt.subplots()
             styles = _by_bits(q)
             sns.lineplot(data=q, x="depth", y="value", hue="method", style="quantizer", style_order=styles,
@@ -170,6 +173,8 @@ def method_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> L
     qcolors = palette(ok["quantizer"]) if len(ok) else {}
     figs = []
     for (dataset, method), sub in sorted(ok.groupby(["dataset", "method"]), key=lambda kv: kv[0]):
+        if _single_depth(sub):  # bitwidth_figures shows it
+            continue
         sub = sub.sort_values(["quantizer", "depth", "seed"])
         order = _by_bits(sub)
         fig, ax = plt.subplots()
@@ -184,6 +189,46 @@ def method_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> L
         path = out / f"bits_{slug(dataset)}_{slug(method)}.png"
         _save(fig, path)
         figs.append(Figure(path, title, f"Lines: mean over seeds; {_band_note(metric)}; dashed: FP32."))
+    return figs
+
+
+def _single_depth(df: pd.DataFrame) -> bool:
+    """True if no method in ``df`` has two depths (a depth figure would be isolated dots)."""
+    return len(df) == 0 or int(df.groupby("method")["depth"].nunique().max()) < 2
+
+
+def bitwidth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> List[Figure]:
+    """Per dataset and method run at a single depth (a quantizer study: GCN-2, APPNP-10) with at
+    least two bit widths: x the bit width, one line per quantizer family, FP32 a dashed line."""
+    plt, sns = _mpl()
+    ok = _ok_runs(runs, metric)
+    figs = []
+    for (dataset, method), sub in sorted(ok.groupby(["dataset", "method"]), key=lambda kv: kv[0]):
+        if not _single_depth(sub) or sub["bits"].nunique() < 2:
+            continue
+        depth = int(sub["depth"].iloc[0])
+        sub = sub.assign(family=sub["quantizer"].map(quant_family),
+                         width=[bits_name(int(b)) for b in sub["bits"]]).sort_values(["family", "bits", "seed"])
+        q = sub[sub["bits"] != 32]
+        widths = [bits_name(b) for b in sorted(set(int(b) for b in q["bits"]), reverse=True)]
+        families = sorted(set(q["family"]))
+        fig, ax = plt.subplots()
+        if len(q):
+            sns.pointplot(data=q, x="width", y="value", hue="family", order=widths, hue_order=families,
+                          palette=palette(families), errorbar=_band(metric), dodge=0.35, capsize=0.08,
+                          err_kws={"linewidth": 1.0}, markersize=4, linewidth=1.2, ax=ax)
+        fp32 = sub[sub["bits"] == 32]["value"]
+        if len(fp32):
+            ax.axhline(float(fp32.mean()), color="grey", linestyle="--", linewidth=1.0,
+                       label=f"FP32 ({float(fp32.mean()):.1f})")
+        title = f"{dataset} / {method} (depth {depth}): {_ylabel(metric)} by bit width"
+        ax.set(title=title, xlabel="bit width", ylabel=_ylabel(metric))
+        _legend(ax, len(families) + 1)
+        path = out / f"bitwidth_{slug(dataset)}_{slug(method)}_L{depth}.png"
+        _save(fig, path)
+        figs.append(Figure(path, title, f"Points: mean over seeds; error bars: 95% t-interval"
+                                        f"{' (clipped to [0, 100])' if metric.endswith('_acc') else ''}; "
+                                        "dashed: FP32 mean."))
     return figs
 
 

@@ -113,9 +113,10 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
         written += t.write(out / "tables")
     figs = []
     if figures and not runs.empty:
-        from bench_suite.report.figures import depth_figures, method_figures, oversmoothing_figures
+        from bench_suite.report.figures import bitwidth_figures, depth_figures, method_figures, oversmoothing_figures
 
         figs = (depth_figures(runs, out / "figures", metric) + method_figures(runs, out / "figures", metric)
+                + bitwidth_figures(runs, out / "figures", metric)
                 + oversmoothing_figures(layers_frame(runs), out / "figures"))
         written += [f.path for f in figs]
     note = DEPTH_NOTE if depth is None else f"Tables by bit width show every method at depth {depth}."
