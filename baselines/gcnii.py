@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from bench_suite.nn.graph import normalized_aggregate
 from bench_suite.nn.layers import QLinear, make_quantizers
 from bench_suite.nn.models import GraphModel, check_depth
-from bench_suite.quant.base import QuantFactory
+from bench_suite.quant.base import QuantFactory, quantized_matmul
 from bench_suite.registry import MODELS
 
 
@@ -45,7 +45,7 @@ class QGCNIIConv(nn.Module):
     def forward(self, g: dgl.DGLGraph, h: Tensor, h0: Tensor) -> Tensor:
         support = (1 - self.alpha) * normalized_aggregate(g, h, self.q["message"], self.q["aggregate"]) \
             + self.alpha * h0
-        mapped = self.q["feature"](self.q["input"](support) @ self.q["weight"](self.weight))
+        mapped = self.q["feature"](quantized_matmul(self.q["input"], support, self.q["weight"], self.weight))
         return self.q["update"]((1 - self.beta) * support + self.beta * mapped, g)
 
 

@@ -209,3 +209,70 @@ def test_fused_alpha_path_equals_the_autograd_chain_bit_for_bit(bits, truncation
     seq = math.fsum((g * t).astype(np.float64))  # float32 products, as the kernel forms them
     acc = _fq_backward_kernel(g, t, np.empty(1, np.bool_), True, False, g)
     assert acc == pytest.approx(seq, rel=1e-12, abs=1e-12)
+
+
+def _sparse_vs_dense(steps: int = 3, density: float = 0.02, bits: int = 4, seed: int = 0, truncation: str = "none",
+                     signed: bool = True):
+    """Train two copies of q_input/q_weight on the same sparse input, one on QLR's sampled α-gradient
+    (``matmul``), one on the dense product (``q(x) @ w``); returns both trajectories and the quantizer."""
+    g = torch.Generator().manual_seed(seed)
+    vals = torch.randn(300, 200, generator=g) if signed else torch.rand(300, 200, generator=g)
+    x = (torch.rand(300, 200, generator=g) < density).float() * vals
+    w0 = torch.randn(200, 16, generator=g)
+    target = torch.randn(300, 16, generator=g)
+    runs = []
+    for sparse in (True, False):
+        qi, qw = QLRQuantizer(bits, "input", truncation=truncation), QLRQuantizer(bits, "weight")
+        w = torch.nn.Parameter(w0.clone())
+        opt = torch.optim.Adam([w, qi.alpha, qw.alpha], lr=1e-2)
+        traj = []
+        for _ in range(steps):
+            opt.zero_grad()
+            h = qi.matmul(x, lambda: qw(w)) if sparse else qi(x) @ qw(w)
+            ((h - target) ** 2).mean().backward()
+            traj.append((h.detach().clone(), qi.alpha.grad.clone(), w.grad.clone(), qw.alpha.grad.clone()))
+            opt.step()
+        runs.append((traj, qi))
+    return runs
+
+
+@pytest.mark.parametrize("bits,truncation,signed", [(4, "none", True), (8, "none", False), (2, "none", True),
+                                                    (2, "bt*", False), (2, "bt", False)])
+def test_sparse_input_alpha_gradient_equals_the_dense_product_bit_for_bit(bits, truncation, signed):
+    """QLR's sampled α-gradient of a constant sparse input: same output, same α and weight gradients
+    as autograd's dense ∂ℒ/∂x̂, step after step (first step checked against the dense product)."""
+    (sparse, qs), (dense, qd) = _sparse_vs_dense(bits=bits, truncation=truncation, signed=signed)
+    assert qs._sparse_checked is True and qd._sparse_checked is None  # the sampled path ran, and passed its check
+    for a, b in zip(sparse, dense):
+        for u, v in zip(a, b):
+            assert torch.equal(u, v)
+    assert float(sparse[-1][1]) != 0.0
+
+
+def test_dense_input_or_gradient_input_keeps_the_dense_product():
+    (_, q), _ = _sparse_vs_dense(steps=1, density=0.9)
+    assert q._sparse_checked is False
+    # BT* on a signed input: 0 is not on the truncated grid (x̂(0) != 0), so t is dense although x is not
+    (sparse, q), (dense, _) = _sparse_vs_dense(steps=2, bits=2, truncation="bt*", signed=True)
+    assert q._sparse_checked is False
+    for a, b in zip(sparse, dense):
+        for u, v in zip(a, b):
+            assert torch.equal(u, v)
+    q2 = QLRQuantizer(4, "input")
+    x = torch.randn(50, 20, requires_grad=True)
+    assert not q2._sparse_input(x)  # a hidden layer's input: its dense gradient is needed anyway
+
+
+def test_sparse_alpha_gradient_falls_back_when_its_check_fails(monkeypatch):
+    """If the sampled product ever differs from the dense one (another BLAS or CPU), the quantizer
+    warns, keeps the dense value for that step and uses the dense product from then on."""
+    from bench_suite.quant import fused
+
+    real = fused._sampled_grad_kernel
+    monkeypatch.setattr(fused, "_sampled_grad_kernel", lambda *a: real(*a) * (1 + 1e-6))
+    with pytest.warns(RuntimeWarning, match="dense product"):
+        (sparse, qs), (dense, _) = _sparse_vs_dense(steps=2)
+    assert qs._sparse_checked is False
+    for a, b in zip(sparse, dense):
+        for u, v in zip(a, b):
+            assert torch.equal(u, v)

@@ -11,7 +11,7 @@ from dgl.nn.functional import edge_softmax
 from torch import Tensor, nn
 
 from bench_suite.nn.graph import normalized_aggregate
-from bench_suite.quant.base import ROLES, QuantFactory, RoleQuantizers
+from bench_suite.quant.base import ROLES, QuantFactory, RoleQuantizers, quantized_matmul
 
 
 def make_quantizers(quant: QuantFactory, layer, roles=ROLES) -> RoleQuantizers:
@@ -34,7 +34,7 @@ class QLinear(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.q["feature"](self.q["input"](x) @ self.q["weight"](self.weight))
+        h = self.q["feature"](quantized_matmul(self.q["input"], x, self.q["weight"], self.weight))
         return h if self.bias is None else h + self.bias
 
 
@@ -65,7 +65,7 @@ class QGraphConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, g: dgl.DGLGraph, x: Tensor) -> Tensor:
-        h = self.q["feature"](self.q["input"](x) @ self.q["weight"](self.weight))
+        h = self.q["feature"](quantized_matmul(self.q["input"], x, self.q["weight"], self.weight))
         out = normalized_aggregate(g, h, self.q["message"], self.q["aggregate"])
         if self.bias is not None:
             out = out + self.bias

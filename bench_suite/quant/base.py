@@ -7,7 +7,7 @@ mask nodes.  FP32 is the identity quantizer.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -72,6 +72,12 @@ class Quantizer(nn.Module):
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def matmul(self, x: Tensor, weight: Callable[[], Tensor]) -> Tensor:
+        """``self(x) @ weight()``, evaluated in that order (a layer's ``q_input(x) · q_weight(W)``).
+        A quantizer may compute it its own way with the same values and gradients (QLR does
+        for a constant sparse input)."""
+        return self(x) @ weight()
+
     def qparams(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """Scale and zero point this quantizer uses for ``x`` in evaluation mode.
 
@@ -86,6 +92,14 @@ class Quantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, role={self.role}"
+
+
+def quantized_matmul(q_input: Any, x: Tensor, q_weight: Any, weight: Tensor) -> Tensor:
+    """``q_input(x) @ q_weight(weight)`` through :meth:`Quantizer.matmul` (plain modules: directly)."""
+    mm = getattr(q_input, "matmul", None)
+    if mm is None:
+        return q_input(x) @ q_weight(weight)
+    return mm(x, lambda: q_weight(weight))
 
 
 class IdentityQuantizer(Quantizer):

@@ -26,6 +26,7 @@ from typing import Optional
 
 import numba
 import numpy as np
+from numba.extending import intrinsic
 import torch
 from torch import Tensor
 
@@ -187,6 +188,88 @@ def _fq_backward_kernel(g, t, mask, need_t, use_mask, gx):  # pragma: no cover
             acc[k] += g[i + k] * t[i + k]
     for i in range(m, n):
         acc[i - m] += g[i] * t[i]
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+@numba.njit(cache=True, nogil=True)
+def _fq_plain_sparse_kernel(x, s, z, Q, out, idx, tv):  # pragma: no cover
+    """:func:`_fq_plain_kernel` for a constant input (no ∂x̂/∂x mask): writes x̂ in full and the
+    non-zero ∂x̂/∂s factors compacted as (flat index, value), ascending; returns their count.
+    Where x = 0 the factor is exactly 0 (x̂ = 0 is on the grid), so a sparse input gives few."""
+    Qf = np.float32(Q)
+    zero = np.float32(0.0)
+    n = 0
+    for i in range(x.size):
+        v = x[i] / s
+        qr = np.float32(np.rint(v)) + z
+        q = min(max(qr, zero), Qf)
+        a = q - z
+        out[i] = a * s
+        ti = a - v if q == qr else a
+        if ti != zero:
+            idx[n] = i
+            tv[n] = ti
+            n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _fq_trunc_sparse_kernel(x, s, z, Q, step, kappa, Qc, zs, ss, out, idx, tv):  # pragma: no cover
+    """:func:`_fq_trunc_kernel` for a constant input: x̂ in full, the non-zero ∂x̂/∂s factors
+    compacted as in :func:`_fq_plain_sparse_kernel`; returns their count."""
+    Qf = np.float32(Q)
+    Qcf = np.float32(Qc)
+    stepf = np.float32(step)
+    zero = np.float32(0.0)
+    n = 0
+    for i in range(x.size):
+        v = x[i] / s
+        qr = np.float32(np.rint(v)) + z
+        q = min(max(qr, zero), Qf)
+        cr = np.float32(np.rint((q + kappa) / stepf))
+        c = min(max(cr, zero), Qcf)
+        out[i] = (c - zs) * ss
+        a = c * stepf - z
+        ti = a - v if (q == qr) and (c == cr) else a
+        if ti != zero:
+            idx[n] = i
+            tv[n] = ti
+            n += 1
+    return n
+
+
+@intrinsic
+def _fma32(typingctx, a, b, c):  # pragma: no cover - compiled
+    """fma(a, b, c) in float32 with a single rounding (LLVM's llvm.fma.f32)."""
+    sig = numba.types.float32(numba.types.float32, numba.types.float32, numba.types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def _sampled_grad_kernel(G, W, idx, tv, n_cols, gout):  # pragma: no cover
+    """Σ_p g_p·t_p with g_p = (G·Wᵀ)[i, j] for flat index ``idx[p] = i·n_cols + j``, each g_p a
+    float32 FMA chain over k = 0..K−1 (how MKL's sgemm computes an element of this product;
+    :class:`bench_suite.quant.qlr.QLRQuantizer` checks that on its first call), and the sum
+    over the eight interleaved float64 partial sums of :func:`_fq_backward_kernel` (element f
+    to sum f mod 8): equal, term for term, to that kernel over the dense G·Wᵀ, whose other
+    terms are products with t = 0.  ``gout`` (if non-empty) receives every g_p."""
+    K = G.shape[1]
+    acc = np.zeros(8, dtype=np.float64)
+    keep = gout.size > 0
+    for p in range(idx.size):
+        f = idx[p]
+        i = f // n_cols
+        j = f - i * n_cols
+        c = np.float32(0.0)
+        for k in range(K):
+            c = _fma32(G[i, k], W[j, k], c)
+        if keep:
+            gout[p] = c
+        acc[f & 7] += c * tv[p]
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
