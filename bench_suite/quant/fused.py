@@ -128,24 +128,26 @@ def _fq_plain_kernel_no_t(x, s, z, Q, out, mask):  # pragma: no cover
         mask[i] = q == qr
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _trunc_element(xi, s, z, Qf, stepf, kappa, Qcf, zs, ss):  # pragma: no cover
+    """One element under bit truncation: (x̂, ∂x̂/∂s factor, inside), float32 throughout."""
+    zero = np.float32(0.0)
+    v = xi / s
+    qr = np.float32(np.rint(v)) + z
+    q = min(max(qr, zero), Qf)
+    cr = np.float32(np.rint((q + kappa) / stepf))
+    c = min(max(cr, zero), Qcf)
+    inside = (q == qr) and (c == cr)
+    a = c * stepf - z
+    return (c - zs) * ss, (a - v if inside else a), inside
+
+
 @numba.njit(cache=True, nogil=True)
 def _fq_trunc_kernel(x, s, z, Q, step, kappa, Qc, zs, ss, out, t, mask):  # pragma: no cover
     """:func:`_fq_plain_kernel` for bit truncation (BT/BT*: ``step`` > 1), branch-free."""
-    Qf = np.float32(Q)
-    Qcf = np.float32(Qc)
-    stepf = np.float32(step)
-    zero = np.float32(0.0)
+    Qf, Qcf, stepf = np.float32(Q), np.float32(Qc), np.float32(step)
     for i in range(x.size):
-        v = x[i] / s
-        qr = np.float32(np.rint(v)) + z
-        q = min(max(qr, zero), Qf)
-        cr = np.float32(np.rint((q + kappa) / stepf))
-        c = min(max(cr, zero), Qcf)
-        inside = (q == qr) and (c == cr)
-        out[i] = (c - zs) * ss
-        a = c * stepf - z
-        t[i] = a - v if inside else a
-        mask[i] = inside
+        out[i], t[i], mask[i] = _trunc_element(x[i], s, z, Qf, stepf, kappa, Qcf, zs, ss)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -192,46 +194,18 @@ def _fq_backward_kernel(g, t, mask, need_t, use_mask, gx):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def _fq_plain_sparse_kernel(x, s, z, Q, out, idx, tv):  # pragma: no cover
-    """:func:`_fq_plain_kernel` for a constant input (no ∂x̂/∂x mask): writes x̂ in full and the
-    non-zero ∂x̂/∂s factors compacted as (flat index, value), ascending; returns their count.
-    Where x = 0 the factor is exactly 0 (x̂ = 0 is on the grid), so a sparse input gives few."""
-    Qf = np.float32(Q)
-    zero = np.float32(0.0)
+def _fq_sparse_kernel(x, s, z, Q, step, kappa, Qc, zs, ss, out, idx, tv):  # pragma: no cover
+    """:func:`_fq_trunc_kernel` (or, with ``step`` 1, ``kappa`` 0, ``Qc`` = Q, ``zs`` = z, ``ss`` = s,
+    :func:`_fq_plain_kernel`: the same values) for a constant input, which needs no ∂x̂/∂x mask:
+    writes x̂ in full and the non-zero ∂x̂/∂s factors compacted as (flat index, value),
+    ascending; returns their count.  Where x̂ = 0 is on the grid (any grid without truncation;
+    bit truncation of a non-negative input) the factor at x = 0 is exactly 0, so a sparse
+    input gives few."""
+    Qf, Qcf, stepf = np.float32(Q), np.float32(Qc), np.float32(step)
     n = 0
     for i in range(x.size):
-        v = x[i] / s
-        qr = np.float32(np.rint(v)) + z
-        q = min(max(qr, zero), Qf)
-        a = q - z
-        out[i] = a * s
-        ti = a - v if q == qr else a
-        if ti != zero:
-            idx[n] = i
-            tv[n] = ti
-            n += 1
-    return n
-
-
-@numba.njit(cache=True, nogil=True)
-def _fq_trunc_sparse_kernel(x, s, z, Q, step, kappa, Qc, zs, ss, out, idx, tv):  # pragma: no cover
-    """:func:`_fq_trunc_kernel` for a constant input: x̂ in full, the non-zero ∂x̂/∂s factors
-    compacted as in :func:`_fq_plain_sparse_kernel`; returns their count."""
-    Qf = np.float32(Q)
-    Qcf = np.float32(Qc)
-    stepf = np.float32(step)
-    zero = np.float32(0.0)
-    n = 0
-    for i in range(x.size):
-        v = x[i] / s
-        qr = np.float32(np.rint(v)) + z
-        q = min(max(qr, zero), Qf)
-        cr = np.float32(np.rint((q + kappa) / stepf))
-        c = min(max(cr, zero), Qcf)
-        out[i] = (c - zs) * ss
-        a = c * stepf - z
-        ti = a - v if (q == qr) and (c == cr) else a
-        if ti != zero:
+        out[i], ti, _ = _trunc_element(x[i], s, z, Qf, stepf, kappa, Qcf, zs, ss)
+        if ti != np.float32(0.0):
             idx[n] = i
             tv[n] = ti
             n += 1

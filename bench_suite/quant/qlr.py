@@ -307,6 +307,8 @@ class QLRQuantizer(Quantizer):
         if trunc:  # the scalars fake_quant_fused forms for bit truncation
             kq = (Q, BT_STEP, np.float32(float(self.kappa)), qmax(self.bits), _fused._f32(z / BT_STEP),
                   _fused._f32(s0 * BT_STEP))
+        else:  # the truncation kernel with step 1 computes the plain kernel's values
+            kq = (Q, 1, np.float32(0.0), Q, z32, s32)
         t_full = None
         if self._sparse_checked is None:  # first call: the dense t, kept for the check in backward
             t_full = torch.empty_like(xhat)
@@ -324,10 +326,7 @@ class QLRQuantizer(Quantizer):
         else:
             idx = np.empty(xc.size, dtype=np.int64)
             tv = np.empty(xc.size, dtype=np.float32)
-            if trunc:
-                n = _fused._fq_trunc_sparse_kernel(xc, s32, z32, *kq, out, idx, tv)
-            else:
-                n = _fused._fq_plain_sparse_kernel(xc, s32, z32, Q, out, idx, tv)
+            n = _fused._fq_sparse_kernel(xc, s32, z32, *kq, out, idx, tv)
             idx, tv = idx[:n], tv[:n]
         w = weight()
         return _SparseInputAlphaGrad.apply(xhat @ w, s, w.detach().contiguous(), idx, tv, t_full, self)
