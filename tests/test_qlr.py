@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -212,14 +213,14 @@ def test_fused_alpha_path_equals_the_autograd_chain_bit_for_bit(bits, truncation
 
 
 def _sparse_vs_dense(steps: int = 3, density: float = 0.02, bits: int = 4, seed: int = 0, truncation: str = "none",
-                     signed: bool = True):
+                     signed: bool = True, width: int = 16):
     """Train two copies of q_input/q_weight on the same sparse input, one on QLR's sampled α-gradient
     (``matmul``), one on the dense product (``q(x) @ w``); returns both trajectories and the quantizer."""
     g = torch.Generator().manual_seed(seed)
     vals = torch.randn(300, 200, generator=g) if signed else torch.rand(300, 200, generator=g)
     x = (torch.rand(300, 200, generator=g) < density).float() * vals
-    w0 = torch.randn(200, 16, generator=g)
-    target = torch.randn(300, 16, generator=g)
+    w0 = torch.randn(200, width, generator=g)
+    target = torch.randn(300, width, generator=g)
     runs = []
     for sparse in (True, False):
         qi, qw = QLRQuantizer(bits, "input", truncation=truncation), QLRQuantizer(bits, "weight")
@@ -254,6 +255,14 @@ def test_dense_input_or_gradient_input_keeps_the_dense_product():
     assert q._sparse_checked is False
     # BT* on a signed input: 0 is not on the truncated grid (x̂(0) != 0), so t is dense although x is not
     (sparse, q), (dense, _) = _sparse_vs_dense(steps=2, bits=2, truncation="bt*", signed=True)
+    assert q._sparse_checked is False
+    for a, b in zip(sparse, dense):
+        for u, v in zip(a, b):
+            assert torch.equal(u, v)
+    # a product wider than MKL's single FMA chain (k > 192): dense, no failed check, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (sparse, q), (dense, _) = _sparse_vs_dense(steps=2, width=256)
     assert q._sparse_checked is False
     for a, b in zip(sparse, dense):
         for u, v in zip(a, b):

@@ -97,6 +97,10 @@ class _AlphaScale(torch.autograd.Function):
 
 #: A constant input denser than this keeps the dense α-gradient (the sampled product would not pay).
 SPARSE_INPUT_MAX_DENSITY = 0.25
+#: Widest product (columns of Ŵ) tried sparsely: MKL's sgemm here computes an element as one FMA
+#: chain over k up to k = 192 and blocks k beyond (measured on AMD EPYC, 1 and 2 threads), where the
+#: first-call check would fail; wider layers keep the dense product without trying.
+SPARSE_INPUT_MAX_K = 192
 
 
 class _SparseInputAlphaGrad(torch.autograd.Function):
@@ -329,6 +333,9 @@ class QLRQuantizer(Quantizer):
             n = _fused._fq_sparse_kernel(xc, s32, z32, *kq, out, idx, tv)
             idx, tv = idx[:n], tv[:n]
         w = weight()
+        if t_full is not None and (w.dim() != 2 or w.shape[1] > SPARSE_INPUT_MAX_K):
+            self._sparse_checked = False  # this call: the dense product from t_full; later calls: the usual path
+            idx, tv = None, None
         return _SparseInputAlphaGrad.apply(xhat @ w, s, w.detach().contiguous(), idx, tv, t_full, self)
 
     def _sparse_input(self, x: Tensor) -> bool:
