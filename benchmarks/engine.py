@@ -84,7 +84,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--results", default=None)
     p.add_argument("--datasets", nargs="+", default=["cora", "citeseer", "coauthor-physics"])
-    p.add_argument("--data-dir", default="/work/shared/datasets")
+    p.add_argument("--data-dir", default=None, help="dataset directory (default: $BENCH_SUITE_DATA)")
     p.add_argument("--quant", default="qlr")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--propagations", nargs="+", default=["appnp", "smp"], help="decoupled: propagations to time")

@@ -163,7 +163,7 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=2, help="init-alpha: bit width")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--dataset", default="cora")
-    ap.add_argument("--data-dir", default="/work/shared/datasets")
+    ap.add_argument("--data-dir", default=None, help="dataset directory (default: $BENCH_SUITE_DATA)")
     ap.add_argument("--model", default="gcn-2", choices=list(MODELS))
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--reps", type=int, default=20)
