@@ -217,8 +217,9 @@ class QLRQuantizer(Quantizer):
         """Fake-quantized ``x`` for the range ``[lo, hi]`` (STE; LSQ gradient to lo/hi)."""
         return self._quantize_sz(x, *scale_zero(lo, hi, self.range_bits))
 
-    def _quantize_learned(self, x: Tensor) -> Tensor:
-        """:meth:`_quantize` on :meth:`range_for` with α's gradient through one :class:`_AlphaScale` node."""
+    def _learned_scale(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """(scale as one :class:`_AlphaScale` node carrying α's gradient, the same scale without it, zero)
+        for the range :meth:`range_for` gives ``x``."""
         Q = qmax(self.range_bits)
         with torch.no_grad():
             mn, mx = torch.aminmax(x.detach())
@@ -226,7 +227,12 @@ class QLRQuantizer(Quantizer):
             lo, hi = torch.clamp(amn, max=0.0), torch.clamp(amx, min=0.0)
             s, z = scale_zero(lo, hi, self.range_bits)
             pre = (hi - lo) / Q
-        return self._quantize_sz(x, _AlphaScale.apply(self.alpha, s, pre, amn, amx, mn, mx, Q), z)
+        return _AlphaScale.apply(self.alpha, s, pre, amn, amx, mn, mx, Q), s, z
+
+    def _quantize_learned(self, x: Tensor) -> Tensor:
+        """:meth:`_quantize` on :meth:`range_for` with α's gradient through one :class:`_AlphaScale` node."""
+        s, _, z = self._learned_scale(x)
+        return self._quantize_sz(x, s, z)
 
     def _quantize_sz(self, x: Tensor, s: Tensor, z: Tensor) -> Tensor:
         if self.truncation == "none":
@@ -296,19 +302,12 @@ class QLRQuantizer(Quantizer):
             return self(x) @ weight()
         self._track(x)
         Q = qmax(self.range_bits)
-        with torch.no_grad():  # the scale exactly as _quantize_learned forms it
-            mn, mx = torch.aminmax(x.detach())
-            amn, amx = self.alpha * mn, self.alpha * mx
-            lo, hi = torch.clamp(amn, max=0.0), torch.clamp(amx, min=0.0)
-            s0, z = scale_zero(lo, hi, self.range_bits)
-            pre = (hi - lo) / Q
-        s = _AlphaScale.apply(self.alpha, s0, pre, amn, amx, mn, mx, Q)
+        s, s0, z = self._learned_scale(x)
         xc = x.contiguous().view(-1).numpy()
         s32, z32 = _fused._f32(s0), _fused._f32(z)
         xhat = torch.empty_like(x, memory_format=torch.contiguous_format)
         out = xhat.view(-1).numpy()
-        trunc = self.truncation != "none"
-        if trunc:  # the scalars fake_quant_fused forms for bit truncation
+        if self.truncation != "none":  # the scalars fake_quant_fused forms for bit truncation
             kq = (Q, BT_STEP, np.float32(float(self.kappa)), qmax(self.bits), _fused._f32(z / BT_STEP),
                   _fused._f32(s0 * BT_STEP))
         else:  # the truncation kernel with step 1 computes the plain kernel's values
@@ -317,11 +316,7 @@ class QLRQuantizer(Quantizer):
         if self._sparse_checked is None:  # first call: the dense t, kept for the check in backward
             t_full = torch.empty_like(xhat)
             t = t_full.view(-1).numpy()
-            mask = np.empty(t.size, dtype=np.bool_)
-            if trunc:
-                _fused._fq_trunc_kernel(xc, s32, z32, *kq, out, t, mask)
-            else:
-                _fused._fq_plain_kernel(xc, s32, z32, Q, out, t, mask)
+            _fused._fq_trunc_kernel(xc, s32, z32, *kq, out, t, np.empty(t.size, dtype=np.bool_))
             idx = np.flatnonzero(t)
             tv = t[idx]
             if idx.size > SPARSE_INPUT_MAX_DENSITY * t.size:  # not sparse: the dense product from now on
