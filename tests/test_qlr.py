@@ -285,3 +285,55 @@ def test_sparse_alpha_gradient_falls_back_when_its_check_fails(monkeypatch):
     for a, b in zip(sparse, dense):
         for u, v in zip(a, b):
             assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("step,kappa,z", [(1, 0.0, 7.0), (85, 0.0, 0.0), (85, 1.0, 100.0)])
+def test_sparse_kernel_equals_the_dense_kernel_on_zeros_of_either_sign(step, kappa, z):
+    """The sparse forward kernel's shortcut for +0.0 gives the dense kernel's x̂ bit for bit, and its
+    (index, factor) list is exactly the dense kernel's non-zero ∂x̂/∂s factors, in order — also when
+    x̂(0) is off the grid (BT* with a shift: every zero has a factor) and for -0.0."""
+    from bench_suite.quant.fused import _fq_sparse_kernel, _fq_trunc_kernel
+
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(5000) * (rng.random(5000) < 0.05)).astype(np.float32)  # +0.0 and -0.0
+    x[:4] = [0.0, -0.0, 1e-30, -1e-30]
+    assert (np.signbit(x) & (x == 0)).any() and (~np.signbit(x) & (x == 0)).any()
+    Q, Qc = (255, 3) if step != 1 else (15, 15)
+    s, z32, k = np.float32(0.02), np.float32(z), np.float32(kappa)
+    zs, ss = (np.float32(z32 / step), np.float32(s * step)) if step != 1 else (z32, s)
+    out_d, t_d = np.empty_like(x), np.empty_like(x)
+    _fq_trunc_kernel(x, s, z32, Q, step, k, Qc, zs, ss, out_d, t_d, np.empty(x.size, np.bool_))
+    out_s, idx, tv = np.empty_like(x), np.empty(x.size, np.int64), np.empty(x.size, np.float32)
+    n = _fq_sparse_kernel(x, x.view(np.int32), s, z32, Q, step, k, Qc, zs, ss, out_s, idx, tv)
+    assert np.array_equal(out_s.view(np.int32), out_d.view(np.int32))
+    nz = np.flatnonzero(t_d)
+    assert n == nz.size and np.array_equal(idx[:n], nz) and np.array_equal(tv[:n].view(np.int32), t_d[nz].view(np.int32))
+    if step != 1 and kappa:
+        assert n > 0.9 * x.size  # x̂(0) off the grid: the zeros carry factors
+
+
+def test_scale_chain_equals_the_torch_chain_bit_for_bit():
+    """QLR's numpy scalar chain gives scale_zero's s and z (and α·mn, α·mx, (hi − lo)/Q) on torch's
+    0-dim float32 tensors to the bit: random ranges, signed zeros, degenerate and tiny ranges (s at EPS)."""
+    from bench_suite.quant.base import scale_zero
+    from bench_suite.quant.qlr import scale_chain
+
+    rng = np.random.default_rng(3)
+    vals = np.concatenate([rng.standard_normal(300) * 10.0 ** rng.integers(-12, 4, 300),
+                           [0.0, -0.0, 1e-30, -1e-30, 3e-9, -3e-9, 1e-7, 7.0]]).astype(np.float32)
+    alphas = np.concatenate([rng.uniform(0.05, 1.5, 40), [1.0, 0.1, 0.0]]).astype(np.float32)
+    bits = lambda t: np.float32(float(t)).view(np.int32)  # noqa: E731
+    checked = 0
+    for a in alphas:
+        for mn, mx in zip(vals, rng.permutation(vals)):
+            mn, mx = min(mn, mx), max(mn, mx)
+            for Q in (3, 15, 255):
+                at, mnt, mxt = (torch.tensor(v, dtype=torch.float32) for v in (a, mn, mx))
+                amn, amx = at * mnt, at * mxt
+                lo, hi = torch.clamp(amn, max=0.0), torch.clamp(amx, min=0.0)
+                s, z = scale_zero(lo, hi, {3: 2, 15: 4, 255: 8}[Q])
+                got = scale_chain(float(a), float(mn), float(mx), Q)
+                want = (s, z, (hi - lo) / Q, amn, amx)
+                assert [np.float32(g).view(np.int32) for g in got] == [bits(w) for w in want], (a, mn, mx, Q)
+                checked += 1
+    assert checked > 30000

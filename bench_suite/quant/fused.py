@@ -194,16 +194,26 @@ def _fq_backward_kernel(g, t, mask, need_t, use_mask, gx):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def _fq_sparse_kernel(x, s, z, Q, step, kappa, Qc, zs, ss, out, idx, tv):  # pragma: no cover
+def _fq_sparse_kernel(x, xbits, s, z, Q, step, kappa, Qc, zs, ss, out, idx, tv):  # pragma: no cover
     """:func:`_fq_trunc_kernel` (or, with ``step`` 1, ``kappa`` 0, ``Qc`` = Q, ``zs`` = z, ``ss`` = s,
     :func:`_fq_plain_kernel`: the same values) for a constant input, which needs no ∂x̂/∂x mask:
     writes x̂ in full and the non-zero ∂x̂/∂s factors compacted as (flat index, value),
     ascending; returns their count.  Where x̂ = 0 is on the grid (any grid without truncation;
     bit truncation of a non-negative input) the factor at x = 0 is exactly 0, so a sparse
-    input gives few."""
+    input gives few.  ``xbits`` is ``x`` viewed as int32: elements that are exactly +0.0 take
+    the values computed once for +0.0 (a compare and a store instead of the element function,
+    5x faster on Cora's 98.7%-zero features; -0.0 and everything else go through it)."""
     Qf, Qcf, stepf = np.float32(Q), np.float32(Qc), np.float32(step)
+    o0, t0, _ = _trunc_element(np.float32(0.0), s, z, Qf, stepf, kappa, Qcf, zs, ss)
     n = 0
     for i in range(x.size):
+        if xbits[i] == 0:
+            out[i] = o0
+            if t0 != np.float32(0.0):
+                idx[n] = i
+                tv[n] = t0
+                n += 1
+            continue
         out[i], ti, _ = _trunc_element(x[i], s, z, Qf, stepf, kappa, Qcf, zs, ss)
         if ti != np.float32(0.0):
             idx[n] = i

@@ -65,23 +65,50 @@ def grad_scale(x: Tensor, g: float) -> Tensor:
     return (x - x * g).detach() + x * g
 
 
+def _clamp_max(a: np.float32, m: np.float32) -> np.float32:
+    """``torch.clamp(a, max=m)`` on one float32 value: NaN kept, else ``std::min(a, m)`` (``a`` on ties, so -0.0 stays)."""
+    return a if (a != a or not m < a) else m
+
+
+def _clamp_min(a: np.float32, m: np.float32) -> np.float32:
+    """``torch.clamp(a, min=m)`` on one float32 value: NaN kept, else ``std::max(a, m)`` (``a`` on ties)."""
+    return a if (a != a or not a < m) else m
+
+
+def scale_chain(alpha: float, mn: float, mx: float, Q: int) -> Tuple[np.float32, ...]:
+    """``(s, z, pre, α·mn, α·mx)`` of :func:`scale_zero` on QLR's range ``[clamp(α·mn, max=0),
+    clamp(α·mx, min=0)]`` with ``pre = (hi − lo)/Q``: the same float32 operations in the same
+    order on numpy scalars (a few hundred ns) instead of a dozen 0-dim torch ops (~30 µs, a deep
+    GNN has six quantizers a layer); ``tests/test_qlr.py`` checks every bit, signed zeros included."""
+    f32 = np.float32
+    a, m0, m1, q = f32(alpha), f32(mn), f32(mx), f32(Q)
+    amn, amx = a * m0, a * m1
+    lo, hi = _clamp_max(amn, f32(0.0)), _clamp_min(amx, f32(0.0))
+    pre = (hi - lo) / q
+    s = _clamp_min(pre, f32(EPS))
+    v = -lo / s
+    r = v + (f32(np.rint(v)) - v)  # round_ste's value
+    z = _clamp_max(_clamp_min(r, f32(0.0)), q)
+    return s, z, pre, amn, amx
+
+
 class _AlphaScale(torch.autograd.Function):
     """The scale ``s(α) = clamp((clamp(α·mx, min=0) − clamp(α·mn, max=0)) / Q, min=EPS)`` as one
     autograd node (speed: a deep GNN has six quantizers a layer, and the ten scalar nodes autograd
     records for this chain cost more than the fake quantization of a 2708x64 tensor).
 
-    ``forward`` returns the scale computed by :func:`scale_zero` without gradient; ``backward``
-    applies the chain rule autograd applies to that chain (clamp, div, sub, clamp, mul, and the
-    sum of α's two uses), each step in float32 as torch computes it, so α's gradient is
-    bit-identical to the unfused path's (``tests/test_qlr.py``).
+    ``forward`` returns the scale ``s`` (float32 from :func:`scale_chain`) as a tensor shaped like α;
+    ``backward`` applies the chain rule autograd applies to that chain (clamp, div, sub, clamp, mul,
+    and the sum of α's two uses), each step in float32 as torch computes it, so α's gradient is
+    bit-identical to the unfused path's (``tests/test_qlr.py``).  ``vals`` = (pre, α·mn, α·mx, mn, mx, Q)
+    as float32 scalars.
     """
 
     @staticmethod
-    def forward(ctx, alpha: Tensor, s: Tensor, pre: Tensor, amn: Tensor, amx: Tensor, mn: Tensor, mx: Tensor,
-                Q: int) -> Tensor:
-        ctx.vals = tuple(np.float32(float(v)) for v in (pre, amn, amx, mn, mx)) + (np.float32(Q),)
+    def forward(ctx, alpha: Tensor, s: np.float32, vals: Tuple[np.float32, ...]) -> Tensor:
+        ctx.vals = vals
         ctx.shape = alpha.shape
-        return s.clone()
+        return torch.full(alpha.shape, s, dtype=torch.float32)
 
     @staticmethod
     def backward(ctx, gs: Tensor):
@@ -92,7 +119,7 @@ class _AlphaScale(torch.autograd.Function):
         g_lo = -g_hi
         ga_hi = (g_hi if amx >= zero else zero) * mx  # clamp(α·mx, min=0), then α·mx
         ga_lo = (g_lo if amn <= zero else zero) * mn  # clamp(α·mn, max=0), then α·mn
-        return torch.full(ctx.shape, ga_hi + ga_lo, dtype=torch.float32), None, None, None, None, None, None, None
+        return torch.full(ctx.shape, ga_hi + ga_lo, dtype=torch.float32), None, None
 
 
 #: A constant input denser than this keeps the dense α-gradient (the sampled product would not pay).
@@ -221,13 +248,10 @@ class QLRQuantizer(Quantizer):
         """(scale as one :class:`_AlphaScale` node carrying α's gradient, the same scale without it, zero)
         for the range :meth:`range_for` gives ``x``."""
         Q = qmax(self.range_bits)
-        with torch.no_grad():
-            mn, mx = torch.aminmax(x.detach())
-            amn, amx = self.alpha * mn, self.alpha * mx
-            lo, hi = torch.clamp(amn, max=0.0), torch.clamp(amx, min=0.0)
-            s, z = scale_zero(lo, hi, self.range_bits)
-            pre = (hi - lo) / Q
-        return _AlphaScale.apply(self.alpha, s, pre, amn, amx, mn, mx, Q), s, z
+        mn, mx = (float(v) for v in torch.aminmax(x.detach()))
+        s, z, pre, amn, amx = scale_chain(float(self.alpha), mn, mx, Q)
+        s_t = _AlphaScale.apply(self.alpha, s, (pre, amn, amx, np.float32(mn), np.float32(mx), np.float32(Q)))
+        return s_t, s_t.detach(), torch.full(self.alpha.shape, z, dtype=torch.float32)
 
     def _quantize_learned(self, x: Tensor) -> Tensor:
         """:meth:`_quantize` on :meth:`range_for` with α's gradient through one :class:`_AlphaScale` node."""
@@ -325,7 +349,7 @@ class QLRQuantizer(Quantizer):
         else:
             idx = np.empty(xc.size, dtype=np.int64)
             tv = np.empty(xc.size, dtype=np.float32)
-            n = _fused._fq_sparse_kernel(xc, s32, z32, *kq, out, idx, tv)
+            n = _fused._fq_sparse_kernel(xc, xc.view(np.int32), s32, z32, *kq, out, idx, tv)
             idx, tv = idx[:n], tv[:n]
         w = weight()
         if t_full is not None and (w.dim() != 2 or w.shape[1] > SPARSE_INPUT_MAX_K):
