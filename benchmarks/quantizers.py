@@ -1,7 +1,7 @@
 """Accuracy and training cost of the quantizers (issue 3: QLR, BT/BT*, QAT, DQ).
 
     python benchmarks/quantizers.py accuracy [--seeds 10] [--model gcn-2|appnp-10] [--only fp32 qlr-2 ...]
-    python benchmarks/quantizers.py cost [--dataset cora] [--depth 16] [--reps 20] [--threads 1]
+    python benchmarks/quantizers.py cost [--dataset cora] [--depth 16] [--reps 20] [--threads 1] [--out FILE.jsonl]
     python benchmarks/quantizers.py init-alpha [--results results/quantizers] [--dataset cora] [--quant qlr] [--bits 2]
 
 ``accuracy``: mean ± unbiased std of the test accuracy at the best-validation epoch
@@ -22,6 +22,8 @@ spinning worker thread): measure both and say which.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import statistics
 import time
 from typing import Dict
@@ -29,6 +31,7 @@ from typing import Dict
 import torch
 
 from bench_suite.defaults import apply_defaults
+from bench_suite.env import environment
 from bench_suite.quant.qlr import alpha_grid
 from bench_suite.registry import load_all
 from bench_suite.spec import resolve_spec
@@ -95,11 +98,22 @@ def cost(args: argparse.Namespace) -> None:
             step()
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["fp32"]) if "fp32" in times else None
+    env = environment()
+    print(f"# {env['cpu']}, {env['cpu_count']} cores, torch {env['versions']['torch']}, "
+          f"commit {env['git_commit']}", flush=True)
     for name, ts in times.items():
         med = statistics.median(ts)
         rel = f"{med / base:5.2f}x FP32" if base else ""
         print(f"{args.dataset} gcn-{args.depth} {name:14s} {1000 * med:8.1f} ms/epoch {rel}  "
               f"({args.threads} thread{'s' if args.threads > 1 else ''}, median of {args.reps})", flush=True)
+        if args.out:
+            rec = {"benchmark": "quantizer-cost", "dataset": args.dataset, "model": f"gcn-{args.depth}",
+                   "quantizer": name, "spec": QUANTS[name], "threads": args.threads, "reps": args.reps,
+                   "median_ms": round(1000 * med, 3), "vs_fp32": round(med / base, 4) if base else None,
+                   "times_ms": [round(1000 * t, 3) for t in ts], "env": env,
+                   "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            with open(args.out, "a") as f:
+                f.write(json.dumps(rec, sort_keys=True) + "\n")
 
 
 def init_alpha(args: argparse.Namespace) -> None:
@@ -167,6 +181,7 @@ def main() -> None:
     ap.add_argument("--model", default="gcn-2", choices=list(MODELS))
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--out", default=None, help="cost: append one JSON line per quantizer (times, ratio, machine) here")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the cost part (default 1)")
     ap.add_argument("--only", nargs="*", default=None, choices=list(QUANTS))
     ap.add_argument("--defaults", action="store_true",
