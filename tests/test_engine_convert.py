@@ -27,11 +27,11 @@ def cora(data_dir):
     return d, prepare_graph(d.graph)
 
 
-def trained(d, g, model: str, key: str, bits: int, epochs: int = 3) -> torch.nn.Module:
+def trained(d, g, model: str, key: str, bits: int, epochs: int = 3, params: dict | None = None) -> torch.nn.Module:
     torch.manual_seed(0)
-    params = {"propagation": "appnp"} if model == "decoupled" else {}
+    extra = {"propagation": "appnp"} if model == "decoupled" else {}
     m = MODELS.create(model, in_dim=d.features.shape[1], num_classes=d.num_classes, depth=3,
-                      quant=QuantFactory(key, bits), **params)
+                      quant=QuantFactory(key, bits, params), **extra)
     opt = torch.optim.Adam(m.parameters(), lr=0.01)
     m.train()
     for _ in range(epochs):
@@ -218,3 +218,21 @@ def test_smp_lambda_min_is_applied_by_the_integer_model(cora) -> None:
             projected = m(g, d.features).argmax(1).numpy()
     assert agree >= 0.999, f"integer SMP with lambda_min agrees on {agree:.4%} of nodes"
     assert (unprojected != projected).mean() > 0.01  # so the agreement above tests the projection
+
+
+@pytest.mark.parametrize("model,truncation", [("gcn", "bt*"), ("gcn", "bt"), ("decoupled", "bt*")])
+def test_agreement_qlr_bit_truncation(cora, model: str, truncation: str) -> None:
+    """QLR at INT2 with BT/BT* converts (2-bit codes of the 8-bit grid, zero point z/85) and the
+    integer model predicts the fake-quant model's classes; trained long enough not to be constant."""
+    d, g = cora
+    m = trained(d, g, model, "qlr", 2, epochs=30, params={"truncation": truncation})
+    q = m.layers[0].q["message"] if model == "gcn" else m.prop.q[0]["message"]
+    rule = rule_of(q)
+    assert (rule.kind, rule.bits, rule.grid_bits, rule.step) == ("scaled_minmax", 2, 8, 85)
+    assert rule.kappa == float(q.kappa)
+    agree, classes = agreement(m, d, g)
+    assert classes > 1, "degenerate model: one predicted class"
+    assert agree >= 0.999, f"{model} INT2 {truncation}: integer model agrees on {agree:.4%} of nodes"
+    im = convert(m)
+    w = (im.linears[0].weight)
+    assert w.bits == 2 and not float(w.zero).is_integer() and w.codes().max() <= 3

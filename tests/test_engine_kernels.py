@@ -138,3 +138,65 @@ def test_int_linear_equals_integer_product_with_and_without_rank1_correction(w_z
     exact = (x.astype(np.int64) - z_x) @ (q.astype(np.int64) - w_zero).T
     y = lin(x, (s_x, z_x, 255.0))
     np.testing.assert_allclose(y, s_x * s_w * exact, rtol=1e-5, atol=1e-3)
+
+
+# bit truncation (METHOD.md §6): 8-bit grid, shift κ, step 85, 2-bit codes
+BT_CASES = [(0.0, 0.0), (37.0, 2.0), (128.0, -1.0)]
+
+
+@pytest.mark.parametrize("z,kappa", BT_CASES)
+def test_truncated_kernels_equal_the_fake_quant_kernel_bit_for_bit(z: float, kappa: float) -> None:
+    """quantize, fq_rows, fq, quantize_pack and the epilogue under BT/BT* give the training kernel's
+    (``fake_quant_fused`` with step 85) values and its 2-bit codes, to the bit."""
+    import torch
+
+    from bench_suite.quant.fused import fake_quant_fused
+
+    rng = np.random.default_rng(int(z))
+    x = (rng.standard_normal((60, 37)) * 2).astype(np.float32)
+    s = np.float32(0.03)
+    p = (float(s), z, 255.0, 85.0, kappa, 3.0)
+    ref = fake_quant_fused(torch.from_numpy(x), torch.tensor(s), torch.tensor(np.float32(z)), 8, step=85,
+                           kappa=kappa, code_bits=2).numpy()
+    trunc, g = K.grid(p)
+    assert trunc and K.effective(p) == (float(np.float32(s * np.float32(85))), float(np.float32(np.float32(z) / 85)))
+    ss, zs = (np.float32(v) for v in K.effective(p))
+    codes = K.quantize(x, p)
+    assert codes.max() <= 3 and len(np.unique(codes)) > 1
+    np.testing.assert_array_equal(((codes.astype(np.float32) - zs) * ss).view(np.int32), ref.view(np.int32))
+    out, lo, hi = K.fq_rows(x, p)
+    np.testing.assert_array_equal(out.view(np.int32), ref.view(np.int32))
+    np.testing.assert_array_equal(lo, ref.min(1))
+    np.testing.assert_array_equal(fq(x, p).view(np.int32), ref.view(np.int32))
+    norm = (rng.random(60) + 0.2).astype(np.float32)
+    packed = K.quantize_pack(x / norm[:, None], norm, (0.1, 1.0, 3.0), 2, row_bytes(37, 2), feature=p)
+    np.testing.assert_array_equal(unpack(packed, 2, 37), quant(fq(x / norm[:, None], p) * norm[:, None],
+                                                                (0.1, 1.0, 3.0)))
+    msg = K.quantize_pack(x, np.ones(60, np.float32), p, 2, row_bytes(37, 2))
+    np.testing.assert_array_equal(unpack(msg, 2, 37), codes)
+    bias = rng.standard_normal((1, 37)).astype(np.float32)
+    np.testing.assert_array_equal(K.epilogue(x, p, bias, mode="float"), ref + bias)
+    nxt = K.epilogue(x, (0.05, 3.0, 15.0), bias, update=p, relu=True, mode="codes", following=p)
+    np.testing.assert_array_equal(nxt, K.quantize(np.maximum(fq(fq(x, (0.05, 3.0, 15.0)) + bias, p), 0), p))
+
+
+def test_int_linear_with_truncated_zero_points_equals_the_exact_product() -> None:
+    """Bit-truncated input and weight codes (0..3) have zero points z/85 that oneDNN cannot take:
+    IntLinear passes 0 and corrects by the column and row sums."""
+    from bench_suite.engine.convert import RangeRule
+    from bench_suite.engine.intmodel import IntLinear
+    from bench_suite.engine.packing import PackedTensor
+
+    rng = np.random.default_rng(5)
+    n, k, m = 200, 45, 20
+    q = rng.integers(0, 4, (m, k)).astype(np.uint8)
+    x = rng.integers(0, 4, (n, k)).astype(np.uint8)
+    zw = float(np.float32(np.float32(131.0) / 85))
+    p = (0.004, 100.0, 255.0, 85.0, 1.0, 3.0)  # input: effective scale 0.34, zero 100/85
+    s_x, z_x = K.effective(p)
+    s_w = 0.02
+    rule = RangeRule(kind="static", bits=2, scale=0.004, zero=100.0, grid_bits=8, step=85, kappa=1.0)
+    lin = IntLinear(PackedTensor.from_codes(q, 2, s_w, zw), rule, rule)
+    assert lin.shift != 0 and not float(z_x).is_integer()
+    exact = (x.astype(np.float64) - z_x) @ (q.astype(np.float64) - zw).T
+    np.testing.assert_allclose(lin(x, p), s_x * s_w * exact, rtol=1e-5, atol=1e-4)

@@ -243,7 +243,8 @@ def timed(fn) -> float:
 def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = "arxiv-like", bits: int = 2,
             quant: Optional[str] = None, threads: int = 2, repeats: int = 5, warmup: int = 1,
             impls: tuple = IMPLS, model_path: Optional[str] = None, seed: int = 0,
-            propagation: str = "appnp", train_epochs: int = 0, data_dir=None) -> List[dict]:
+            propagation: str = "appnp", train_epochs: int = 0, data_dir=None,
+            truncation: Optional[str] = None) -> List[dict]:
     """Time each implementation in ``impls`` on one model and graph; one record per implementation.
 
     ``graph`` is a generated graph (:data:`GRAPHS`) or a registered dataset (read from
@@ -252,7 +253,7 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     values), or, with ``train_epochs`` > 0 on a dataset, is trained that many epochs on
     its training nodes first (the record then also holds the test accuracy of the
     fake-quant and the integer model); ``model_path`` loads a saved integer model instead
-    of converting one.
+    of converting one.  ``truncation`` (``bt``, ``bt*``; INT2 QLR) is passed to the quantizer.
     """
     from bench_suite.engine import kernels
     from bench_suite.engine.calibration import temporary_quantizer
@@ -284,7 +285,8 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     accuracy = {}
     with temporary_quantizer() as static:
         qkey = quant or ("qlr" if "qlr" in QUANTIZERS else static)
-        fq_model = build(model, depth, hidden, x.shape[1], classes, QuantFactory(qkey, bits), propagation)
+        fq_model = build(model, depth, hidden, x.shape[1], classes,
+                         QuantFactory(qkey, bits, {"truncation": truncation} if truncation else None), propagation)
         if train_epochs:
             train_briefly(fq_model, g, data, int(train_epochs))
         else:
@@ -322,7 +324,8 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     common = {
         "kind": "speed", "model": model, "depth": depth, "hidden": hidden, "graph": graph,
         "nodes": g0.num_nodes(), "edges": g0.num_edges() // 2, "bits": bits,
-        "propagation": propagation if model == "decoupled" else None, "quant": qkey, "threads": threads,
+        "propagation": propagation if model == "decoupled" else None, "quant": qkey,
+        "truncation": truncation or "none", "threads": threads,
         "repeats": repeats, "warmup": warmup, "fp32_bytes": fp, "cpu": cpu_model(),
         "loadavg_1min": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "generator": ("Chung-Lu power law (Pareto weights, tail exponent 2.5), seed %d" % seed

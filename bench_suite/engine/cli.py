@@ -3,7 +3,8 @@
 Keys: model (gcn, decoupled), depth, hidden, graph (a generated graph:
 arxiv-like, arxiv-like-10, small, tiny; or a registered dataset, read from --data-dir /
 $BENCH_SUITE_DATA), bits (8, 4, 2), propagation (decoupled: appnp, smp), quant (quantizer key;
-default qlr if registered, else a static min/max calibration), model_path (a saved
+default qlr if registered, else a static min/max calibration), truncation (bt, bt*: QLR at
+INT2 with bit truncation), model_path (a saved
 integer model), train_epochs (datasets: train the fake-quant model this many epochs
 first; the record adds test accuracy of both models and their agreement), seed.
 Prints one JSON line per implementation.
@@ -14,7 +15,8 @@ import argparse
 import inspect
 import json
 
-KEYS = ("model", "depth", "hidden", "graph", "bits", "quant", "model_path", "seed", "propagation", "train_epochs")
+KEYS = ("model", "depth", "hidden", "graph", "bits", "quant", "truncation", "model_path", "seed", "propagation",
+        "train_epochs")
 
 
 def configure(p: argparse.ArgumentParser) -> None:

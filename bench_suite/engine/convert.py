@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from bench_suite.engine.packing import PackedTensor, check_bits
-from bench_suite.quant.base import Quantizer, qmax, quantize_codes, scale_zero
+from bench_suite.quant.base import Quantizer, qmax, quantize_codes
+from bench_suite.quant.qlr import scale_chain
 
 PROBES = ((-1.0, 1.0), (-3.0, 5.0), (0.0, 2.0), (-0.5, 0.0), (-7.0, 0.25))
 
@@ -25,18 +26,27 @@ class RangeRule:
     """How one quantizer picks its range ``[m, M]`` in evaluation mode."""
 
     kind: str  # "static" or "scaled_minmax"
-    bits: int
+    bits: int  # bits of the stored codes
     scale: float = 1.0  # static rules store their scale and zero point
     zero: float = 0.0
     alpha: float = 1.0
+    #: bit truncation (METHOD.md §6): codes of a ``grid_bits`` grid, shifted by ``kappa`` and
+    #: divided by ``step`` into ``bits``-bit codes; ``step`` 1 means none
+    grid_bits: int = 0
+    step: int = 1
+    kappa: float = 0.0
 
     def params(self, xmin: float, xmax: float) -> tuple:
-        """``(scale, zero, Q)`` for a tensor whose extremes are ``xmin``/``xmax``."""
+        """``(scale, zero, Q)`` for a tensor whose extremes are ``xmin``/``xmax``; under bit truncation
+        ``(scale, zero, Q, step, κ, Qc)`` of the ``grid_bits`` grid (:func:`bench_suite.engine.kernels.grid`)."""
+        Q = qmax(self.grid_bits or self.bits)
         if self.kind == "static":
-            return self.scale, self.zero, float(qmax(self.bits))
-        lo, hi = min(0.0, self.alpha * float(xmin)), max(0.0, self.alpha * float(xmax))
-        s, z = scale_zero(torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32), self.bits)
-        return float(s), float(z), float(qmax(self.bits))
+            s, z = self.scale, self.zero
+        else:  # QLR's float32 chain, to the bit (bench_suite.quant.qlr.scale_chain)
+            s, z = (float(v) for v in scale_chain(self.alpha, float(xmin), float(xmax), Q)[:2])
+        if self.step == 1:
+            return s, z, float(Q)
+        return s, z, float(Q), float(self.step), float(self.kappa), float(qmax(self.bits))
 
 
 def _probe(q: Quantizer, lo: float, hi: float) -> tuple:
@@ -76,6 +86,9 @@ def quantize_weight(q: Quantizer, w: torch.Tensor, where: str) -> PackedTensor:
     bits = check_bits(int(q.bits), where)
     q.eval()
     with torch.no_grad():
+        if getattr(q, "truncation", "none") != "none":  # BT/BT*: the quantizer's own 2-bit codes
+            codes, s, z = q.codes(w.detach())  # zero point z/step: not an integer
+            return PackedTensor.from_codes(codes.to(torch.uint8).numpy(), bits, float(s), float(z))
         s, z = q.qparams(w.detach())
         codes = quantize_codes(w.detach(), s, z, bits).to(torch.uint8).numpy()
     return PackedTensor.from_codes(codes, bits, float(s), int(round(float(z))))

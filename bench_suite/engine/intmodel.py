@@ -23,9 +23,13 @@ F32 = np.float32
 
 
 def fq(x: np.ndarray, p: tuple) -> np.ndarray:
-    """Fake quantization of a float32 vector under ``p = (s, z, Q)``, as the kernels compute it."""
-    s, z, qm = (F32(v) for v in p)
-    return (np.clip(np.rint(x / s) + z, F32(0), qm) - z) * s
+    """Fake quantization of a float32 vector under ``p`` (``(s, z, Q)`` or, bit-truncated,
+    ``(s, z, Q, step, κ, Qc)``: :func:`bench_suite.engine.kernels.grid`), as the kernels compute it."""
+    trunc, (s, z, qm, step, kappa, qc, zs, ss) = K.grid(p)
+    c = np.clip(np.rint(x / s) + z, F32(0), qm)
+    if trunc:
+        return (np.clip(np.rint((c + kappa) / step), F32(0), qc) - zs) * ss
+    return (c - z) * s
 
 
 @dataclass
@@ -63,11 +67,14 @@ class IntLinear:
         self.weight, self.input_rule, self.feature_rule = weight, input_rule, feature_rule
         self.bias = None if bias is None else np.asarray(bias, F32).reshape(1, -1)
         codes = weight.codes().astype(np.int16)
-        centred = codes - weight.zero
-        # oneDNN takes a symmetric int8 weight; when q − z does not fit, store q − 128 and
-        # add (128 − z)·Σ_k(x_k − z_x) per row (a rank-1 correction).
-        self.shift = 0 if centred.min() >= -128 and centred.max() <= 127 else 128 - weight.zero
-        w8 = torch.from_numpy((centred if self.shift == 0 else codes - 128).astype(np.int8))
+        # oneDNN takes a symmetric int8 weight; when q − z does not fit (or z is not an integer:
+        # bit truncation's z/step), store q − 128 and add (128 − z)·Σ_k(x_k − z_x) per row (a
+        # rank-1 correction).
+        fits = isinstance(weight.zero, int) and -128 <= codes.min() - weight.zero and codes.max() - weight.zero <= 127
+        self.shift = 0 if fits else 128 - weight.zero
+        w8n = (codes - weight.zero if fits else codes - 128).astype(np.int8)
+        self.col_sums = w8n.astype(np.float32).sum(axis=1)  # Σ_k w8[j, k], for an input zero that is no integer
+        w8 = torch.from_numpy(w8n)
         self.packed = torch.ops.onednn.qlinear_prepack(w8, None)
         self.w_scale = torch.tensor([weight.scale], dtype=torch.float32)
         self.w_zero = torch.zeros(1, dtype=torch.int64)
@@ -77,13 +84,16 @@ class IntLinear:
         return self.weight.data.shape[0]
 
     def __call__(self, xq: np.ndarray, p: tuple) -> np.ndarray:
-        s, z, _ = p
+        s, z = K.effective(p)
+        zi = int(z) if float(z).is_integer() else 0  # oneDNN takes an integer zero point
         x = torch.from_numpy(xq)
-        y = torch.ops.onednn.qlinear_pointwise(x, float(s), int(z), self.packed, self.w_scale, self.w_zero,
+        y = torch.ops.onednn.qlinear_pointwise(x, float(s), zi, self.packed, self.w_scale, self.w_zero,
                                                None, 1.0, 0, torch.float32, "none", [], "")
         y = y.numpy()
+        if zi != z:  # y −= s·s_w·z·Σ_k w8[j, k]: the zero point oneDNN could not take
+            y -= F32(s * self.weight.scale * z) * self.col_sums
         if self.shift:  # y += (Σ_k x_k − z·K) · s·s_w·shift per row, in one parallel pass
-            K.add_row_sums(y, xq, int(z), F32(s * self.weight.scale * self.shift))
+            K.add_row_sums(y, xq, z, F32(s * self.weight.scale * self.shift))
         return y
 
     @property
@@ -130,11 +140,11 @@ class Aggregation:
         width = x.shape[1]
         packed = K.quantize_pack(x, g.norm, msg, bits, row_bytes(width, bits), feature)
         S, smin, smax = K.aggregate(g.indptr, g.indices, packed, bits, width)
-        sm, zm = F32(msg[0]), F32(msg[1])
+        sm, zm = (F32(v) for v in K.effective(msg))
         amin = sm * (smin.astype(F32) - zm * g.deg)
         amax = sm * (smax.astype(F32) - zm * g.deg)
         agg = self.aggregate.params(amin.min(), amax.max())
-        return S, (msg[0], msg[1]), agg
+        return S, (sm, zm), agg
 
     def state(self) -> dict:
         return {"message": rule_state(self.message), "aggregate": rule_state(self.aggregate),

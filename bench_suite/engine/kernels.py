@@ -17,7 +17,9 @@ constants, cached) so their row loops are branch-free and vectorise; min/max
 reductions use independent chains (:func:`_minmax`).  :func:`retain_heap` stops
 glibc from returning the large per-stage arrays to the OS between passes.
 All quantization arithmetic is float32 in the order of
-:func:`bench_suite.quant.base.fake_quant`: ``clamp(rint(x/s) + z, 0, Q)``, ``(q − z)·s``.
+:func:`bench_suite.quant.base.fake_quant`: ``clamp(rint(x/s) + z, 0, Q)``, ``(q − z)·s``;
+under bit truncation (BT/BT*, METHOD.md §6) as :func:`bench_suite.quant.fused.fake_quant_fused`:
+``c = clamp(rint((q + κ)/step), 0, Qc)``, ``(c − z/step)·(s·step)`` (quantizer parameters: :func:`grid`).
 """
 from __future__ import annotations
 
@@ -223,17 +225,60 @@ def _minmax(r, width):
     return lo, hi
 
 
+def grid(p: tuple) -> tuple:
+    """``(trunc, float32[8])`` for a quantizer's parameters ``p = (s, z, Q)`` or, under bit
+    truncation (METHOD.md §6), ``(s, z, Q, step, κ, Qc)``: ``[s, z, Q, step, κ, Qc, z/step, s·step]``
+    (the last two formed in float32 as the fake-quant kernel forms them)."""
+    f32 = np.float32
+    s, z, q = f32(p[0]), f32(p[1]), f32(p[2])
+    step, kappa, qc = (f32(p[3]), f32(p[4]), f32(p[5])) if len(p) > 3 else (f32(1), f32(0), q)
+    trunc = step != f32(1)
+    zs, ss = (z / step, s * step) if trunc else (z, s)
+    return bool(trunc), np.array([s, z, q, step, kappa, qc, zs, ss], np.float32)
+
+
+def effective(p: tuple) -> tuple:
+    """``(scale, zero)`` with which codes under ``p`` dequantize: ``(s, z)``, or ``(s·step, z/step)``
+    under bit truncation (a zero point that need not be an integer)."""
+    trunc, g = grid(p)
+    return float(g[7]), float(g[6])
+
+
+@njit(inline="always", fastmath=EXACT_FASTMATH)
+def _code(v, g, trunc):
+    """The (float-valued) code of ``v`` under grid ``g`` (see :func:`grid`): ``clamp(rint(v/s) + z, 0, Q)``,
+    then under truncation ``clamp(rint((q + κ)/step), 0, Qc)``, as ``fake_quant_fused``."""
+    zero = np.float32(0)
+    c = min(max(np.rint(v / g[0]) + g[1], zero), g[2])
+    if trunc:
+        c = min(max(np.rint((c + g[4]) / g[3]), zero), g[5])
+    return c
+
+
+@njit(inline="always", fastmath=EXACT_FASTMATH)
+def _fq(v, g, trunc):
+    """Fake-quantized ``v``: ``(c − z)·s``, under truncation ``(c − z/step)·(s·step)``."""
+    c = _code(v, g, trunc)
+    if trunc:
+        return (c - g[6]) * g[7]
+    return (c - g[1]) * g[0]
+
+
 @functools.lru_cache(maxsize=None)
-def _quantize_pack_kernel(has_feature: bool, bits: int):
+def _quantize_pack_kernel(has_feature: bool, bits: int, trunc_f: bool = False, trunc_m: bool = False):
     """Specialised (branch-free, vectorisable) packing kernel; flags are compile-time constants."""
     c = 8 // bits
 
     @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
-    def kernel(x, norm, sf, zf, qf, sm, zm, qm, nb, out, nchunks):
+    def kernel(x, norm, gf, gm, nb, out, nchunks):
         n, width = x.shape
-        zero = np.float32(0)
         chunk = (n + nchunks - 1) // nchunks
         for t in prange(nchunks):
+            # grid scalars as locals: loads from the arrays could alias the outputs
+            f0, f1, f2, f3, f4, f5, f6, f7 = gf[0], gf[1], gf[2], gf[3], gf[4], gf[5], gf[6], gf[7]
+            m0, m1, m2, m3, m4, m5, m6, m7 = gm[0], gm[1], gm[2], gm[3], gm[4], gm[5], gm[6], gm[7]
+            lf = (f0, f1, f2, f3, f4, f5, f6, f7)
+            lm = (m0, m1, m2, m3, m4, m5, m6, m7)
             # codes of one row, zero-padded to c·nb; the packing loop below then has no
             # tail and no read-modify-write of ``out`` (both kept it from vectorising)
             tmp = np.zeros(c * nb, np.uint8)
@@ -245,9 +290,8 @@ def _quantize_pack_kernel(has_feature: bool, bits: int):
                 for f in range(width):
                     v = xr[f]
                     if has_feature:
-                        v = (min(max(np.rint(v / sf) + zf, zero), qf) - zf) * sf
-                    q = min(max(np.rint((v * d) / sm) + zm, zero), qm)
-                    dst[f] = np.uint8(np.int32(q))
+                        v = _fq(v, lf, trunc_f)
+                    dst[f] = np.uint8(np.int32(_code(v * d, lm, trunc_m)))
                 if c == 1:
                     for f in range(width, nb):
                         o[f] = 0
@@ -266,30 +310,32 @@ def quantize_pack(x: np.ndarray, norm: np.ndarray, message: tuple, bits: int, nb
                   feature: tuple | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Packed message codes of ``d̃^{-1/2} · q_feature(x)`` (``feature=None``: of ``d̃^{-1/2}·x``).
 
-    ``message`` and ``feature`` are ``(scale, zero, Q)`` triples.
+    ``message`` and ``feature`` are quantizer parameters (see :func:`grid`).
     """
-    sf, zf, qf = feature if feature is not None else (1.0, 0.0, 1.0)
-    sm, zm, qm = message
-    f32 = np.float32
+    tf, gf = grid(feature if feature is not None else (1.0, 0.0, 1.0))
+    tm, gm = grid(message)
     check_bits(bits, "quantize_pack")
     if out is None:
         out = np.empty((x.shape[0], nb), np.uint8)
-    return _quantize_pack_kernel(feature is not None, int(bits))(
-        x, norm, f32(sf), f32(zf), f32(qf), f32(sm), f32(zm), f32(qm), nb, out, _chunks(x.shape[0]))
+    return _quantize_pack_kernel(feature is not None, int(bits), tf and feature is not None, tm)(
+        x, norm, gf, gm, nb, out, _chunks(x.shape[0]))
 
 
 @functools.lru_cache(maxsize=None)
-def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bool, mode: int):
+def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bool, mode: int,
+                     trunc_a: bool = False, trunc_u: bool = False, trunc_2: bool = False):
     """Specialised epilogue; every flag is a compile-time constant so the row loop is
     branch-free and vectorises (mode 0: row ranges, 1: floats, 2: codes)."""
 
     @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
-    def kernel(src, deg, norm, sm, zm, sa, za, qa, coef, add, su, zu, qu, s2, z2, q2, out_f, out_q, rmin, rmax,
-               nchunks):
+    def kernel(src, deg, norm, sm, zm, ga, coef, add, gu, g2, out_f, out_q, rmin, rmax, nchunks):
         n, width = src.shape
         zero = np.float32(0)
         chunk = (n + nchunks - 1) // nchunks
         for t in prange(nchunks):
+            la = (ga[0], ga[1], ga[2], ga[3], ga[4], ga[5], ga[6], ga[7])
+            lu = (gu[0], gu[1], gu[2], gu[3], gu[4], gu[5], gu[6], gu[7])
+            l2 = (g2[0], g2[1], g2[2], g2[3], g2[4], g2[5], g2[6], g2[7])
             tmp = np.empty(width if mode == 0 else 1, np.float32)
             for i in range(t * chunk, min(n, (t + 1) * chunk)):
                 sr = src[i]
@@ -301,21 +347,20 @@ def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bo
                 for f in range(width):
                     if from_sums:
                         a = sm * (np.float32(sr[f]) - zm * d)
-                        a = (min(max(np.rint(a / sa) + za, zero), qa) - za) * sa
-                        v = coef * (a * nrm) + ar[f]
+                        v = coef * (_fq(a, la, trunc_a) * nrm) + ar[f]
                     else:
-                        v = (min(max(np.rint(np.float32(sr[f]) / sa) + za, zero), qa) - za) * sa + ar[f]
+                        v = _fq(np.float32(sr[f]), la, trunc_a) + ar[f]
                     if mode == 0:
                         tmp[f] = v
                     else:
                         if has_update:
-                            v = (min(max(np.rint(v / su) + zu, zero), qu) - zu) * su
+                            v = _fq(v, lu, trunc_u)
                         if relu:
                             v = max(v, zero)
                         if mode == 1:
                             of[f] = v
                         else:
-                            oq[f] = np.uint8(np.int32(min(max(np.rint(v / s2) + z2, zero), q2)))
+                            oq[f] = np.uint8(np.int32(_code(v, l2, trunc_2)))
                 if mode == 0:
                     rmin[i], rmax[i] = _minmax(tmp, width)
 
@@ -328,20 +373,21 @@ def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: tuple | No
              following: tuple | None = None, out: np.ndarray | None = None):
     """The fused elementwise stage after an aggregation or a dense product.
 
-    With ``sums=(s_m, z_m)`` (``src`` int32 neighbour sums ``S``):
+    With ``sums=(s_m, z_m)`` (``src`` int32 neighbour sums ``S``; the message codes' effective
+    scale and zero, :func:`effective`):
     ``v = coef · d̃^{-1/2} · q_first(s_m·(S − z_m·d̃)) + add``; otherwise (``src`` float
     dense output) ``v = q_first(src) + add``.  ``add`` is ``[1, F]`` (bias) or
     ``[N, F]``.  ``mode="range"`` returns per-row min/max of ``v``; ``"float"``
     returns ``relu?(q_update(v))``; ``"codes"`` returns the uint8 codes of that under
-    ``following=(s, z, Q)``.  Quantizer arguments are ``(scale, zero, Q)`` triples.
+    ``following``.  Quantizer arguments are parameters as :func:`grid` takes them.
     """
     f32 = np.float32
     n, width = src.shape
     from_sums = sums is not None
     sm, zm = sums if from_sums else (1.0, 0.0)
-    sa, za, qa = first
-    su, zu, qu = update if update is not None else (1.0, 0.0, 1.0)
-    s2, z2, q2 = following if following is not None else (1.0, 0.0, 1.0)
+    ta, ga = grid(first)
+    tu, gu = grid(update if update is not None else (1.0, 0.0, 1.0))
+    t2, g2 = grid(following if following is not None else (1.0, 0.0, 1.0))
     m = {"range": 0, "float": 1, "codes": 2}[mode]
     if m == 2 and following is None:
         raise ValueError("epilogue mode='codes' needs following=(scale, zero, Q)")
@@ -351,31 +397,35 @@ def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: tuple | No
     rmax = np.empty(n if m == 0 else 1, np.float32)
     dummy = np.ones(1, np.float32)
     add = np.ascontiguousarray(add, dtype=np.float32)
-    kernel = _epilogue_kernel(from_sums, add.shape[0] > 1, update is not None, bool(relu), m)
-    kernel(src, deg if from_sums else dummy, norm if from_sums else dummy, f32(sm), f32(zm), f32(sa), f32(za),
-           f32(qa), f32(coef), add, f32(su), f32(zu), f32(qu), f32(s2), f32(z2), f32(q2), out_f, out_q, rmin, rmax,
-           _chunks(n))
+    kernel = _epilogue_kernel(from_sums, add.shape[0] > 1, update is not None, bool(relu), m,
+                              ta, tu and update is not None, t2 and m == 2)
+    kernel(src, deg if from_sums else dummy, norm if from_sums else dummy, f32(sm), f32(zm), ga, f32(coef), add,
+           gu, g2, out_f, out_q, rmin, rmax, _chunks(n))
     if m == 0:
         return rmin, rmax
     return out_f if m == 1 else out_q
 
 
-@njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
-def _quantize(x, s, z, qm, out):
-    n, width = x.shape
-    zero = np.float32(0)
-    for i in prange(n):
-        xr = x[i]
-        o = out[i]
-        for f in range(width):
-            o[f] = np.uint8(np.int32(min(max(np.rint(xr[f] / s) + z, zero), qm)))
-    return out
+@functools.lru_cache(maxsize=None)
+def _quantize_kernel(trunc: bool):
+    @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
+    def kernel(x, g, out):
+        n, width = x.shape
+        for i in prange(n):
+            lg = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7])
+            xr = x[i]
+            o = out[i]
+            for f in range(width):
+                o[f] = np.uint8(np.int32(_code(xr[f], lg, trunc)))
+        return out
+
+    return kernel
 
 
 def quantize(x: np.ndarray, p: tuple) -> np.ndarray:
-    """uint8 codes ``clamp(rint(x/s) + z, 0, Q)`` of a float32 matrix under ``p = (s, z, Q)``."""
-    f32 = np.float32
-    return _quantize(x, f32(p[0]), f32(p[1]), f32(p[2]), np.empty(x.shape, np.uint8))
+    """uint8 codes ``clamp(rint(x/s) + z, 0, Q)`` (truncated under BT, see :func:`grid`) of a float32 matrix."""
+    trunc, g = grid(p)
+    return _quantize_kernel(trunc)(x, g, np.empty(x.shape, np.uint8))
 
 
 @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
@@ -432,50 +482,55 @@ def smp_post(xt, delta, a_delta, k, exact: bool):
     return v, vmin, vmax, float(tpart.sum())
 
 
-@njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
-def _fq_rows(x, s, z, qm, out, rmin, rmax):
-    n, width = x.shape
-    zero = np.float32(0)
-    for i in prange(n):
-        xr, o = x[i], out[i]
-        for f in range(width):
-            o[f] = (min(max(np.rint(xr[f] / s) + z, zero), qm) - z) * s
-        rmin[i], rmax[i] = _minmax(o, width)
+@functools.lru_cache(maxsize=None)
+def _fq_rows_kernel(trunc: bool):
+    @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
+    def kernel(x, g, out, rmin, rmax):
+        n, width = x.shape
+        for i in prange(n):
+            lg = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7])
+            xr, o = x[i], out[i]
+            for f in range(width):
+                o[f] = _fq(xr[f], lg, trunc)
+            rmin[i], rmax[i] = _minmax(o, width)
+
+    return kernel
 
 
 def fq_rows(x: np.ndarray, p: tuple):
-    """Fake quantization of a float32 matrix under ``p = (s, z, Q)`` and the per-row range
+    """Fake quantization of a float32 matrix under ``p`` (see :func:`grid`) and the per-row range
     of the result (as :func:`bench_suite.engine.intmodel.fq`)."""
     n = x.shape[0]
     out = np.empty_like(x)
     rmin, rmax = np.empty(n, np.float32), np.empty(n, np.float32)
-    f32 = np.float32
-    _fq_rows(x, f32(p[0]), f32(p[1]), f32(p[2]), out, rmin, rmax)
+    trunc, g = grid(p)
+    _fq_rows_kernel(trunc)(x, g, out, rmin, rmax)
     return out, rmin, rmax
 
 
 @njit(parallel=True, cache=True)
-def _add_row_sums(y, x, z, c):
+def _add_row_sums(y, x, zk, c):
     n, k = x.shape
     for i in prange(n):
         r = np.int32(0)
         xr = x[i]
         for f in range(k):
             r += np.int32(xr[f])
-        v = np.float32(r - np.int32(z) * np.int32(k)) * c
+        v = (np.float32(r) - zk) * c
         yr = y[i]
         for f in range(y.shape[1]):
             yr[f] = yr[f] + v
 
 
-def add_row_sums(y: np.ndarray, x: np.ndarray, z: int, c: np.float32) -> np.ndarray:
-    """In place: ``y[i, :] += float32(Σ_k x[i, k] − z·K) · c`` (the rank-1 correction of
-    :class:`~bench_suite.engine.intmodel.IntLinear`), int32 row sums as
-    ``torch.sum(dtype=int32)``.  torch's uint8 row sum alone took ≈50 ms at arxiv size."""
+def add_row_sums(y: np.ndarray, x: np.ndarray, z: float, c: np.float32) -> np.ndarray:
+    """In place: ``y[i, :] += (float32(Σ_k x[i, k]) − float32(z·K)) · c`` (the rank-1 correction of
+    :class:`~bench_suite.engine.intmodel.IntLinear`; exact for an integer z while the sums stay
+    below 2^24), int32 row sums as ``torch.sum(dtype=int32)``.  torch's uint8 row sum alone took
+    ≈50 ms at arxiv size.  ``z`` need not be an integer (a bit-truncated input's zero point)."""
     if x.dtype != np.uint8 or y.dtype != np.float32 or x.shape[0] != y.shape[0]:
         raise ValueError(f"add_row_sums: need float32 y and uint8 x with equal rows, got {y.dtype}{y.shape}, "
                          f"{x.dtype}{x.shape}")
-    _add_row_sums(y, x, z, np.float32(c))
+    _add_row_sums(y, x, np.float32(np.float32(z) * np.float32(x.shape[1])), np.float32(c))
     return y
 
 

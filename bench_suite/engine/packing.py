@@ -68,23 +68,29 @@ def unpack(packed: np.ndarray, bits: int, width: int) -> np.ndarray:
     return ((packed[:, None, :] >> shifts) & mask).reshape(n, c * nb)[:, :width]
 
 
+def _zero(v) -> int | float:
+    """A zero point: an int when integral, else the float (bit truncation's z/step)."""
+    return int(v) if float(v).is_integer() else float(v)
+
+
 @dataclass
 class PackedTensor:
     """Codes of one ``[N, F]`` tensor with its per-tensor scale and zero point.
 
-    The value represented is ``(q − zero) · scale`` (METHOD.md §1).
+    The value represented is ``(q − zero) · scale`` (METHOD.md §1).  ``zero`` is an integer
+    except for bit-truncated codes (METHOD.md §6), whose zero point is ``z/step``.
     """
 
     data: np.ndarray  # [N, row_bytes] uint8
     bits: int
     width: int
     scale: float
-    zero: int
+    zero: int | float
 
     @classmethod
-    def from_codes(cls, codes: np.ndarray, bits: int, scale: float, zero: int) -> "PackedTensor":
+    def from_codes(cls, codes: np.ndarray, bits: int, scale: float, zero: int | float) -> "PackedTensor":
         codes = np.asarray(codes)
-        return cls(pack(codes, bits), int(bits), int(codes.shape[1]), float(scale), int(zero))
+        return cls(pack(codes, bits), int(bits), int(codes.shape[1]), float(scale), _zero(zero))
 
     def codes(self) -> np.ndarray:
         return unpack(self.data, self.bits, self.width)
@@ -94,7 +100,7 @@ class PackedTensor:
 
     @property
     def nbytes(self) -> int:
-        """Bytes stored: the packed codes plus a float32 scale and an int32 zero point."""
+        """Bytes stored: the packed codes plus a float32 scale and an int32 (or float32) zero point."""
         return int(self.data.nbytes) + 8
 
     def state(self) -> dict:
@@ -103,4 +109,4 @@ class PackedTensor:
     @classmethod
     def from_state(cls, d: dict) -> "PackedTensor":
         return cls(np.asarray(d["data"], dtype=np.uint8), int(d["bits"]), int(d["width"]),
-                   float(d["scale"]), int(d["zero"]))
+                   float(d["scale"]), _zero(d["zero"]))

@@ -275,6 +275,15 @@ class QLRQuantizer(Quantizer):
             c = torch.clamp(torch.round((q + float(self.kappa)) / BT_STEP), 0, qmax(self.bits))
             return c.to(torch.int32), s * BT_STEP, z / BT_STEP
 
+    def range_rule(self) -> dict:
+        """The integer engine's rule for this quantizer (:class:`bench_suite.engine.convert.RangeRule`):
+        ``[min(0, α·min x), max(0, α·max x)]`` of the current tensor, on the 8-bit grid with its
+        shift and step under bit truncation."""
+        rule = {"kind": "scaled_minmax", "alpha": float(self.alpha)}
+        if self.truncation != "none":
+            rule.update(grid_bits=TRUNCATION_BITS, step=BT_STEP, kappa=float(self.kappa))
+        return rule
+
     def dequant(self, codes: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
         """``(codes − zero)·scale`` computed exactly as the forward pass does."""
         return (codes.to(scale.dtype) - zero) * scale
