@@ -236,3 +236,20 @@ def test_agreement_qlr_bit_truncation(cora, model: str, truncation: str) -> None
     im = convert(m)
     w = (im.linears[0].weight)
     assert w.bits == 2 and not float(w.zero).is_integer() and w.codes().max() <= 3
+
+
+def test_train_briefly_trains_alpha_at_the_suite_quant_lr(cora) -> None:
+    """The speed benchmark's training uses the suite's optimiser: QLR's α moves by Adam's first step of
+    lr 1e-4 from its grid value (multiples of 0.02 at INT4), not by the weights' 0.01."""
+    from bench_suite.engine.bench import train_briefly
+
+    d, g = cora
+    torch.manual_seed(0)
+    m = MODELS.create("gcn", in_dim=d.features.shape[1], num_classes=d.num_classes, depth=2, hidden=16,
+                      quant=QuantFactory("qlr", 4))
+    w0 = m.layers[0].weight.detach().clone()
+    train_briefly(m, g, d, 1)
+    alphas = np.array([float(q.alpha) for q in m.modules() if hasattr(q, "alpha")])
+    off_grid = np.abs(alphas - np.round(alphas / 0.02) * 0.02)
+    assert len(alphas) == 12 and off_grid.max() <= 1.01e-4 and off_grid.max() > 5e-5
+    assert float((m.layers[0].weight - w0).abs().max()) > 5e-3  # the weights at lr 0.01
