@@ -42,8 +42,10 @@ class RangeRule:
         Q = qmax(self.grid_bits or self.bits)
         if self.kind == "static":
             s, z = self.scale, self.zero
-        else:  # QLR's float32 chain, to the bit (bench_suite.quant.qlr.scale_chain)
-            s, z = (float(v) for v in scale_chain(self.alpha, float(xmin), float(xmax), Q)[:2])
+        else:  # QLR's float32 chain, to the bit (bench_suite.quant.qlr.scale_chain); silent on
+            # inf/NaN extremes (a diverging model) as torch's 0-dim ops are
+            with np.errstate(all="ignore"):
+                s, z = (float(v) for v in scale_chain(self.alpha, float(xmin), float(xmax), Q)[:2])
         if self.step == 1:
             return s, z, float(Q)
         return s, z, float(Q), float(self.step), float(self.kappa), float(qmax(self.bits))
