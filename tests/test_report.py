@@ -235,11 +235,16 @@ def test_speed_table_keeps_propagations_and_trained_graphs_apart():
             "model_bytes": 10, "fp32_bytes": 40, "compression": 4.0}
     recs = [dict(base, propagation="appnp", median_ms=10.0), dict(base, propagation="smp", median_ms=30.0),
             dict(base, model="gcn", propagation=None, graph="cora", train_epochs=50, median_ms=5.0,
-                 int_test_acc=0.8, agreement=0.999)]
+                 int_test_acc=0.8, agreement=0.999),
+            dict(base, propagation="smp", median_ms=40.0, truncation="bt*"),
+            dict(base, propagation="smp", median_ms=50.0, truncation="none")]
     (table,) = speed_tables(speed_frame(SimpleNamespace(speed=recs)))
-    rows = {r[0] + " " + r[3]: r for r in table.rows}
+    rows = {r[0] + " " + r[3] + " " + r[5]: r for r in table.rows}
+    assert rows["decoupled+smp arxiv-like qlr bt*"][8] == "40.00"  # BT* is its own row
+    assert rows["decoupled+smp arxiv-like qlr"][7] == "2"  # plain QLR: the records without and with "none"
+    rows = {r[0] + " " + r[3]: r for r in table.rows if r[5] == "qlr"}
     assert set(rows) == {"decoupled+appnp arxiv-like", "decoupled+smp arxiv-like", "gcn cora (trained 50 ep)"}
-    assert rows["decoupled+appnp arxiv-like"][8] == "10.00" and rows["decoupled+smp arxiv-like"][8] == "30.00"
+    assert rows["decoupled+appnp arxiv-like"][8] == "10.00" and rows["decoupled+smp arxiv-like"][8] == "40.00"
     assert rows["gcn cora (trained 50 ep)"][-2:] == ["80.0", "99.90"]
 
 

@@ -44,7 +44,9 @@ def speed_frame(store: Store) -> pd.DataFrame:
             "graph": str(rec.get("graph") or _section(spec, "dataset").get("name") or "?")
             + (f" (trained {int(rec['train_epochs'])} ep)" if rec.get("train_epochs") else ""),
             "bits": rec.get("bits", _section(spec, "quant").get("bits")),
-            "quant": str(rec.get("quant") or _section(spec, "quant").get("name") or "–"),
+            # bit truncation is part of the quantizer compared (INT2 QLR and INT2 QLR BT* must not pool)
+            "quant": str(rec.get("quant") or _section(spec, "quant").get("name") or "–")
+            + (f" {rec['truncation']}" if rec.get("truncation") not in (None, "none") else ""),
             "impl": str(rec.get("impl") or "?"),
             **{k: rec.get(k) for k in NUMERIC_COLS},
             "matrix": rec.get("_matrix", ""),
