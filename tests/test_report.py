@@ -291,3 +291,8 @@ def test_methods_at_a_single_depth_get_a_bit_width_figure_not_depth_figures(tmp_
     assert pngs == {"bitwidth_cora_gcn_L2.png"}
     readme = (out / "README.md").read_text()
     assert "figures/bitwidth_cora_gcn_L2.png" in readme and "by bit width" in readme
+    # one quantizer family (QLR at two widths, no BT*): seaborn's dodge divided by zero
+    only = {("gcn", q, 2, s) for q in ("FP32", "QLR INT8", "QLR INT2") for s in fx.SEEDS}
+    d = fx.write_store(tmp_path / "results1", speed=False, junk=False, only=only)
+    render_report([d], tmp_path / "out1")
+    assert {p.name for p in (tmp_path / "out1" / "figures").glob("*.png")} == {"bitwidth_cora_gcn_L2.png"}

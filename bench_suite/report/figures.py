@@ -215,7 +215,8 @@ def bitwidth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") ->
         fig, ax = plt.subplots()
         if len(q):
             sns.pointplot(data=q, x="width", y="value", hue="family", order=widths, hue_order=families,
-                          palette=palette(families), errorbar=_band(metric), dodge=0.35, capsize=0.08,
+                          palette=palette(families), errorbar=_band(metric),
+                          dodge=0.35 if len(families) > 1 else False, capsize=0.08,  # seaborn divides by n−1
                           err_kws={"linewidth": 1.0}, markersize=4, linewidth=1.2, ax=ax)
         fp32 = sub[sub["bits"] == 32]["value"]
         if len(fp32):
