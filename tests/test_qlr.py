@@ -337,3 +337,13 @@ def test_scale_chain_equals_the_torch_chain_bit_for_bit():
                 assert [np.float32(g).view(np.int32) for g in got] == [bits(w) for w in want], (a, mn, mx, Q)
                 checked += 1
     assert checked > 30000
+
+
+def test_bt_star_on_a_diverged_input_names_the_quantizer():
+    q = QLRQuantizer(2, "message", truncation="bt*")
+    q.train()
+    x = torch.randn(50, 4)
+    x[3, 1] = float("inf")
+    with pytest.raises(FloatingPointError, match="'message' quantizer's input is nan"):
+        q(x)
+    assert float(q.kappa) == 0.0 and not bool(q.initialized)

@@ -48,7 +48,7 @@ def execute(args: argparse.Namespace) -> int:
         kw = parse_assignments(args.assignments)
         records = measure(threads=args.threads, repeats=args.repeats, warmup=args.warmup,
                           data_dir=getattr(args, "data_dir", None), **kw)
-    except ValueError as exc:
+    except (ValueError, FloatingPointError) as exc:  # bad input; a model that diverges on this graph
         print(f"bench-suite speed: error: {exc}", file=sys.stderr)
         return 2
     for rec in records:

@@ -294,9 +294,18 @@ class QLRQuantizer(Quantizer):
             return
         with torch.no_grad():
             if self.truncation == "bt*":
-                self.kappa.fill_(round(skewness(x)))
+                self.kappa.fill_(self._shift(x))
             self.alpha.data.fill_(self.grid_search(x))
             self.initialized.fill_(True)
+
+    def _shift(self, x: Tensor) -> int:
+        """BT*'s shift κ = round(skewness(x)); a tensor with inf/NaN values (a diverged model) has no
+        skewness, and the error says which quantizer met it instead of ``round``'s bare message."""
+        g1 = skewness(x)
+        if not math.isfinite(g1):
+            raise FloatingPointError(f"BT*: the skewness of the {self.role!r} quantizer's input is {g1} (the "
+                                     "tensor holds inf or NaN values: the model diverged before this quantizer)")
+        return round(g1)
 
     def grid_search(self, x: Tensor) -> float:
         """The α of :func:`alpha_grid` minimising mean |x̂ − x| for this quantizer on ``x``."""
@@ -316,7 +325,7 @@ class QLRQuantizer(Quantizer):
         if self.training:
             if self.truncation == "bt*" and self.skew_refresh and int(self.steps) % self.skew_refresh == 0 \
                     and int(self.steps) > 0:
-                self.kappa.fill_(round(skewness(x)))
+                self.kappa.fill_(self._shift(x))
             self.steps += 1
 
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:
