@@ -240,8 +240,15 @@ def grid(p: tuple) -> tuple:
 def effective(p: tuple) -> tuple:
     """``(scale, zero)`` with which codes under ``p`` dequantize: ``(s, z)``, or ``(s·step, z/step)``
     under bit truncation (a zero point that need not be an integer)."""
-    trunc, g = grid(p)
+    _, g = grid(p)
     return float(g[7]), float(g[6])
+
+
+@njit(inline="always")
+def _scalars(g):
+    """The eight grid values of :func:`grid` as a tuple of locals (loads from the array inside a
+    loop could alias the kernel's outputs and keep LLVM from hoisting them)."""
+    return (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7])
 
 
 @njit(inline="always", fastmath=EXACT_FASTMATH)
@@ -274,11 +281,7 @@ def _quantize_pack_kernel(has_feature: bool, bits: int, trunc_f: bool = False, t
         n, width = x.shape
         chunk = (n + nchunks - 1) // nchunks
         for t in prange(nchunks):
-            # grid scalars as locals: loads from the arrays could alias the outputs
-            f0, f1, f2, f3, f4, f5, f6, f7 = gf[0], gf[1], gf[2], gf[3], gf[4], gf[5], gf[6], gf[7]
-            m0, m1, m2, m3, m4, m5, m6, m7 = gm[0], gm[1], gm[2], gm[3], gm[4], gm[5], gm[6], gm[7]
-            lf = (f0, f1, f2, f3, f4, f5, f6, f7)
-            lm = (m0, m1, m2, m3, m4, m5, m6, m7)
+            lf, lm = _scalars(gf), _scalars(gm)
             # codes of one row, zero-padded to c·nb; the packing loop below then has no
             # tail and no read-modify-write of ``out`` (both kept it from vectorising)
             tmp = np.zeros(c * nb, np.uint8)
@@ -317,7 +320,7 @@ def quantize_pack(x: np.ndarray, norm: np.ndarray, message: tuple, bits: int, nb
     check_bits(bits, "quantize_pack")
     if out is None:
         out = np.empty((x.shape[0], nb), np.uint8)
-    return _quantize_pack_kernel(feature is not None, int(bits), tf and feature is not None, tm)(
+    return _quantize_pack_kernel(feature is not None, int(bits), tf, tm)(
         x, norm, gf, gm, nb, out, _chunks(x.shape[0]))
 
 
@@ -333,9 +336,9 @@ def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bo
         zero = np.float32(0)
         chunk = (n + nchunks - 1) // nchunks
         for t in prange(nchunks):
-            la = (ga[0], ga[1], ga[2], ga[3], ga[4], ga[5], ga[6], ga[7])
-            lu = (gu[0], gu[1], gu[2], gu[3], gu[4], gu[5], gu[6], gu[7])
-            l2 = (g2[0], g2[1], g2[2], g2[3], g2[4], g2[5], g2[6], g2[7])
+            la = _scalars(ga)
+            lu = _scalars(gu)
+            l2 = _scalars(g2)
             tmp = np.empty(width if mode == 0 else 1, np.float32)
             for i in range(t * chunk, min(n, (t + 1) * chunk)):
                 sr = src[i]
@@ -398,7 +401,7 @@ def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: tuple | No
     dummy = np.ones(1, np.float32)
     add = np.ascontiguousarray(add, dtype=np.float32)
     kernel = _epilogue_kernel(from_sums, add.shape[0] > 1, update is not None, bool(relu), m,
-                              ta, tu and update is not None, t2 and m == 2)
+                              ta, tu, t2 and m == 2)
     kernel(src, deg if from_sums else dummy, norm if from_sums else dummy, f32(sm), f32(zm), ga, f32(coef), add,
            gu, g2, out_f, out_q, rmin, rmax, _chunks(n))
     if m == 0:
@@ -412,7 +415,7 @@ def _quantize_kernel(trunc: bool):
     def kernel(x, g, out):
         n, width = x.shape
         for i in prange(n):
-            lg = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7])
+            lg = _scalars(g)
             xr = x[i]
             o = out[i]
             for f in range(width):
@@ -488,7 +491,7 @@ def _fq_rows_kernel(trunc: bool):
     def kernel(x, g, out, rmin, rmax):
         n, width = x.shape
         for i in prange(n):
-            lg = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7])
+            lg = _scalars(g)
             xr, o = x[i], out[i]
             for f in range(width):
                 o[f] = _fq(xr[f], lg, trunc)
