@@ -250,7 +250,7 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
             quant: Optional[str] = None, threads: int = 2, repeats: int = 5, warmup: int = 1,
             impls: tuple = IMPLS, model_path: Optional[str] = None, seed: int = 0,
             propagation: str = "appnp", train_epochs: int = 0, data_dir=None,
-            truncation: Optional[str] = None) -> List[dict]:
+            truncation: Optional[str] = None, breakdown: bool = False) -> List[dict]:
     """Time each implementation in ``impls`` on one model and graph; one record per implementation.
 
     ``graph`` is a generated graph (:data:`GRAPHS`) or a registered dataset (read from
@@ -260,6 +260,10 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     its training nodes first (the record then also holds the test accuracy of the
     fake-quant and the integer model); ``model_path`` loads a saved integer model instead
     of converting one.  ``truncation`` (``bt``, ``bt*``; INT2 QLR) is passed to the quantizer.
+    ``breakdown`` (needs ``int`` in ``impls``): after timing, ``repeats`` more integer passes run
+    under :func:`bench_suite.engine.profile.profiling`; the integer record gets ``breakdown``:
+    per-stage time, bytes, MACs and floor, the measured bandwidth and int8 peak, the floor of
+    the whole pass and the speed-up over DGL that floor would allow (``ceiling_vs_dgl``).
     """
     from bench_suite.engine import kernels
     from bench_suite.engine.calibration import temporary_quantizer
@@ -275,6 +279,8 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     bad = [i for i in impls if i not in IMPLS]
     if bad:
         raise ValueError(f"unknown implementation(s) {bad}; valid: {', '.join(IMPLS)}")
+    if breakdown and "int" not in impls:
+        raise ValueError(f"speed: breakdown profiles the integer model; impls={list(impls)} has no 'int'")
     if int(train_epochs) < 0:
         raise ValueError(f"speed: train_epochs={train_epochs} must be >= 0")
     g0, x, classes, data = graph_inputs(graph, seed, data_dir)
@@ -326,6 +332,7 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
                 if r >= warmup:
                     times[i].append(t)
     med = {i: float(np.median(v)) for i, v in times.items()}
+    stages = profile_passes(int_model, eg, xn, repeats, med.get("dgl-fp32")) if breakdown else None
     fp = fp32_bytes(fp_model)
     common = {
         "kind": "speed", "model": model, "depth": depth, "hidden": hidden, "graph": graph,
@@ -345,8 +352,27 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
                    times_ms=[round(t, 3) for t in times[i]], model_bytes=size,
                    compression=round(fp / size, 3),
                    speedup_vs_dgl=round(med["dgl-fp32"] / med[i], 3) if "dgl-fp32" in med else None)
+        if i == "int" and stages is not None:
+            rec["breakdown"] = stages
         out.append(rec)
     return out
+
+
+def profile_passes(int_model, eg, xn: np.ndarray, repeats: int, dgl_ms: Optional[float]) -> dict:
+    """Stage breakdown of ``repeats`` integer forward passes and the floor of each stage
+    (:mod:`bench_suite.engine.profile`); ``dgl_ms``: DGL's median, for ``ceiling_vs_dgl``."""
+    from bench_suite.engine.profile import int8_gemm_peak, profiling, stream_bandwidth
+
+    with profiling() as st:
+        for _ in range(repeats):
+            int_model(eg, xn)
+            st.passes += 1
+    bw, peak = stream_bandwidth(), int8_gemm_peak()
+    rows = st.rows(bw, peak)
+    floor = sum(r["floor_ms"] for r in rows)
+    return {"stages": rows, "bandwidth_gbs": round(bw, 2), "int8_peak_gmacs": round(peak, 1),
+            "profiled_ms": round(sum(r["ms"] for r in rows), 3), "floor_ms": round(floor, 3),
+            "ceiling_vs_dgl": round(dgl_ms / floor, 2) if dgl_ms and floor else None}
 
 
 def write_record(record: dict, results: str | Path) -> Path:

@@ -7,7 +7,8 @@ default qlr if registered, else a static min/max calibration), truncation (bt, b
 INT2 with bit truncation), model_path (a saved
 integer model), train_epochs (datasets: train the fake-quant model this many epochs
 first; the record adds test accuracy of both models and their agreement), seed.
-Prints one JSON line per implementation.
+Prints one JSON line per implementation; ``--breakdown`` adds the integer model's time per
+stage, the bytes each stage moves and the floor they imply (:mod:`bench_suite.engine.profile`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads for torch, DGL and numba (default 2)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds, at least 5 (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also profile the integer model's stages: time, bytes moved, floor (bandwidth, int8 peak)")
     p.add_argument("--results", default=None, metavar="DIR", help="also write each record as JSON into DIR")
 
 
@@ -47,7 +50,7 @@ def execute(args: argparse.Namespace) -> int:
     try:
         kw = parse_assignments(args.assignments)
         records = measure(threads=args.threads, repeats=args.repeats, warmup=args.warmup,
-                          data_dir=getattr(args, "data_dir", None), **kw)
+                          data_dir=getattr(args, "data_dir", None), breakdown=args.breakdown, **kw)
     except (ValueError, FloatingPointError) as exc:  # bad input; a model that diverges on this graph
         print(f"bench-suite speed: error: {exc}", file=sys.stderr)
         return 2

@@ -18,8 +18,15 @@ import torch
 from bench_suite.engine import kernels as K
 from bench_suite.engine.convert import RangeRule, quantize_weight, rule_state, rules
 from bench_suite.engine.packing import PackedTensor, row_bytes
+from bench_suite.engine.profile import stage
 
 F32 = np.float32
+#: stage names for :mod:`bench_suite.engine.profile`
+INPUT, GEMM, RANGE = "input codes", "dense int8 product (oneDNN)", "range of a float tensor"
+PACK, AGGREGATE = "quantize + pack messages", "sparse aggregation (int32 sums)"
+EPI_RANGE, OUTPUT = "epilogue: range pass", "epilogue: codes / float output"
+SMP = "SMP elementwise steps"
+STAGES = (INPUT, GEMM, RANGE, PACK, AGGREGATE, EPI_RANGE, OUTPUT, SMP)
 
 
 def fq(x: np.ndarray, p: tuple) -> np.ndarray:
@@ -128,9 +135,10 @@ class Aggregation:
         """The float value of the quantized ``Â·x`` (no update quantizer); ``rmin``/``rmax``:
         the per-row range of ``x`` if the caller has it."""
         if rmin is None or rmax is None:
-            rmin, rmax = K.rows_minmax(x)
+            rmin, rmax = stage(RANGE, K.rows_minmax, x)
         S, sums, ap = self.sums(g, x, None, rmin, rmax)
-        return K.epilogue(S, ap, np.zeros((1, x.shape[1]), F32), mode="float", sums=sums, deg=g.deg, norm=g.norm)
+        return stage(OUTPUT, K.epilogue, S, ap, np.zeros((1, x.shape[1]), F32), mode="float", sums=sums, deg=g.deg,
+                     norm=g.norm)
 
     def sums(self, g: EngineGraph, x: np.ndarray, feature: tuple | None, rmin, rmax):
         """Pack message codes of ``d̃^{-1/2}·q_feature(x)`` and sum them over Ã."""
@@ -138,8 +146,9 @@ class Aggregation:
         msg = self.message.params((lo * g.norm).min(), (hi * g.norm).max())
         bits = self.message.bits
         width = x.shape[1]
-        packed = K.quantize_pack(x, g.norm, msg, bits, row_bytes(width, bits), feature)
-        S, smin, smax = K.aggregate(g.indptr, g.indices, packed, bits, width)
+        packed = stage(PACK, K.quantize_pack, x, g.norm, msg, bits, row_bytes(width, bits), feature)
+        S, smin, smax = stage(AGGREGATE, K.aggregate, g.indptr, g.indices, packed, bits, width,
+                              gather=g.indices.size * packed.shape[1])
         sm, zm = (F32(v) for v in K.effective(msg))
         amin = sm * (smin.astype(F32) - zm * g.deg)
         amax = sm * (smax.astype(F32) - zm * g.deg)
@@ -212,21 +221,21 @@ class IntGCN(IntModel):
         return cls(linears, aggs, biases)
 
     def forward(self, g: EngineGraph, x: np.ndarray) -> np.ndarray:
-        xq, p = input_codes(np.asarray(x, F32), self.linears[0].input_rule)
+        xq, p = stage(INPUT, input_codes, np.asarray(x, F32), self.linears[0].input_rule)
         for k, (lin, agg, b) in enumerate(zip(self.linears, self.aggs, self.biases)):
             last = k == len(self.linears) - 1
-            y = lin(xq, p)
-            ymin, ymax = K.rows_minmax(y)
+            y = stage(GEMM, lin, xq, p, macs=xq.size * lin.out_dim)
+            ymin, ymax = stage(RANGE, K.rows_minmax, y)
             feat = lin.feature_rule.params(ymin.min(), ymax.max())
             S, sums, ap = agg.sums(g, y, feat, ymin, ymax)
             kw = dict(sums=sums, deg=g.deg, norm=g.norm)
-            rmin, rmax = K.epilogue(S, ap, b, mode="range", **kw)
+            rmin, rmax = stage(EPI_RANGE, K.epilogue, S, ap, b, mode="range", **kw)
             upd = agg.update.params(rmin.min(), rmax.max())
             if last:
-                return K.epilogue(S, ap, b, update=upd, mode="float", **kw)
+                return stage(OUTPUT, K.epilogue, S, ap, b, update=upd, mode="float", **kw)
             nxt = self.linears[k + 1].input_rule
             p = nxt.params(*_relu_range(rmin, rmax, upd, True))
-            xq = K.epilogue(S, ap, b, update=upd, relu=True, mode="codes", following=p, **kw)
+            xq = stage(OUTPUT, K.epilogue, S, ap, b, update=upd, relu=True, mode="codes", following=p, **kw)
         raise AssertionError("unreachable")
 
     __call__ = forward
@@ -288,16 +297,16 @@ class IntDecoupled(IntModel):
         return cls(linears, aggs, smp=smp, delta_aggs=deltas)
 
     def mlp(self, x: np.ndarray) -> np.ndarray:
-        xq, p = input_codes(np.asarray(x, F32), self.linears[0].input_rule)
+        xq, p = stage(INPUT, input_codes, np.asarray(x, F32), self.linears[0].input_rule)
         for k, lin in enumerate(self.linears):
-            y = lin(xq, p)
-            ymin, ymax = K.rows_minmax(y)
+            y = stage(GEMM, lin, xq, p, macs=xq.size * lin.out_dim)
+            ymin, ymax = stage(RANGE, K.rows_minmax, y)
             feat = lin.feature_rule.params(ymin.min(), ymax.max())
             if k == len(self.linears) - 1:
-                return K.epilogue(y, feat, lin.bias, mode="float")
-            rmin, rmax = K.epilogue(y, feat, lin.bias, mode="range")
+                return stage(OUTPUT, K.epilogue, y, feat, lin.bias, mode="float")
+            rmin, rmax = stage(EPI_RANGE, K.epilogue, y, feat, lin.bias, mode="range")
             p = self.linears[k + 1].input_rule.params(*_relu_range(rmin, rmax, None, True))
-            xq = K.epilogue(y, feat, lin.bias, relu=True, mode="codes", following=p)
+            xq = stage(OUTPUT, K.epilogue, y, feat, lin.bias, relu=True, mode="codes", following=p)
         raise AssertionError("unreachable")
 
     def forward(self, g: EngineGraph, x: np.ndarray) -> np.ndarray:
@@ -308,12 +317,12 @@ class IntDecoupled(IntModel):
         teleport = F32(self.alpha) * h
         xk = h
         for agg in self.aggs:
-            rmin, rmax = K.rows_minmax(xk)
+            rmin, rmax = stage(RANGE, K.rows_minmax, xk)
             S, sums, ap = agg.sums(g, xk, None, rmin, rmax)
             kw = dict(sums=sums, deg=g.deg, norm=g.norm, coef=1.0 - self.alpha)
-            rmin, rmax = K.epilogue(S, ap, teleport, mode="range", **kw)
+            rmin, rmax = stage(EPI_RANGE, K.epilogue, S, ap, teleport, mode="range", **kw)
             upd = agg.update.params(rmin.min(), rmax.max())
-            xk = K.epilogue(S, ap, teleport, update=upd, mode="float", **kw)
+            xk = stage(OUTPUT, K.epilogue, S, ap, teleport, update=upd, mode="float", **kw)
         return xk
 
     def _smp(self, g: EngineGraph, h: np.ndarray) -> np.ndarray:
@@ -328,13 +337,13 @@ class IntDecoupled(IntModel):
         c1, c2, c3 = F32(1 - eta * (1 + mu)), F32(eta * mu), F32(eta)
         h = np.ascontiguousarray(h, dtype=F32)
         x = h
-        rmin, rmax = K.rows_minmax(x)
+        rmin, rmax = stage(RANGE, K.rows_minmax, x)
         exact = p["form"] == "exact"
         for agg, dagg in zip(self.aggs, self.delta_aggs):
-            xt, delta, dmin, dmax = K.smp_pre(x, agg.apply(g, x, rmin, rmax), h, c1, c2, c3)
+            xt, delta, dmin, dmax = stage(SMP, K.smp_pre, x, agg.apply(g, x, rmin, rmax), h, c1, c2, c3)
             a_delta = dagg.apply(g, delta, dmin, dmax)
-            v, vmin, vmax, t = K.smp_post(xt, delta, a_delta, F32(2 * eta * lam), exact)
-            x, rmin, rmax = K.fq_rows(v, agg.update.params(vmin.min(), vmax.max()))
+            v, vmin, vmax, t = stage(SMP, K.smp_post, xt, delta, a_delta, F32(2 * eta * lam), exact)
+            x, rmin, rmax = stage(SMP, K.fq_rows, v, agg.update.params(vmin.min(), vmax.max()))
             lam, s = lam + p["eta_lambda"] * (budget - s * s - t), s + 2 * p["eta_s"] * lam * s
             if lam_min is not None:
                 lam = max(lam, lam_min)

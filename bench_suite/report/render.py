@@ -89,7 +89,7 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
     """
     from bench_suite.env import git_commit
     from bench_suite.report.index import write_index
-    from bench_suite.report.speed import speed_frame, speed_tables
+    from bench_suite.report.speed import breakdown_tables, speed_frame, speed_tables
 
     out = Path(out)
     store = load_store(results)
@@ -108,7 +108,7 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
     written.append(agg_path)
 
     tables = bits_tables(agg, metric, depth) + depth_tables(agg, metric)
-    speed = speed_tables(speed_frame(store))
+    speed = speed_tables(speed_frame(store)) + breakdown_tables(store)
     for t in tables + speed:
         written += t.write(out / "tables")
     figs = []

@@ -95,3 +95,37 @@ def speed_tables(frame: pd.DataFrame) -> List[Table]:
                                           "test acc % (int)", "agreement % with fake-quant"],
                             rows, footnotes=sorted(foot), n_label_cols=7))
     return tables
+
+
+def breakdown_tables(store: Store) -> List[Table]:
+    """Where the integer forward pass spends its time: one table per speed record that has a
+    ``breakdown`` (``bench-suite speed --breakdown``), a row per stage with its time, share,
+    bytes moved, MACs and floor, and the floor of the whole pass against DGL FP32."""
+    tables = []
+    recs = [r for r in store.speed if isinstance(r.get("breakdown"), dict) and r.get("status", "ok") == "ok"]
+    for rec in sorted(recs, key=lambda r: (str(r.get("graph")), str(r.get("model")), -int(r.get("bits") or 0),
+                                           str(r.get("timestamp")))):
+        b = rec["breakdown"]
+        total = float(b.get("profiled_ms") or 0) or 1.0
+        rows = [[s["stage"], str(s["calls"]), f"{s['ms']:.1f}", f"{100 * s['ms'] / total:.0f}",
+                 f"{s['bytes'] / 1e6:.0f}", _num(s["gather_bytes"] / 1e6, ".0f") if s["gather_bytes"] else EMPTY,
+                 _num(s["macs"] / 1e9, ".2f") if s["macs"] else EMPTY, f"{s['floor_ms']:.1f}",
+                 _num(s["ms"] / s["floor_ms"], ".1f", "×") if s["floor_ms"] else EMPTY]
+                for s in b["stages"]]
+        rows.append(["all stages", "", f"{b['profiled_ms']:.1f}", "100", "", "", "", f"{b['floor_ms']:.1f}",
+                     _num(b["profiled_ms"] / b["floor_ms"], ".1f", "×") if b["floor_ms"] else EMPTY])
+        quant = str(rec.get("quant") or "") + (f" {rec['truncation']}" if rec.get("truncation") not in (None, "none")
+                                               else "")
+        model = str(rec.get("model")) + (f"+{rec['propagation']}" if rec.get("propagation") else "")
+        label = f"{model}-{rec.get('depth')} h{rec.get('hidden')} {rec.get('graph')} {bits_name(int(rec['bits']))} {quant}"
+        foot = [f"floor of a stage = max(bytes / {b['bandwidth_gbs']} GB/s (parallel copy, read + write counted), "
+                f"MACs / {b['int8_peak_gmacs']} GMAC/s (oneDNN uint8 x int8 on a cache-resident 4096x256x256 "
+                "product)), both measured in the same run; bytes count every array a stage reads or writes once; "
+                "an aggregation also gathers the code rows once per edge (gather MB, not in the floor).",
+                f"measured forward {rec.get('median_ms')} ms median ({rec.get('speedup_vs_dgl')}x DGL FP32); "
+                f"a pass at the floor would be {b.get('ceiling_vs_dgl')}x DGL FP32 on this machine, "
+                f"{rec.get('threads')} threads, {rec.get('cpu')}."]
+        tables.append(Table(f"breakdown_{slug(label)}", f"Where the time goes: {label}",
+                            ["stage", "calls", "ms", "% of pass", "MB moved", "gather MB", "GMAC", "floor ms",
+                             "vs floor"], rows, footnotes=foot, n_label_cols=1))
+    return tables

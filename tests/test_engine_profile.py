@@ -1,0 +1,99 @@
+"""Stage breakdown of the integer engine (bench_suite.engine.profile, ``speed --breakdown``)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench_suite.engine import intmodel
+from bench_suite.engine.bench import build, calibrate, graph_inputs
+from bench_suite.engine.calibration import temporary_quantizer
+from bench_suite.engine.convert import convert
+from bench_suite.engine.intmodel import EngineGraph
+from bench_suite.engine.profile import StageTimes, profiling, stage
+from bench_suite.nn.graph import prepare_graph
+from bench_suite.quant.base import QuantFactory
+from bench_suite.registry import load_all
+
+
+def _int_model(model: str, depth: int, hidden: int, bits: int, prop: str = "appnp"):
+    load_all()
+    g0, x, classes, _ = graph_inputs("small", 0)
+    torch.manual_seed(0)
+    with temporary_quantizer():
+        m = build(model, depth, hidden, x.shape[1], classes, QuantFactory("qlr", bits), prop)
+        calibrate(m, g0, x, 0)
+        m.eval()
+        im = convert(m)
+    return im, EngineGraph.from_dgl(prepare_graph(g0)), x.numpy()
+
+
+def test_profiling_accounts_every_gcn_stage_and_leaves_the_output_unchanged() -> None:
+    im, eg, x = _int_model("gcn", 3, 32, 4)
+    ref = im(eg, x)
+    with profiling() as st:
+        out = im(eg, x)
+        out2 = im(eg, x)
+        st.passes += 2
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(out2, ref)
+    rows = {r["stage"]: r for r in st.rows(bandwidth_gbs=10.0, peak_gmacs=100.0)}
+    n, f = x.shape
+    assert rows[intmodel.GEMM]["calls"] == 3 and rows[intmodel.AGGREGATE]["calls"] == 3
+    assert rows[intmodel.INPUT]["calls"] == 1 and intmodel.SMP not in rows
+    # MACs of the three products, per pass: n·f·32 + n·32·32 + n·32·classes
+    classes = im.linears[-1].out_dim
+    assert rows[intmodel.GEMM]["macs"] == n * (f * 32 + 32 * 32 + 32 * classes)
+    # the aggregation writes int32 sums (n x width) and gathers one packed row per edge
+    widths = [32, 32, classes]
+    assert rows[intmodel.AGGREGATE]["bytes"] >= sum(4 * n * w for w in widths)
+    nnz = eg.indices.size
+    assert rows[intmodel.AGGREGATE]["gather_bytes"] == sum(nnz * ((w * 4 + 63) // 64 * 8) for w in widths)
+    # floor = max(bytes / bandwidth, MACs / peak), in ms
+    for r in rows.values():
+        expect = max(r["bytes"] / 10e9, r["macs"] / 100e9) * 1e3
+        assert r["floor_ms"] == pytest.approx(expect, abs=1e-3)
+        assert r["ms"] > 0
+
+
+def test_stage_is_a_plain_call_outside_profiling() -> None:
+    from bench_suite.engine import profile
+
+    assert profile._ACTIVE is None and stage("x", lambda a, b=0: a + b, 2, b=3) == 5
+    with profiling() as st:
+        with profiling() as inner:
+            stage("y", np.negative, np.ones(2, np.float32))
+        stage("x", np.add, np.ones(4, np.float32), np.ones(4, np.float32), macs=7)
+    assert profile._ACTIVE is None and isinstance(st, StageTimes)
+    assert st.calls == {"x": 1} and inner.calls == {"y": 1}
+    assert st.macs["x"] == 7 and st.bytes["x"] == 3 * 16  # two inputs and the output, 16 bytes each
+
+
+def test_profiling_decoupled_smp_counts_its_steps() -> None:
+    im, eg, x = _int_model("decoupled", 3, 16, 8, prop="smp")
+    with profiling() as st:
+        im(eg, x)
+        st.passes += 1
+    rows = {r["stage"]: r for r in st.rows(10.0, 100.0)}
+    # K = 3 steps, each: Â·x and Â·Δ (two aggregations) and three fused elementwise kernels
+    assert rows[intmodel.AGGREGATE]["calls"] == 6 and rows[intmodel.SMP]["calls"] == 9
+
+
+def test_speed_breakdown_record(tmp_path) -> None:
+    from bench_suite.engine.bench import measure
+    from bench_suite.report.aggregate import load_store
+    from bench_suite.report.speed import breakdown_tables
+
+    with pytest.raises(ValueError, match="breakdown"):
+        measure(model="gcn", depth=2, hidden=16, graph="tiny", bits=2, threads=1, impls=("dgl-fp32",),
+                breakdown=True)
+    recs = measure(model="gcn", depth=2, hidden=16, graph="tiny", bits=2, threads=1, repeats=5, breakdown=True)
+    b = recs[-1]["breakdown"]
+    assert "breakdown" not in recs[0] and b["bandwidth_gbs"] > 0 and b["int8_peak_gmacs"] > 0
+    assert b["floor_ms"] == pytest.approx(sum(s["floor_ms"] for s in b["stages"]), abs=1e-2)
+    assert b["ceiling_vs_dgl"] == pytest.approx(recs[0]["median_ms"] / b["floor_ms"], rel=1e-2)
+    from bench_suite.engine.bench import write_record
+
+    write_record(recs[-1], tmp_path)
+    (table,) = breakdown_tables(load_store([tmp_path]))
+    assert [r[0] for r in table.rows][:2] == [intmodel.INPUT, intmodel.GEMM] and table.rows[-1][0] == "all stages"
