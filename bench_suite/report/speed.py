@@ -102,9 +102,15 @@ def breakdown_tables(store: Store) -> List[Table]:
     ``breakdown`` (``bench-suite speed --breakdown``), a row per stage with its time, share,
     bytes moved, MACs and floor, and the floor of the whole pass against DGL FP32."""
     tables = []
+    newest: Dict[str, Dict[str, Any]] = {}  # one table per configuration: its newest record
     recs = [r for r in store.speed if isinstance(r.get("breakdown"), dict) and r.get("status", "ok") == "ok"]
-    for rec in sorted(recs, key=lambda r: (str(r.get("graph")), str(r.get("model")), -int(r.get("bits") or 0),
-                                           str(r.get("timestamp")))):
+    for rec in sorted(recs, key=lambda r: str(r.get("timestamp"))):
+        quant = str(rec.get("quant") or "") + (f" {rec['truncation']}" if rec.get("truncation") not in (None, "none")
+                                               else "")
+        model = str(rec.get("model")) + (f"+{rec['propagation']}" if rec.get("propagation") else "")
+        newest[f"{model}-{rec.get('depth')} h{rec.get('hidden')} {rec.get('graph')} {bits_name(int(rec['bits']))} "
+               f"{quant} t{rec.get('threads')}"] = rec
+    for label, rec in sorted(newest.items()):
         b = rec["breakdown"]
         total = float(b.get("profiled_ms") or 0) or 1.0
         rows = [[s["stage"], str(s["calls"]), f"{s['ms']:.1f}", f"{100 * s['ms'] / total:.0f}",
@@ -114,10 +120,6 @@ def breakdown_tables(store: Store) -> List[Table]:
                 for s in b["stages"]]
         rows.append(["all stages", "", f"{b['profiled_ms']:.1f}", "100", "", "", "", f"{b['floor_ms']:.1f}",
                      _num(b["profiled_ms"] / b["floor_ms"], ".1f", "×") if b["floor_ms"] else EMPTY])
-        quant = str(rec.get("quant") or "") + (f" {rec['truncation']}" if rec.get("truncation") not in (None, "none")
-                                               else "")
-        model = str(rec.get("model")) + (f"+{rec['propagation']}" if rec.get("propagation") else "")
-        label = f"{model}-{rec.get('depth')} h{rec.get('hidden')} {rec.get('graph')} {bits_name(int(rec['bits']))} {quant}"
         foot = [f"floor of a stage = max(bytes / {b['bandwidth_gbs']} GB/s (parallel copy, read + write counted), "
                 f"MACs / {b['int8_peak_gmacs']} GMAC/s (oneDNN uint8 x int8 on a cache-resident 4096x256x256 "
                 "product)), both measured in the same run; bytes count every array a stage reads or writes once; "
