@@ -253,3 +253,24 @@ def test_train_briefly_trains_alpha_at_the_suite_quant_lr(cora) -> None:
     off_grid = np.abs(alphas - np.round(alphas / 0.02) * 0.02)
     assert len(alphas) == 12 and off_grid.max() <= 1.01e-4 and off_grid.max() > 5e-5
     assert float((m.layers[0].weight - w0).abs().max()) > 5e-3  # the weights at lr 0.01
+
+
+def test_speed_dgl_smp_baseline_applies_lambda_min() -> None:
+    """``speed lambda_min=0``: the DGL SMP baseline projects λ as the suite's SMP does."""
+    pytest.importorskip("bench_suite.smp")
+    from bench_suite.engine.bench import DGLSMP, build, generated
+
+    g0, x, classes = generated("tiny")
+    g = prepare_graph(g0)
+    torch.manual_seed(0)
+    fp = build("decoupled", 6, 16, x.shape[1], classes, QuantFactory(), "smp", lambda_min=0.0).eval()
+    fp.prop.c, fp.prop.eta_lambda, fp.prop.lambda0 = 1e-9, 1.0, 0.5  # λ falls below 0 after one step
+    base = DGLSMP(fp).eval()
+    with torch.no_grad():
+        ref = fp(g, x)
+        torch.testing.assert_close(base(g, x), ref, rtol=1e-4, atol=1e-5)
+        assert min(fp.prop.extra_metrics()["smp_lambda"]) == 0.0
+        base.smp["lambda_min"] = None  # without the projection the baseline computes something else
+        assert not torch.allclose(base(g, x), ref, rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="lambda_min"):
+        build("gcn", 2, 16, x.shape[1], classes, QuantFactory(), "appnp", lambda_min=0.0)

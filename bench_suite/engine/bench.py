@@ -177,7 +177,8 @@ class DGLSMP(torch.nn.Module):
         super().__init__()
         self.lins = float_mlp(model)
         p = model.prop
-        self.smp = {k: getattr(p, k) for k in ("form", "mu", "eta", "eta_s", "eta_lambda", "c", "lambda0", "s0")}
+        self.smp = {k: getattr(p, k) for k in ("form", "mu", "eta", "eta_s", "eta_lambda", "c", "lambda0", "s0",
+                                                "lambda_min")}
         self.depth = p.depth
         self.conv = dgl.nn.GraphConv(1, 1, norm="both", weight=False, bias=False)
 
@@ -195,10 +196,13 @@ class DGLSMP(torch.nn.Module):
             x = xt + (2 * eta * lam) * (lap if p["form"] == "exact" else a_delta)
             t = float((delta * lap).sum())
             lam, s = lam + p["eta_lambda"] * (budget - s * s - t), s + 2 * p["eta_s"] * lam * s
+            if p["lambda_min"] is not None:
+                lam = max(lam, p["lambda_min"])
         return x
 
 
-def build(model: str, depth: int, hidden: int, in_dim: int, classes: int, quant, propagation: str = "appnp"):
+def build(model: str, depth: int, hidden: int, in_dim: int, classes: int, quant, propagation: str = "appnp",
+          lambda_min: Optional[float] = None):
     from bench_suite.registry import MODELS as REG
 
     if propagation not in PROPAGATIONS:
@@ -206,8 +210,13 @@ def build(model: str, depth: int, hidden: int, in_dim: int, classes: int, quant,
     if model not in MODELS:
         raise ValueError(f"speed: model={model!r} is not supported; valid: {', '.join(MODELS)}")
     params = {"hidden": hidden}
+    if lambda_min is not None and (model, propagation) != ("decoupled", "smp"):
+        raise ValueError(f"speed: lambda_min={lambda_min} applies to model=decoupled propagation=smp only, "
+                         f"not model={model} propagation={propagation}")
     if model == "decoupled":
         params["propagation"] = propagation
+        if lambda_min is not None:
+            params["propagation_params"] = {"lambda_min": float(lambda_min)}
     return REG.create(model, in_dim=in_dim, num_classes=classes, depth=depth, quant=quant, **params)
 
 
@@ -250,7 +259,8 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
             quant: Optional[str] = None, threads: int = 2, repeats: int = 5, warmup: int = 1,
             impls: tuple = IMPLS, model_path: Optional[str] = None, seed: int = 0,
             propagation: str = "appnp", train_epochs: int = 0, data_dir=None,
-            truncation: Optional[str] = None, breakdown: bool = False) -> List[dict]:
+            truncation: Optional[str] = None, breakdown: bool = False,
+            lambda_min: Optional[float] = None) -> List[dict]:
     """Time each implementation in ``impls`` on one model and graph; one record per implementation.
 
     ``graph`` is a generated graph (:data:`GRAPHS`) or a registered dataset (read from
@@ -259,7 +269,8 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     values), or, with ``train_epochs`` > 0 on a dataset, is trained that many epochs on
     its training nodes first (the record then also holds the test accuracy of the
     fake-quant and the integer model); ``model_path`` loads a saved integer model instead
-    of converting one.  ``truncation`` (``bt``, ``bt*``; INT2 QLR) is passed to the quantizer.
+    of converting one.  ``truncation`` (``bt``, ``bt*``; INT2 QLR) is passed to the quantizer,
+    ``lambda_min`` (SMP) to the propagation: λ ≥ lambda_min keeps a deep SMP from diverging.
     ``breakdown`` (needs ``int`` in ``impls``): after timing, ``repeats`` more integer passes run
     under :func:`bench_suite.engine.profile.profiling`; the integer record gets ``breakdown``:
     per-stage time, bytes, MACs and floor, the measured bandwidth and int8 peak, the floor of
@@ -298,7 +309,8 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     with temporary_quantizer() as static:
         qkey = quant or ("qlr" if "qlr" in QUANTIZERS else static)
         fq_model = build(model, depth, hidden, x.shape[1], classes,
-                         QuantFactory(qkey, bits, {"truncation": truncation} if truncation else None), propagation)
+                         QuantFactory(qkey, bits, {"truncation": truncation} if truncation else None), propagation,
+                         lambda_min)
         if train_epochs:
             train_briefly(fq_model, g, data, int(train_epochs))
         else:
@@ -314,7 +326,7 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
         accuracy = {"fake_quant_test_acc": round(float((ref[test] == labels[test]).mean()), 4),
                     "int_test_acc": round(float((out[test] == labels[test]).mean()), 4),
                     "agreement": round(float((out == ref).mean()), 5)}
-    fp_model = build(model, depth, hidden, x.shape[1], classes, QuantFactory(), propagation)
+    fp_model = build(model, depth, hidden, x.shape[1], classes, QuantFactory(), propagation, lambda_min)
     copy_weights(fq_model, fp_model)
     fp_model.eval()
     base = (DGLGCN if model == "gcn" else DGLSMP if propagation == "smp" else DGLAPPNP)(fp_model).eval()
@@ -338,7 +350,7 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
         "kind": "speed", "model": model, "depth": depth, "hidden": hidden, "graph": graph,
         "nodes": g0.num_nodes(), "edges": g0.num_edges() // 2, "bits": bits,
         "propagation": propagation if model == "decoupled" else None, "quant": qkey,
-        "truncation": truncation or "none", "threads": threads,
+        "truncation": truncation or "none", "threads": threads, "lambda_min": lambda_min,
         "repeats": repeats, "warmup": warmup, "fp32_bytes": fp, "cpu": cpu_model(),
         "loadavg_1min": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "generator": ("Chung-Lu power law (Pareto weights, tail exponent 2.5), seed %d" % seed

@@ -4,7 +4,7 @@ Keys: model (gcn, decoupled), depth, hidden, graph (a generated graph:
 arxiv-like, arxiv-like-10, small, tiny; or a registered dataset, read from --data-dir /
 $BENCH_SUITE_DATA), bits (8, 4, 2), propagation (decoupled: appnp, smp), quant (quantizer key;
 default qlr if registered, else a static min/max calibration), truncation (bt, bt*: QLR at
-INT2 with bit truncation), model_path (a saved
+INT2 with bit truncation), lambda_min (SMP: project the multiplier onto [lambda_min, ∞)), model_path (a saved
 integer model), train_epochs (datasets: train the fake-quant model this many epochs
 first; the record adds test accuracy of both models and their agreement), seed.
 Prints one JSON line per implementation; ``--breakdown`` adds the integer model's time per
@@ -17,7 +17,7 @@ import inspect
 import json
 
 KEYS = ("model", "depth", "hidden", "graph", "bits", "quant", "truncation", "model_path", "seed", "propagation",
-        "train_epochs")
+        "train_epochs", "lambda_min")
 
 
 def configure(p: argparse.ArgumentParser) -> None:

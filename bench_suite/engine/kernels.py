@@ -143,6 +143,78 @@ def _aggregate_swar(indptr, indices, words, bits, width, mask, nchunks, out, rmi
     return out, rmin, rmax
 
 
+@njit(inline="always")
+def _flush(acc, base, stride, l0, l1, l2, l3):
+    """Add the eight byte lanes of each of ``l0..l3`` (shifts 0..3 of one word) into ``acc``."""
+    for b in range(8):
+        sh = np.uint64(8 * b)
+        acc[base + b] += np.int32((l0 >> sh) & np.uint64(0xFF))
+        acc[base + stride + b] += np.int32((l1 >> sh) & np.uint64(0xFF))
+        acc[base + 2 * stride + b] += np.int32((l2 >> sh) & np.uint64(0xFF))
+        acc[base + 3 * stride + b] += np.int32((l3 >> sh) & np.uint64(0xFF))
+
+
+@njit(parallel=True, cache=True)
+def _aggregate_swar_narrow(indptr, indices, words, bits, width, mask, nchunks, out, rmin, rmax):
+    """:func:`_aggregate_swar` for rows of one or two 64-bit words (INT2 width ≤ 64, INT4 ≤ 32:
+    a decoupled model's propagation over class scores), with the byte lanes in scalars
+    (registers) instead of a lane array that every neighbour's adds store to and load from:
+    2-2.6x faster on amazon-computers and arxiv-like rows of 10-64 codes.  (Walking a wider
+    row's neighbours once per pair of words this way was 1.5-3.5x slower than the lane array.)"""
+    n, nw = words.shape
+    c = 8 // bits
+    limit = 255 // ((1 << bits) - 1)
+    chunk = (n + nchunks - 1) // nchunks
+    nnz = indices.size
+    two = nw == 2
+    s1, s2, s3 = np.uint64(bits), np.uint64(2 * bits), np.uint64(3 * bits)
+    zero = np.uint64(0)
+    for t in prange(nchunks):
+        acc = np.zeros(4 * 8 * nw, np.int32)
+        for i in range(t * chunk, min(n, (t + 1) * chunk)):
+            acc[:] = 0
+            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+            cnt = 0
+            for e in range(indptr[i], indptr[i + 1]):
+                if e + PREFETCH_DISTANCE < nnz:
+                    _prefetch(words, indices[e + PREFETCH_DISTANCE], 0)
+                j = indices[e]
+                v = words[j, 0]
+                a0 += v & mask
+                a1 += (v >> s1) & mask
+                if c == 4:
+                    a2 += (v >> s2) & mask
+                    a3 += (v >> s3) & mask
+                if two:
+                    v = words[j, 1]
+                    b0 += v & mask
+                    b1 += (v >> s1) & mask
+                    if c == 4:
+                        b2 += (v >> s2) & mask
+                        b3 += (v >> s3) & mask
+                cnt += 1
+                if cnt == limit:
+                    _flush(acc, 0, 8 * nw, a0, a1, a2, a3)
+                    if two:
+                        _flush(acc, 8, 16, b0, b1, b2, b3)
+                    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+                    cnt = 0
+            if cnt > 0:
+                _flush(acc, 0, 8 * nw, a0, a1, a2, a3)
+                if two:
+                    _flush(acc, 8, 16, b0, b1, b2, b3)
+            lo = acc[0]
+            hi = acc[0]
+            for f in range(width):
+                v32 = acc[f]
+                out[i, f] = v32
+                lo = min(lo, v32)
+                hi = max(hi, v32)
+            rmin[i] = lo
+            rmax[i] = hi
+    return out, rmin, rmax
+
+
 @njit(parallel=True, cache=True)
 def _aggregate_bytes(indptr, indices, codes, width, nchunks, out, rmin, rmax):
     n = codes.shape[0]
@@ -191,7 +263,8 @@ def aggregate(indptr: np.ndarray, indices: np.ndarray, packed: np.ndarray, bits:
     if bits == 8:
         return _aggregate_bytes(indptr, indices, packed, width, nchunks, out, rmin, rmax)
     words = packed.view(np.uint64)
-    return _aggregate_swar(indptr, indices, words, bits, width, MASK2 if bits == 2 else MASK4, nchunks, out, rmin, rmax)
+    kernel = _aggregate_swar_narrow if words.shape[1] <= 2 else _aggregate_swar
+    return kernel(indptr, indices, words, bits, width, MASK2 if bits == 2 else MASK4, nchunks, out, rmin, rmax)
 
 
 #: fast-math flags that leave every arithmetic result bit-exact (no reassociation, no

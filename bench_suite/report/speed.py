@@ -38,7 +38,8 @@ def speed_frame(store: Store) -> pd.DataFrame:
             "threads": rec.get("threads", env.get("torch_threads")),
             # a decoupled model is named with its propagation (APPNP and SMP must not pool)
             "model": str(rec.get("model") or _section(spec, "model").get("name") or "?")
-            + (f"+{rec['propagation']}" if rec.get("propagation") else ""),
+            + (f"+{rec['propagation']}" if rec.get("propagation") else "")
+            + (f" (λ ≥ {rec['lambda_min']:g})" if rec.get("lambda_min") is not None else ""),
             "depth": rec.get("depth", _section(spec, "model").get("depth")),
             "hidden": rec.get("hidden", _section(spec, "model").get("hidden")),
             "graph": str(rec.get("graph") or _section(spec, "dataset").get("name") or "?")
