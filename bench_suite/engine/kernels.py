@@ -97,6 +97,20 @@ def _chunks(n: int) -> int:
     return max(1, min(n, CHUNKS_PER_THREAD * numba.get_num_threads()))
 
 
+@njit(inline="always")
+def _store_row(acc, out, i, width, rmin, rmax):
+    """Row ``i`` of the sums from the accumulator, with its min and max."""
+    lo = acc[0]
+    hi = acc[0]
+    for f in range(width):
+        v = acc[f]
+        out[i, f] = v
+        lo = min(lo, v)
+        hi = max(hi, v)
+    rmin[i] = lo
+    rmax[i] = hi
+
+
 @njit(parallel=True, cache=True)
 def _aggregate_swar(indptr, indices, words, bits, width, mask, nchunks, out, rmin, rmax):
     n, nw = words.shape
@@ -131,15 +145,7 @@ def _aggregate_swar(indptr, indices, words, bits, width, mask, nchunks, out, rmi
                 for x in range(c * nb):
                     acc[x] += lanes8[x]
                 lanes[:] = 0
-            lo = acc[0]
-            hi = acc[0]
-            for f in range(width):
-                v = acc[f]
-                out[i, f] = v
-                lo = min(lo, v)
-                hi = max(hi, v)
-            rmin[i] = lo
-            rmax[i] = hi
+            _store_row(acc, out, i, width, rmin, rmax)
     return out, rmin, rmax
 
 
@@ -203,15 +209,7 @@ def _aggregate_swar_narrow(indptr, indices, words, bits, width, mask, nchunks, o
                 _flush(acc, 0, 8 * nw, a0, a1, a2, a3)
                 if two:
                     _flush(acc, 8, 16, b0, b1, b2, b3)
-            lo = acc[0]
-            hi = acc[0]
-            for f in range(width):
-                v32 = acc[f]
-                out[i, f] = v32
-                lo = min(lo, v32)
-                hi = max(hi, v32)
-            rmin[i] = lo
-            rmax[i] = hi
+            _store_row(acc, out, i, width, rmin, rmax)
     return out, rmin, rmax
 
 
@@ -231,15 +229,7 @@ def _aggregate_bytes(indptr, indices, codes, width, nchunks, out, rmin, rmax):
                 j = indices[e]
                 for f in range(width):
                     acc[f] += codes[j, f]
-            lo = acc[0]
-            hi = acc[0]
-            for f in range(width):
-                v = acc[f]
-                out[i, f] = v
-                lo = min(lo, v)
-                hi = max(hi, v)
-            rmin[i] = lo
-            rmax[i] = hi
+            _store_row(acc, out, i, width, rmin, rmax)
     return out, rmin, rmax
 
 
