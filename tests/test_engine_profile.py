@@ -97,3 +97,32 @@ def test_speed_breakdown_record(tmp_path) -> None:
     write_record(recs[-1], tmp_path)
     (table,) = breakdown_tables(load_store([tmp_path]))
     assert [r[0] for r in table.rows][:2] == [intmodel.INPUT, intmodel.GEMM] and table.rows[-1][0] == "all stages"
+
+
+@pytest.mark.parametrize("model", ["gcn", "decoupled"])
+def test_static_ranges_skip_the_range_passes(model: str) -> None:
+    """With static quantizer ranges (a calibrated min/max, QAT's and DQ's running ranges) no
+    range pass runs, and the output is the one computed with them (the range only feeds
+    ``params``, which a static rule ignores)."""
+    load_all()
+    g0, x, classes, _ = graph_inputs("small", 0)
+    eg = EngineGraph.from_dgl(prepare_graph(g0))
+    torch.manual_seed(0)
+    with temporary_quantizer() as key:
+        m = build(model, 3, 32, x.shape[1], classes, QuantFactory(key, 4), "appnp")
+        calibrate(m, g0, x, 0)
+        m.eval()
+        im = convert(m)
+        with torch.no_grad():
+            ref = m(prepare_graph(g0), x).numpy()
+    with profiling() as st:
+        out = im(eg, x.numpy())
+    assert intmodel.RANGE not in st.ms and intmodel.EPI_RANGE not in st.ms
+    assert intmodel.AGGREGATE in st.ms
+    # float32 logits of the fake-quant model, up to accumulation order
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    # a dynamic (QLR) model of the same shape does run them
+    qim, _, _ = _int_model(model, 3, 32, 4)
+    with profiling() as st:
+        qim(eg, x.numpy())
+    assert intmodel.RANGE in st.ms and intmodel.EPI_RANGE in st.ms

@@ -36,7 +36,13 @@ class RangeRule:
     step: int = 1
     kappa: float = 0.0
 
-    def params(self, xmin: float, xmax: float) -> tuple:
+    @property
+    def dynamic(self) -> bool:
+        """Whether the range depends on the tensor (else :meth:`params` ignores the extremes and
+        the engine skips the pass that would compute them)."""
+        return self.kind != "static"
+
+    def params(self, xmin: float = 0.0, xmax: float = 0.0) -> tuple:
         """``(scale, zero, Q)`` for a tensor whose extremes are ``xmin``/``xmax``; under bit truncation
         ``(scale, zero, Q, step, κ, Qc)`` of the ``grid_bits`` grid (:func:`bench_suite.engine.kernels.grid`)."""
         Q = qmax(self.grid_bits or self.bits)

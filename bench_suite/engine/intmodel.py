@@ -134,7 +134,7 @@ class Aggregation:
     def apply(self, g: EngineGraph, x: np.ndarray, rmin=None, rmax=None) -> np.ndarray:
         """The float value of the quantized ``Â·x`` (no update quantizer); ``rmin``/``rmax``:
         the per-row range of ``x`` if the caller has it."""
-        if rmin is None or rmax is None:
+        if (rmin is None or rmax is None) and self.message.dynamic:
             rmin, rmax = stage(RANGE, K.rows_minmax, x)
         S, sums, ap = self.sums(g, x, None, rmin, rmax)
         return stage(OUTPUT, K.epilogue, S, ap, np.zeros((1, x.shape[1]), F32), mode="float", sums=sums, deg=g.deg,
@@ -142,8 +142,11 @@ class Aggregation:
 
     def sums(self, g: EngineGraph, x: np.ndarray, feature: tuple | None, rmin, rmax):
         """Pack message codes of ``d̃^{-1/2}·q_feature(x)`` and sum them over Ã."""
-        lo, hi = (rmin, rmax) if feature is None else (fq(rmin, feature), fq(rmax, feature))
-        msg = self.message.params((lo * g.norm).min(), (hi * g.norm).max())
+        if self.message.dynamic:
+            lo, hi = (rmin, rmax) if feature is None else (fq(rmin, feature), fq(rmax, feature))
+            msg = self.message.params((lo * g.norm).min(), (hi * g.norm).max())
+        else:
+            msg = self.message.params()
         bits = self.message.bits
         width = x.shape[1]
         packed = stage(PACK, K.quantize_pack, x, g.norm, msg, bits, row_bytes(width, bits), feature)
@@ -165,7 +168,23 @@ class Aggregation:
         return cls(RangeRule(**d["message"]), RangeRule(**d["aggregate"]), None if upd is None else RangeRule(**upd))
 
 
+def _extremes(rmin, rmax) -> tuple:
+    """Global extremes from per-row ones (``()`` when no range pass ran: a static rule's params)."""
+    return () if rmin is None else (rmin.min(), rmax.max())
+
+
+def _ranged(y: np.ndarray, first: RangeRule, *later: RangeRule) -> tuple:
+    """``(rmin, rmax, params of first)`` for the float tensor ``y``; the per-row range pass
+    runs only when ``first`` or a ``later`` rule (one whose range follows from ``y``'s) is dynamic."""
+    if first.dynamic or any(r.dynamic for r in later):
+        rmin, rmax = stage(RANGE, K.rows_minmax, y)
+        return rmin, rmax, first.params(rmin.min(), rmax.max())
+    return None, None, first.params()
+
+
 def _relu_range(rmin, rmax, upd: tuple, relu: bool) -> tuple:
+    if rmin is None:  # static rules downstream: no range needed
+        return ()
     lo, hi = np.array([rmin.min()], F32), np.array([rmax.max()], F32)
     if upd is not None:
         lo, hi = fq(lo, upd), fq(hi, upd)
@@ -225,15 +244,16 @@ class IntGCN(IntModel):
         for k, (lin, agg, b) in enumerate(zip(self.linears, self.aggs, self.biases)):
             last = k == len(self.linears) - 1
             y = stage(GEMM, lin, xq, p, macs=xq.size * lin.out_dim)
-            ymin, ymax = stage(RANGE, K.rows_minmax, y)
-            feat = lin.feature_rule.params(ymin.min(), ymax.max())
+            ymin, ymax, feat = _ranged(y, lin.feature_rule, agg.message)
             S, sums, ap = agg.sums(g, y, feat, ymin, ymax)
             kw = dict(sums=sums, deg=g.deg, norm=g.norm)
-            rmin, rmax = stage(EPI_RANGE, K.epilogue, S, ap, b, mode="range", **kw)
-            upd = agg.update.params(rmin.min(), rmax.max())
+            nxt = None if last else self.linears[k + 1].input_rule
+            rmin = rmax = None  # static update and next-input ranges need no range pass
+            if agg.update.dynamic or (nxt is not None and nxt.dynamic):
+                rmin, rmax = stage(EPI_RANGE, K.epilogue, S, ap, b, mode="range", **kw)
+            upd = agg.update.params(*_extremes(rmin, rmax))
             if last:
                 return stage(OUTPUT, K.epilogue, S, ap, b, update=upd, mode="float", **kw)
-            nxt = self.linears[k + 1].input_rule
             p = nxt.params(*_relu_range(rmin, rmax, upd, True))
             xq = stage(OUTPUT, K.epilogue, S, ap, b, update=upd, relu=True, mode="codes", following=p, **kw)
         raise AssertionError("unreachable")
@@ -300,12 +320,14 @@ class IntDecoupled(IntModel):
         xq, p = stage(INPUT, input_codes, np.asarray(x, F32), self.linears[0].input_rule)
         for k, lin in enumerate(self.linears):
             y = stage(GEMM, lin, xq, p, macs=xq.size * lin.out_dim)
-            ymin, ymax = stage(RANGE, K.rows_minmax, y)
-            feat = lin.feature_rule.params(ymin.min(), ymax.max())
+            ymin, ymax, feat = _ranged(y, lin.feature_rule)
             if k == len(self.linears) - 1:
                 return stage(OUTPUT, K.epilogue, y, feat, lin.bias, mode="float")
-            rmin, rmax = stage(EPI_RANGE, K.epilogue, y, feat, lin.bias, mode="range")
-            p = self.linears[k + 1].input_rule.params(*_relu_range(rmin, rmax, None, True))
+            nxt = self.linears[k + 1].input_rule
+            rmin = rmax = None
+            if nxt.dynamic:
+                rmin, rmax = stage(EPI_RANGE, K.epilogue, y, feat, lin.bias, mode="range")
+            p = nxt.params(*_relu_range(rmin, rmax, None, True))
             xq = stage(OUTPUT, K.epilogue, y, feat, lin.bias, relu=True, mode="codes", following=p)
         raise AssertionError("unreachable")
 
@@ -317,11 +339,13 @@ class IntDecoupled(IntModel):
         teleport = F32(self.alpha) * h
         xk = h
         for agg in self.aggs:
-            rmin, rmax = stage(RANGE, K.rows_minmax, xk)
+            rmin, rmax, _ = _ranged(xk, agg.message)
             S, sums, ap = agg.sums(g, xk, None, rmin, rmax)
             kw = dict(sums=sums, deg=g.deg, norm=g.norm, coef=1.0 - self.alpha)
-            rmin, rmax = stage(EPI_RANGE, K.epilogue, S, ap, teleport, mode="range", **kw)
-            upd = agg.update.params(rmin.min(), rmax.max())
+            rmin = rmax = None
+            if agg.update.dynamic:
+                rmin, rmax = stage(EPI_RANGE, K.epilogue, S, ap, teleport, mode="range", **kw)
+            upd = agg.update.params(*_extremes(rmin, rmax))
             xk = stage(OUTPUT, K.epilogue, S, ap, teleport, update=upd, mode="float", **kw)
         return xk
 
