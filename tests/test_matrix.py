@@ -135,10 +135,14 @@ def test_shipped_matrices_expand(name):
         assert len(specs) == n_runs == 13 * 5 * 3
         assert {s.data["quant"]["name"] for s in specs} == {"fp32"} | set(QUANTIZERS.keys())
         assert {s.data["model"]["name"] for s in specs} == set(MODELS.keys())
-    if name == "depth":  # 2 datasets x 6 depths x 11 architectures x 10 seeds, FP32 only
-        assert len(specs) == n_runs == 2 * 6 * 11 * 10 and {s.data["quant"]["name"] for s in specs} == {"fp32"}
-    if name == "depth-quant":  # 2 datasets x 2 depths x 3 architectures x 3 quantizations x 10 seeds
-        assert len(specs) == n_runs == 2 * 2 * 3 * 3 * 10
+    if name == "depth":  # 2 datasets x 6 depths x (11 architectures + SMP lambda_min=0) x 10 seeds, FP32 only
+        assert len(specs) == n_runs == 2 * 6 * 12 * 10 and {s.data["quant"]["name"] for s in specs} == {"fp32"}
+    if name in ("depth", "depth-quant"):  # SMP as written and with the projection, at every depth
+        smp = [s.data["propagation"].get("lambda_min") for s in specs
+               if (s.data.get("propagation") or {}).get("name") == "smp"]
+        assert smp.count(0) == smp.count(None) == len(smp) // 2 > 0
+    if name == "depth-quant":  # 2 datasets x 2 depths x (3 architectures + SMP lambda_min=0) x 3 quantizations x 10 seeds
+        assert len(specs) == n_runs == 2 * 2 * 4 * 3 * 10
     if name == "quantizers":  # 2 datasets x 2 models x (FP32 + 4 quantizers x 3 bits + 2 x BT/BT*) x 10 seeds
         assert len(specs) == n_runs == 2 * 2 * (1 + 12 + 4) * 10
 
