@@ -26,7 +26,6 @@ INPUT, GEMM, RANGE = "input codes", "dense int8 product (oneDNN)", "range of a f
 PACK, AGGREGATE = "quantize + pack messages", "sparse aggregation (int32 sums)"
 EPI_RANGE, OUTPUT = "epilogue: range pass", "epilogue: codes / float output"
 SMP = "SMP elementwise steps"
-STAGES = (INPUT, GEMM, RANGE, PACK, AGGREGATE, EPI_RANGE, OUTPUT, SMP)
 
 
 def fq(x: np.ndarray, p: tuple) -> np.ndarray:
