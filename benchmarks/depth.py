@@ -2,17 +2,19 @@
 
     python benchmarks/depth.py accuracy [--datasets cora citeseer] [--depths 2 4 8 16 32 64]
                                         [--seeds 10] [--models gcn gcnii appnp smp ...] [--epochs N]
-    python benchmarks/depth.py timing   [--dataset cora] [--depths 10 64] [--epochs 30]
+    python benchmarks/depth.py timing   [--dataset cora] [--depths 10 64] [--epochs 30] [--out FILE.jsonl]
 
 ``accuracy`` trains each model with its tuned defaults (bench_suite/defaults/*.yaml,
 baselines/defaults.yaml) on the public split and prints mean ± unbiased std of the
 test accuracy at the best-validation epoch, plus the Dirichlet energy of the last
 layer.  ``timing`` times training epochs of decoupled+SMP and decoupled+APPNP at the
-same K, interleaved in one process so both see the same machine load.
+same K, interleaved in one process so both see the same machine load; ``--out`` appends one
+JSON line per K (times, ratio, spec and machine) to a file.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from typing import Dict, List
@@ -89,6 +91,18 @@ def timing(args: argparse.Namespace) -> None:
                 if epoch >= 3:  # warm-up epochs are not timed
                     times.append(time.perf_counter() - t0)
         med = {p: 1000 * statistics.median(t) for p, (_, _, t) in setups.items()}
+        if args.out:
+            from bench_suite.env import environment
+
+            rec = {"benchmark": "smp-vs-appnp-epoch", "dataset": args.dataset, "depth": depth,
+                   "epochs_timed": args.epochs, "threads": torch.get_num_threads(),
+                   "median_ms": {p: round(m, 3) for p, m in med.items()}, "ratio": round(med["smp"] / med["appnp"], 3),
+                   "times_ms": {p: [round(1000 * v, 3) for v in t] for p, (_, _, t) in setups.items()},
+                   "specs": {p: resolve_spec({"dataset": args.dataset, "model": "decoupled", "propagation": p,
+                                              "depth": depth}).data for p in setups},
+                   "env": environment(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(rec, sort_keys=True) + "\n")
         print(f"{args.dataset} K={depth}: APPNP {med['appnp']:.1f} ms/epoch, SMP {med['smp']:.1f} ms/epoch, "
               f"ratio {med['smp'] / med['appnp']:.2f}x (median of {args.epochs} interleaved epochs, "
               f"{torch.get_num_threads()} threads)", flush=True)
@@ -109,6 +123,7 @@ def main() -> None:
     tim.add_argument("--depths", nargs="+", type=int, default=[10, 64])
     tim.add_argument("--epochs", type=int, default=30)
     tim.add_argument("--data-dir", default=None)
+    tim.add_argument("--out", default=None, help="append one JSON line per K (times, ratio, machine) here")
     args = ap.parse_args()
     load_all()
     (accuracy if args.what == "accuracy" else timing)(args)
