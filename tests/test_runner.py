@@ -262,3 +262,32 @@ def test_ctrl_c_stops_cleanly_keeps_records_and_shows_progress(tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"{len(before)} of 8 runs already finished" in out.stderr
     assert len(records(store)) == 8
+
+
+def test_status_estimate_from_finished_runs() -> None:
+    from bench_suite.registry import load_all
+    from bench_suite.runner.estimate import estimate
+    from bench_suite.spec import resolve_spec
+
+    load_all()
+
+    def spec(**kw):
+        return resolve_spec({"dataset": "cora", "model": "gcn", "depth": 4, "seed": 0, **kw})
+
+    def rec(s, seconds, status="ok"):
+        return {"spec": s.data, "status": status, "timings": {"total_s": seconds}}
+
+    finished = [rec(spec(seed=0), 10.0), rec(spec(seed=1), 30.0), rec(spec(seed=2), 20.0),  # group median 20
+                rec(spec(quant="qat", bits=4), 50.0),          # same depth, other quantizer
+                rec(spec(depth=16, seed=0), 80.0),
+                rec(spec(seed=3), 1e6, status="failed")]      # failed runs do not count
+    pending = [spec(seed=5),                                   # same group: 20
+               spec(quant="dq", bits=8, seed=0),               # same arch and depth: median(10, 30, 20, 50) = 25
+               spec(depth=32, seed=0),                         # nearest depth 16, scaled x2: 160
+               spec(depth=8, seed=0),                          # nearest depth 4 (ties go shallower): 25 x 2 = 50
+               spec(model="sgc", seed=0)]                      # nothing comparable
+    est = estimate(pending, finished)
+    assert est.seconds == pytest.approx(20 + 25 + 160 + 50)
+    assert est.estimated == 4 and est.by_level == {"group": 1, "depth": 1, "scaled": 2}
+    assert est.unknown == [pending[-1].label()]
+    assert "not counted" in est.summary(2) and "with 2 workers" in est.summary(2)

@@ -1,4 +1,5 @@
-"""``bench-suite status MATRIX``: how many runs of a matrix are done, failed, timed out or pending."""
+"""``bench-suite status MATRIX``: how many runs of a matrix are done, failed, timed out or pending
+(``--estimate [WORKERS]``: and how long the pending ones will take, :mod:`bench_suite.runner.estimate`)."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the same overrides given to `run`")
     p.add_argument("--results", default="results", help="results root (records in RESULTS/<matrix-name>/)")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.add_argument("--estimate", type=int, nargs="?", const=1, default=0, metavar="WORKERS",
+                   help="also estimate the pending runs' time from the finished ones (for WORKERS workers)")
     p.add_argument("--list", choices=("failed", "timeout", "pending"), action="append", default=[],
                    help="also list the runs with this status (repeatable)")
 
@@ -30,10 +33,20 @@ def execute(args: argparse.Namespace) -> int:
               "timeout": p.counts["timeout"], "pending": p.counts["pending"], "corrupt": len(p.corrupt)}
     for reason in p.corrupt.values():
         print(f"warning: {reason} (counted as pending)", file=sys.stderr)
+    est = None
+    if args.estimate:
+        from bench_suite.runner.estimate import estimate
+
+        est = estimate(p.todo, store.records())
+        counts["estimated_hours"] = round(est.seconds / 3600, 2)
+        counts["not_estimated"] = len(est.unknown)
     if args.json:
         print(json.dumps(counts, sort_keys=True))
     else:
-        print(f"{matrix.name} ({store.root}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        print(f"{matrix.name} ({store.root}): " + ", ".join(f"{k} {v}" for k, v in counts.items()
+                                                         if k not in ("estimated_hours", "not_estimated")))
+        if est is not None:
+            print(est.summary(args.estimate))
     if args.list:
         scan = store.scan()
         for s in specs:
