@@ -80,9 +80,9 @@ def timing(args: argparse.Namespace) -> None:
             spec = resolve_spec({"dataset": args.dataset, "model": "decoupled", "propagation": prop, "depth": depth})
             torch.manual_seed(0)
             model = build_model(spec, data)
-            setups[prop] = (model, optimizer_for(model, spec.train), [])
+            setups[prop] = (model, optimizer_for(model, spec.train), [], spec)
         for epoch in range(args.epochs + 3):
-            for prop, (model, opt, times) in setups.items():
+            for prop, (model, opt, times, _) in setups.items():
                 model.train()
                 t0 = time.perf_counter()
                 opt.zero_grad(set_to_none=True)
@@ -90,16 +90,15 @@ def timing(args: argparse.Namespace) -> None:
                 opt.step()
                 if epoch >= 3:  # warm-up epochs are not timed
                     times.append(time.perf_counter() - t0)
-        med = {p: 1000 * statistics.median(t) for p, (_, _, t) in setups.items()}
+        med = {p: 1000 * statistics.median(t) for p, (_, _, t, _) in setups.items()}
         if args.out:
             from bench_suite.env import environment
 
             rec = {"benchmark": "smp-vs-appnp-epoch", "dataset": args.dataset, "depth": depth,
                    "epochs_timed": args.epochs, "threads": torch.get_num_threads(),
                    "median_ms": {p: round(m, 3) for p, m in med.items()}, "ratio": round(med["smp"] / med["appnp"], 3),
-                   "times_ms": {p: [round(1000 * v, 3) for v in t] for p, (_, _, t) in setups.items()},
-                   "specs": {p: resolve_spec({"dataset": args.dataset, "model": "decoupled", "propagation": p,
-                                              "depth": depth}).data for p in setups},
+                   "times_ms": {p: [round(1000 * v, 3) for v in t] for p, (_, _, t, _) in setups.items()},
+                   "specs": {p: spec.data for p, (_, _, _, spec) in setups.items()},
                    "env": environment(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             with open(args.out, "a") as fh:
                 fh.write(json.dumps(rec, sort_keys=True) + "\n")

@@ -27,6 +27,22 @@ def _section(spec: Dict[str, Any], name: str) -> Dict[str, Any]:
     return v if isinstance(v, dict) else ({"name": v} if v is not None else {})
 
 
+def _model_label(rec: Dict[str, Any]) -> str:
+    """A decoupled model is named with its propagation (APPNP and SMP must not pool), an SMP with
+    its multiplier floor."""
+    spec = rec.get("spec") or {}
+    return (str(rec.get("model") or _section(spec, "model").get("name") or "?")
+            + (f"+{rec['propagation']}" if rec.get("propagation") else "")
+            + (f" (λ ≥ {rec['lambda_min']:g})" if rec.get("lambda_min") is not None else ""))
+
+
+def _quant_label(rec: Dict[str, Any]) -> str:
+    """Bit truncation is part of the quantizer compared (INT2 QLR and INT2 QLR BT* must not pool)."""
+    spec = rec.get("spec") or {}
+    return (str(rec.get("quant") or _section(spec, "quant").get("name") or "–")
+            + (f" {rec['truncation']}" if rec.get("truncation") not in (None, "none") else ""))
+
+
 def speed_frame(store: Store) -> pd.DataFrame:
     """One row per speed record (missing fields become NaN / ``?``)."""
     rows = []
@@ -36,18 +52,13 @@ def speed_frame(store: Store) -> pd.DataFrame:
         rows.append({
             "cpu": str(rec.get("cpu") or env.get("cpu") or "unknown CPU"),
             "threads": rec.get("threads", env.get("torch_threads")),
-            # a decoupled model is named with its propagation (APPNP and SMP must not pool)
-            "model": str(rec.get("model") or _section(spec, "model").get("name") or "?")
-            + (f"+{rec['propagation']}" if rec.get("propagation") else "")
-            + (f" (λ ≥ {rec['lambda_min']:g})" if rec.get("lambda_min") is not None else ""),
+            "model": _model_label(rec),
             "depth": rec.get("depth", _section(spec, "model").get("depth")),
             "hidden": rec.get("hidden", _section(spec, "model").get("hidden")),
             "graph": str(rec.get("graph") or _section(spec, "dataset").get("name") or "?")
             + (f" (trained {int(rec['train_epochs'])} ep)" if rec.get("train_epochs") else ""),
             "bits": rec.get("bits", _section(spec, "quant").get("bits")),
-            # bit truncation is part of the quantizer compared (INT2 QLR and INT2 QLR BT* must not pool)
-            "quant": str(rec.get("quant") or _section(spec, "quant").get("name") or "–")
-            + (f" {rec['truncation']}" if rec.get("truncation") not in (None, "none") else ""),
+            "quant": _quant_label(rec),
             "impl": str(rec.get("impl") or "?"),
             **{k: rec.get(k) for k in NUMERIC_COLS},
             "matrix": rec.get("_matrix", ""),
@@ -106,11 +117,8 @@ def breakdown_tables(store: Store) -> List[Table]:
     newest: Dict[str, Dict[str, Any]] = {}  # one table per configuration: its newest record
     recs = [r for r in store.speed if isinstance(r.get("breakdown"), dict) and r.get("status", "ok") == "ok"]
     for rec in sorted(recs, key=lambda r: str(r.get("timestamp"))):
-        quant = str(rec.get("quant") or "") + (f" {rec['truncation']}" if rec.get("truncation") not in (None, "none")
-                                               else "")
-        model = str(rec.get("model")) + (f"+{rec['propagation']}" if rec.get("propagation") else "")
-        newest[f"{model}-{rec.get('depth')} h{rec.get('hidden')} {rec.get('graph')} {bits_name(int(rec['bits']))} "
-               f"{quant} t{rec.get('threads')}"] = rec
+        newest[f"{_model_label(rec)}-{rec.get('depth')} h{rec.get('hidden')} {rec.get('graph')} "
+               f"{bits_name(int(rec['bits']))} {_quant_label(rec)} t{rec.get('threads')}"] = rec
     for label, rec in sorted(newest.items()):
         b = rec["breakdown"]
         total = float(b.get("profiled_ms") or 0) or 1.0

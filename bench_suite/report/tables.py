@@ -159,7 +159,7 @@ def quant_family(quantizer: str) -> str:
 
 
 def slug(text: str) -> str:
-    out = "".join(c if c.isalnum() else "-" for c in str(text).lower())
+    out = "".join(c if c.isascii() and c.isalnum() else "-" for c in str(text).lower())
     while "--" in out:
         out = out.replace("--", "-")
     return out.strip("-") or "x"

@@ -38,13 +38,12 @@ def execute(args: argparse.Namespace) -> int:
         from bench_suite.runner.estimate import estimate
 
         est = estimate(p.todo, store.records())
-        counts["estimated_hours"] = round(est.seconds / 3600, 2)
-        counts["not_estimated"] = len(est.unknown)
     if args.json:
-        print(json.dumps(counts, sort_keys=True))
+        extra = {} if est is None else {"estimated_hours": round(est.seconds / 3600, 2),
+                                        "not_estimated": len(est.unknown)}
+        print(json.dumps(dict(counts, **extra), sort_keys=True))
     else:
-        print(f"{matrix.name} ({store.root}): " + ", ".join(f"{k} {v}" for k, v in counts.items()
-                                                         if k not in ("estimated_hours", "not_estimated")))
+        print(f"{matrix.name} ({store.root}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         if est is not None:
             print(est.summary(args.estimate))
     if args.list:
