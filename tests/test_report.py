@@ -296,3 +296,22 @@ def test_methods_at_a_single_depth_get_a_bit_width_figure_not_depth_figures(tmp_
     d = fx.write_store(tmp_path / "results1", speed=False, junk=False, only=only)
     render_report([d], tmp_path / "out1")
     assert {p.name for p in (tmp_path / "out1" / "figures").glob("*.png")} == {"bitwidth_cora_gcn_L2.png"}
+
+
+def test_a_single_bit_width_depth_study_gets_no_bit_width_figures_or_tables(tmp_path):
+    """An FP32-only depth study: the depth figure and depth table hold every method; a per-method
+    'by bit width' figure (one line) and an 'accuracy by bit width' table (one column) are not drawn."""
+    only = {(m, "FP32", d, s) for m, (_, _, depths) in fx.METHODS.items() for d in depths for s in fx.SEEDS}
+    d = fx.write_store(tmp_path / "results", speed=False, junk=False, only=only)
+    out = tmp_path / "out"
+    render_report([d], out)
+    assert {p.name for p in (out / "figures").glob("*.png")} == {"depth_cora_fp32.png",
+                                                                 "oversmoothing_cora_L16_fp32.png"}
+    assert {p.name for p in (out / "tables").glob("*.md")} == {"acc_by_depth_cora_fp32.md"}
+    # with two bit widths the per-method figures and the bit-width table come back
+    only |= {(m, "QLR INT8", d, s) for m, (_, _, depths) in fx.METHODS.items() for d in depths for s in fx.SEEDS}
+    d = fx.write_store(tmp_path / "results2", speed=False, junk=False, only=only)
+    render_report([d], tmp_path / "out2")
+    assert {"bits_cora_gcn.png", "bits_cora_decoupled-smp-exact.png"} <= {
+        p.name for p in (tmp_path / "out2" / "figures").glob("*.png")}
+    assert (tmp_path / "out2" / "tables" / "acc_by_bits_cora.md").is_file()

@@ -167,13 +167,16 @@ def depth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> Li
 
 
 def method_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> List[Figure]:
-    """Per dataset and method: one line per quantizer (bit widths compared), FP32 dashed."""
+    """Per dataset and method with at least two quantizers: one line per quantizer (bit widths
+    compared), FP32 dashed."""
     plt, sns = _mpl()
     ok = _ok_runs(runs, metric)
     qcolors = palette(ok["quantizer"]) if len(ok) else {}
     figs = []
     for (dataset, method), sub in sorted(ok.groupby(["dataset", "method"]), key=lambda kv: kv[0]):
         if _single_depth(sub):  # bitwidth_figures shows it
+            continue
+        if sub["quantizer"].nunique() < 2:  # one line: depth_figures already draws it with the other methods
             continue
         sub = sub.sort_values(["quantizer", "depth", "seed"])
         order = _by_bits(sub)

@@ -169,11 +169,15 @@ def bits_tables(agg: pd.DataFrame, metric: str = "test_acc", depth: Optional[int
     """Per dataset: (method, quantizer family) × bit width at one depth per method.
 
     ``depth=None`` takes each method's shallowest depth present for that dataset (the
-    conventional setting, e.g. a 2-layer GCN); a given ``depth`` fixes it for all.
+    conventional setting, e.g. a 2-layer GCN); a given ``depth`` fixes it for all.  A dataset
+    run at one bit width only (an FP32 depth study) gets no table: it would be one column of
+    the depth table.
     """
     data = agg[agg["metric"] == metric].copy()
     tables = []
     for dataset, sub in sorted(data.groupby("dataset"), key=lambda kv: kv[0]):
+        if sub["bits"].nunique() < 2:
+            continue
         if depth is None:
             shallow = sub.groupby("method")["depth"].transform("min")
             sub = sub[sub["depth"] == shallow]
