@@ -78,6 +78,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"bench-suite {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`bench-suite status depth --list pending | head`): stop quietly;
+        # stdout goes to devnull so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
 
 
 def print_json(obj) -> None:

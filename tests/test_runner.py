@@ -291,3 +291,15 @@ def test_status_estimate_from_finished_runs() -> None:
     assert est.estimated == 4 and est.by_level == {"group": 1, "depth": 1, "scaled": 2}
     assert est.unknown == [pending[-1].label()]
     assert "not counted" in est.summary(2) and "with 2 workers" in est.summary(2)
+
+
+def test_status_into_a_closed_pipe_stops_quietly(tmp_path) -> None:
+    """`bench-suite status depth --list pending | head -1`: the reader closes the pipe after one line
+    (1,440 lines do not fit a pipe buffer); the command exits 141 without a traceback."""
+    p = subprocess.Popen([sys.executable, "-m", "bench_suite.cli", "status", "depth", "--list", "pending",
+                          "--results", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert first.startswith(b"depth (") and "Traceback" not in err and "BrokenPipe" not in err, err
