@@ -315,3 +315,26 @@ def test_a_single_bit_width_depth_study_gets_no_bit_width_figures_or_tables(tmp_
     assert {"bits_cora_gcn.png", "bits_cora_decoupled-smp-exact.png"} <= {
         p.name for p in (tmp_path / "out2" / "figures").glob("*.png")}
     assert (tmp_path / "out2" / "tables" / "acc_by_bits_cora.md").is_file()
+
+
+def test_speed_table_pools_only_the_newest_code_version_of_a_configuration():
+    from types import SimpleNamespace
+
+    from bench_suite.report.speed import speed_frame, speed_tables
+
+    base = {"kind": "speed", "model": "gcn", "depth": 4, "hidden": 256, "graph": "arxiv-like", "bits": 4,
+            "quant": "qlr", "impl": "int", "cpu": "Fixture CPU", "threads": 2, "model_bytes": 10, "fp32_bytes": 40,
+            "compression": 4.0}
+
+    def rec(commit, stamp, ms):
+        return dict(base, env={"git_commit": commit}, timestamp=stamp, median_ms=ms, speedup_vs_dgl=100.0 / ms)
+
+    # the old kernel's two records (100, 90 ms) must not pull the median of the new one's (40, 50 ms)
+    recs = [rec("old", "2026-11-20T10:00:00+0000", 100.0), rec("new", "2026-11-29T10:00:00+0000", 40.0),
+            rec("old", "2026-11-21T10:00:00+0000", 90.0), rec("new", "2026-11-29T11:00:00+0000", 50.0),
+            dict(rec("old", "2026-11-21T10:00:00+0000", 20.0), bits=8)]  # another configuration: its only version
+    (table,) = speed_tables(speed_frame(SimpleNamespace(speed=recs)))
+    rows = {r[4]: r for r in table.rows}
+    assert (rows["INT4"][7], rows["INT4"][8]) == ("2", "45.00")
+    assert (rows["INT8"][7], rows["INT8"][8]) == ("1", "20.00")
+    assert any("2 records of older versions not pooled" in f for f in table.footnotes)

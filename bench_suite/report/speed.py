@@ -2,7 +2,10 @@
 
 One table per machine (CPU model and thread count, from the records): latency,
 speed-up over DGL FP32, model size and compression per model, graph and bit width.
-Several records of the same configuration are summarised by their median latency.
+Several records of the same configuration are summarised by their median latency, taken over
+the records of the newest code version that measured it (the git commit of its latest record):
+a kernel change must not be averaged with the timings of the code it replaced.  Records of older
+versions stay in the store and are counted in a footnote.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from bench_suite.report.tables import EMPTY, Table, bits_name, slug
 
 SPEED_COLS = ["cpu", "threads", "model", "depth", "hidden", "graph", "bits", "quant", "impl", "median_ms",
               "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression", "int_test_acc", "agreement", "matrix",
-              "status"]
+              "status", "commit", "timestamp"]
 KEY_COLS = ["model", "depth", "hidden", "graph", "bits", "quant", "impl"]
 NUMERIC_COLS = ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression", "int_test_acc", "agreement")
 
@@ -63,6 +66,8 @@ def speed_frame(store: Store) -> pd.DataFrame:
             **{k: rec.get(k) for k in NUMERIC_COLS},
             "matrix": rec.get("_matrix", ""),
             "status": str(rec.get("status") or "ok"),
+            "commit": str(env.get("git_commit") or ""),
+            "timestamp": str(rec.get("timestamp") or rec.get("finished") or ""),
         })
     df = pd.DataFrame(rows, columns=SPEED_COLS)
     for c in NUMERIC_COLS:
@@ -80,15 +85,25 @@ def _num(v: float, fmt: str, suffix: str = "") -> str:
     return f"{v:{fmt}}{suffix}"
 
 
+def _newest_version(g: pd.DataFrame) -> pd.DataFrame:
+    """The records of ``g`` (one configuration) made by the code version of its latest record."""
+    latest = g.sort_values("timestamp", kind="stable").iloc[-1]["commit"]
+    return g[g["commit"] == latest]
+
+
 def speed_tables(frame: pd.DataFrame) -> List[Table]:
     """One :class:`Table` per (CPU, threads); failed records are listed as footnotes."""
     tables = []
     for (cpu, threads), sub in frame.groupby(["cpu", "threads"], sort=True):
         ok = sub[sub["status"] == "ok"]
         rows = []
+        superseded = 0
         groups = sorted(ok.groupby(KEY_COLS), key=lambda kv: (*kv[0][:4], -kv[0][4], *kv[0][5:]))
         for key, g in groups:  # widest bit width (the FP32 baselines) first
             model, depth, hidden, graph, bits, quant, impl = key
+            newest = _newest_version(g)
+            superseded += len(g) - len(newest)
+            g = newest
             rows.append([model, _num(depth, "d"), _num(hidden, "d"), graph, bits_name(int(bits)), quant, impl,
                          str(len(g)),
                          _num(g["median_ms"].median(), ".2f"),
@@ -100,6 +115,9 @@ def speed_tables(frame: pd.DataFrame) -> List[Table]:
                          _num(100 * g["agreement"].median(), ".2f") if impl == "int" else EMPTY])
         foot = [f"{r.model} {r.graph} {bits_name(int(r.bits))} {r.impl}: status {r.status}"
                 for r in sub[sub["status"] != "ok"].itertuples()]
+        if superseded:
+            foot.append(f"n counts the records of the newest code version of each configuration; {superseded} "
+                        f"record{'s' if superseded != 1 else ''} of older versions not pooled")
         name = f"speed_{slug(cpu)}_t{threads}"
         title = f"Inference latency and model size on {cpu}, {threads} thread{'s' if threads != 1 else ''}"
         tables.append(Table(name, title, ["model", "depth", "hidden", "graph", "bits", "quantizer", "impl", "n",
