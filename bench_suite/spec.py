@@ -137,9 +137,16 @@ class RunSpec:
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     def label(self) -> str:
+        """A short human name, e.g. ``cora/gcn+dropedge/L8/qlr-int2-bt*/s0``: the run id tells runs
+        apart; the label names the choices a matrix usually varies (propagation, transform, bit
+        truncation, SMP's multiplier floor) so a listing of runs does not repeat one name."""
         d = self.data
-        m = d["model"]["name"] + (f"+{d['propagation']['name']}" if d.get("propagation") else "")
-        q = d["quant"]["name"] + ("" if d["quant"]["name"] == "fp32" else f"-int{d['quant']['bits']}")
+        prop, quant, transform = d.get("propagation") or {}, d["quant"], d.get("transform") or {}
+        m = (d["model"]["name"] + (f"+{prop['name']}" if prop else "")
+             + (f"[lambda_min={prop['lambda_min']:g}]" if prop.get("lambda_min") is not None else "")
+             + (f"+{transform['name']}" if transform else ""))
+        q = (quant["name"] + ("" if quant["name"] == "fp32" else f"-int{quant['bits']}")
+             + (f"-{quant['truncation']}" if quant.get("truncation") not in (None, "none") else ""))
         return f"{d['dataset']['name']}/{m}/L{d['model']['depth']}/{q}/s{d['train']['seed']}"
 
 

@@ -8,8 +8,8 @@ import pytest
 
 import bench_suite.defaults as tuned
 from bench_suite.registry import MODELS, QUANTIZERS, RegistryError, load_all
-from bench_suite.runner.matrix import (MatrixError, combinations, expand_matrix, load_matrix, parse_overrides,
-                                       shipped_matrices)
+from bench_suite.runner.matrix import (MatrixError, combinations, expand_matrix, load_matrix, parse_only,
+                                       parse_overrides, shipped_matrices)
 from bench_suite.spec import SpecError
 
 load_all()
@@ -152,3 +152,43 @@ def test_combinations_are_flat_key_values(tmp_path):
     flats = combinations(load_matrix(p))
     assert [f["model"] for f in flats] == ["gcn", "sage"] and all(f["seed"] == 1 for f in flats)
     assert "gcn" in MODELS
+
+
+def test_only_selects_a_subset_of_the_matrix_with_the_same_run_ids(tmp_path):
+    p = matrix(tmp_path, """
+        name: grid
+        seeds: 2
+        fixed: {dataset: csbm, epochs: 7}
+        axes:
+          depth: [2, 8]
+          arch: [{model: [gcn, sgc]}, {model: decoupled, propagation: [appnp, smp]},
+                 {model: decoupled, propagation: smp, lambda_min: 0}]
+    """)
+    full = {s.run_id: s for s in expand_matrix(p)}
+    assert len(full) == 2 * 5 * 2
+
+    def pick(*items):
+        specs = expand_matrix(p, only=parse_only(items))
+        assert all(full[s.run_id].data == s.data for s in specs)  # same runs, same ids
+        return specs
+
+    # a key inside a sub-axis (an override model=gcn would rewrite the decoupled runs instead)
+    assert {s.data["model"]["name"] for s in pick("model=gcn,sgc")} == {"gcn", "sgc"}
+    assert len(pick("model=gcn,sgc")) == 8
+    smp = pick("propagation=smp", "depth=8")
+    assert len(smp) == 4 and all(s.data["model"]["depth"] == 8 for s in smp)
+    # none selects the runs without the key: SMP as written, not the projected one
+    plain = pick("propagation=smp", "lambda_min=none")
+    assert len(plain) == 4 and all(s.data["propagation"].get("lambda_min") is None for s in plain)
+    assert len(pick("lambda_min=0")) == 4
+    # the label names the projection (SMP as written and SMP with lambda_min=0 differ in a listing)
+    assert {s.label() for s in pick("propagation=smp", "depth=8", "seed=0")} == {
+        "csbm/decoupled+smp/L8/fp32/s0", "csbm/decoupled+smp[lambda_min=0]/L8/fp32/s0"}
+    with pytest.raises(MatrixError, match=r"has key 'modle'.*its runs have: .*model"):
+        expand_matrix(p, only=parse_only(["modle=gcn"]))
+    with pytest.raises(MatrixError, match=r"model=gcm: .*its values of model: decoupled, gcn, sgc"):
+        expand_matrix(p, only=parse_only(["model=gcm"]))
+    with pytest.raises(MatrixError, match="no run matches all"):
+        expand_matrix(p, only=parse_only(["model=sgc", "propagation=appnp"]))
+    with pytest.raises(SpecError, match="not KEY=VALUE"):
+        parse_only(["model"])

@@ -10,6 +10,9 @@ from typing import Any, Dict
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("matrix", help="shipped matrix name (smoke, paper-lite, paper) or a YAML path")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="spec keys applied to every run (win over the matrix)")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
+                   help="run only the matrix's runs with one of these values of KEY (repeatable: all must match; "
+                        "run ids unchanged), e.g. --only model=gcnii --only depth=64")
     p.add_argument("--results", default="results", help="results root; records go to RESULTS/<matrix-name>/")
     p.add_argument("--executor", default="local", help="local (default), dask, slurm or a plugin executor")
     p.add_argument("--workers", type=int, default=0, help="parallel workers (default: number of cores)")
@@ -78,12 +81,12 @@ def check_dataset_files(specs, data_dir, download: bool) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_overrides
+    from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_only, parse_overrides
     from bench_suite.runner.session import plan, run_specs
     from bench_suite.runner.store import ResultStore
 
     matrix = load_matrix(args.matrix)
-    specs = expand_matrix(matrix, parse_overrides(args.overrides))
+    specs = expand_matrix(matrix, parse_overrides(args.overrides), parse_only(args.only))
     store = ResultStore(Path(args.results) / matrix.name)
     if args.dry_run:
         p = plan(specs, store, args.retry_failed)

@@ -10,6 +10,9 @@ import sys
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("matrix", help="shipped matrix name or a YAML path")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the same overrides given to `run`")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
+                   help="only the matrix's runs with one of these values of KEY (repeatable: all must match; "
+                        "run ids unchanged), e.g. --only model=gcnii --only depth=64")
     p.add_argument("--results", default="results", help="results root (records in RESULTS/<matrix-name>/)")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.add_argument("--estimate", type=int, nargs="?", const=1, default=0, metavar="WORKERS",
@@ -21,12 +24,12 @@ def configure(p: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_overrides
+    from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_only, parse_overrides
     from bench_suite.runner.session import plan
     from bench_suite.runner.store import ResultStore
 
     matrix = load_matrix(args.matrix)
-    specs = expand_matrix(matrix, parse_overrides(args.overrides))
+    specs = expand_matrix(matrix, parse_overrides(args.overrides), parse_only(args.only))
     store = ResultStore(Path(args.results) / matrix.name)
     p = plan(specs, store)
     counts = {"total": len(specs), "done": p.counts["ok"], "failed": p.counts["failed"],

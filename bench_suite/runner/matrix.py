@@ -202,13 +202,63 @@ def combinations(m: Matrix, overrides: Optional[Mapping[str, Any]] = None) -> Li
     return flats
 
 
-def expand_matrix(m: Matrix | str | Path, overrides: Optional[Mapping[str, Any]] = None) -> List[RunSpec]:
-    """Every run of ``m`` as a validated :class:`RunSpec` (duplicates dropped, order kept)."""
+def _selected(flat: Mapping[str, Any], only: Mapping[str, List[str]]) -> bool:
+    """``flat`` has, for every key of ``only``, one of its values (``none`` matches an absent key)."""
+    for key, wants in only.items():
+        value = flat.get(key)
+        if value is None:
+            if not any(w.lower() in ("none", "null", "") for w in wants):
+                return False
+        elif str(value) not in {str(parse_value(w)) for w in wants}:
+            return False
+    return True
+
+
+def select_combinations(m: Matrix, flats: List[Dict[str, Any]], only: Mapping[str, List[str]],
+                        where: str = "--only") -> List[Dict[str, Any]]:
+    """The combinations of ``m`` that ``only`` selects (``{key: [values]}``, every key must match one
+    value): a subset of the matrix with the same run ids.  A key no run has, or a selection of no
+    run, is an error naming the values the matrix has."""
+    for key, wants in only.items():
+        values = sorted({str(f.get(key)) for f in flats})
+        if all(key not in f for f in flats):
+            keys = sorted({k for f in flats for k in f})
+            raise MatrixError(f"{where} {key}={','.join(wants)}: no run of {m.where} has key {key!r}; "
+                              f"its runs have: {', '.join(keys)}")
+        if not any(_selected(f, {key: wants}) for f in flats):
+            raise MatrixError(f"{where} {key}={','.join(wants)}: no run of {m.where} has that value; "
+                              f"its values of {key}: {', '.join(values)}")
+    picked = [f for f in flats if _selected(f, only)]
+    if not picked:
+        shown = " ".join(f"{k}={','.join(v)}" for k, v in only.items())
+        raise MatrixError(f"{where} {shown}: each key matches some run of {m.where} but no run matches all")
+    return picked
+
+
+def parse_only(items: Iterable[str], where: str = "--only") -> Dict[str, List[str]]:
+    """``["model=gcnii,jknet", "depth=64"]`` → ``{"model": ["gcnii", "jknet"], "depth": ["64"]}``."""
+    out: Dict[str, List[str]] = {}
+    for item in items:
+        k, eq, v = item.partition("=")
+        if not eq or not k.strip() or not v.strip():
+            raise SpecError(f"{where} {item!r} is not KEY=VALUE[,VALUE...] (e.g. --only model=gcnii,jknet)")
+        out.setdefault(k.strip(), []).extend(x.strip() for x in v.split(",") if x.strip())
+    return out
+
+
+def expand_matrix(m: Matrix | str | Path, overrides: Optional[Mapping[str, Any]] = None,
+                  only: Optional[Mapping[str, List[str]]] = None) -> List[RunSpec]:
+    """Every run of ``m`` as a validated :class:`RunSpec` (duplicates dropped, order kept);
+    ``only`` keeps the runs it selects (:func:`select_combinations`)."""
     if not isinstance(m, Matrix):
         m = load_matrix(m)
     specs: List[RunSpec] = []
     seen, seen_flat = set(), set()
-    for i, flat in enumerate(combinations(m, overrides)):
+    numbered = list(enumerate(combinations(m, overrides)))  # run numbers of the whole matrix in messages
+    if only:
+        picked = {id(f) for f in select_combinations(m, [f for _, f in numbered], only)}
+        numbered = [(i, f) for i, f in numbered if id(f) in picked]
+    for i, flat in numbered:
         key = json.dumps(flat, sort_keys=True, default=str)
         if key in seen_flat:  # e.g. an override collapsed an axis: resolve each distinct run once
             continue
