@@ -338,3 +338,28 @@ def test_speed_table_pools_only_the_newest_code_version_of_a_configuration():
     assert (rows["INT4"][7], rows["INT4"][8]) == ("2", "45.00")
     assert (rows["INT8"][7], rows["INT8"][8]) == ("1", "20.00")
     assert any("2 records of older versions not pooled" in f for f in table.footnotes)
+
+
+def test_gap_to_fp32_table_gives_the_welch_interval_of_each_quantizer_against_fp32(rendered):
+    """Every fixture quantizer sits a constant offset below FP32 with the same per-seed offsets
+    (0, 1, 2, 4 points): QLR INT8 is 1 point down, and its Welch interval with 4 + 4 seeds
+    (equal variances: 6 degrees of freedom) is -1.0 ± t(0.975, 6) · sqrt(2 s² / 4)."""
+    table = (rendered / "tables" / "gap_to_fp32_cora.md").read_text()
+    assert "| method | depth | FP32 | QLR INT8 | QLR INT2 | QLR INT2 BT* |" in table
+    s2 = sum((v - 1.75) ** 2 for v in (0, 1, 2, 4)) / 3
+    half = 2.446911851 * math.sqrt(2 * s2 / 4)
+    row = next(line for line in table.splitlines() if line.startswith("| gcn | 4 |"))
+    assert f"| -1.0 [{-1 - half:+.1f}, {-1 + half:+.1f}] |" in row and "| -5.0 [" in row  # INT8, INT2 BT*
+    # gcn QLR INT2 at depth 16 has seeds 0 and 2 only: the cell says so, and its difference uses them
+    row = next(line for line in table.splitlines() if line.startswith("| gcn | 16 |"))
+    cell = row.split("|")[5].strip()
+    assert cell.endswith("(n=2/4)") and float(cell.split()[0]) == pytest.approx(-10 + (1.0 - 1.75), abs=0.051)
+
+
+def test_gap_to_fp32_table_names_quantized_groups_without_an_fp32_base(tmp_path):
+    only = {("gcn", q, d, s) for q, d in (("FP32", 2), ("QLR INT8", 2), ("QLR INT8", 4)) for s in fx.SEEDS}
+    d = fx.write_store(tmp_path / "results", speed=False, junk=False, only=only)
+    render_report([d], tmp_path / "out", figures=False)
+    table = (tmp_path / "out" / "tables" / "gap_to_fp32_cora.md").read_text()
+    assert "| gcn | 2 |" in table and "| gcn | 4 |" not in table
+    assert "gcn (L=4): quantized runs but no finished FP32 run to compare with" in table

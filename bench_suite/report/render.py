@@ -11,7 +11,7 @@ import pandas as pd
 from bench_suite.report.aggregate import (Store, aggregate, group_key, group_status, layers_frame, load_store,
                                           method_label, short_hash,
                                           quantizer_label, runs_frame)
-from bench_suite.report.tables import bits_tables, depth_tables
+from bench_suite.report.tables import bits_tables, depth_tables, gap_tables
 
 if TYPE_CHECKING:
     from bench_suite.spec import RunSpec
@@ -107,7 +107,7 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
     agg.to_csv(agg_path, index=False, lineterminator="\n", float_format="%.10g")
     written.append(agg_path)
 
-    tables = bits_tables(agg, metric, depth) + depth_tables(agg, metric)
+    tables = bits_tables(agg, metric, depth) + depth_tables(agg, metric) + gap_tables(runs, metric)
     speed = speed_tables(speed_frame(store)) + breakdown_tables(store)
     for t in tables + speed:
         written += t.write(out / "tables")

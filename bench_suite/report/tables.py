@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 DAGGER = "†"
@@ -209,4 +210,63 @@ def depth_tables(agg: pd.DataFrame, metric: str = "test_acc") -> List[Table]:
                                    f"{dataset}, {bits_name(bits)}: {metric}{unit} by depth",
                                    ["method", "quantizer"], "depth", depths, {d: f"L={d}" for d in depths},
                                    metric, ["method", "quantizer"]))
+    return tables
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95):
+    """Mean of ``a`` minus mean of ``b`` and its two-sided Welch t interval (scipy's unequal-variance
+    t-test); the interval is NaN when either side has fewer than two values."""
+    from scipy import stats
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = float(x.mean() - y.mean())
+    if len(x) < 2 or len(y) < 2:
+        return d, float("nan"), float("nan")
+    if x.std() == 0 and y.std() == 0:  # no spread: the difference is exact (scipy would give NaN)
+        return d, d, d
+    ci = stats.ttest_ind(x, y, equal_var=False).confidence_interval(level)
+    return d, float(ci.low), float(ci.high)
+
+
+def gap_tables(runs: pd.DataFrame, metric: str = "test_acc") -> List[Table]:
+    """Per dataset: (method, depth) × quantizer, each cell the quantized model's change from the
+    same method at the same depth in FP32 (difference of the seed means, in points for accuracies)
+    with its Welch 95% interval: how far from full precision each quantizer stays.  Only seeds that
+    finished count; a cell names its seed counts when either side is short of the other."""
+    col = f"metric.{metric}"
+    if col not in runs or runs.empty:
+        return []
+    ok = runs[(runs["status"] == "ok") & runs[col].notna()]
+    scale = metric_scale(metric)
+    tables = []
+    for dataset, sub in sorted(ok.groupby("dataset"), key=lambda kv: kv[0]):
+        fp32 = {(m, int(d)): g[col].tolist() for (m, d), g in sub[sub["bits"] == 32].groupby(["method", "depth"])}
+        has_base = pd.Series([(m, int(d)) in fp32 for m, d in zip(sub["method"], sub["depth"])], index=sub.index)
+        quant = sub[(sub["bits"] != 32) & has_base]
+        orphans = sorted({(str(m), int(d)) for m, d in sub[(sub["bits"] != 32) & ~has_base][["method", "depth"]]
+                          .itertuples(index=False)}, key=_sort_key)
+        if quant.empty:
+            continue
+        order = [q for _, q in sorted({(-int(b), str(q)) for b, q in zip(quant["bits"], quant["quantizer"])})]
+        cells = {(m, int(d), q): g[col].tolist() for (m, d, q), g in quant.groupby(["method", "depth", "quantizer"])}
+        rows = []
+        for m, d in sorted({(m, d) for m, d, _ in cells}, key=_sort_key):
+            base = fp32[(m, d)]
+            row = [str(m), str(d), f"{scale * sum(base) / len(base):.1f}"]
+            for q in order:
+                vals = cells.get((m, d, q))
+                if vals is None:
+                    row.append("")
+                    continue
+                diff, lo, hi = welch_interval(vals, base)
+                text = f"{scale * diff:+.1f}" + ("" if math.isnan(lo) else f" [{scale * lo:+.1f}, {scale * hi:+.1f}]")
+                row.append(text + ("" if len(vals) == len(base) else f" (n={len(vals)}/{len(base)})"))
+            rows.append(row)
+        unit = " points" if scale != 1 else ""
+        tables.append(Table(f"gap_to_fp32_{slug(dataset)}",
+                            f"{dataset}: {metric} change from FP32 ({unit.strip() or 'difference'}, "
+                            f"Welch 95% interval), same method and depth",
+                            ["method", "depth", "FP32"] + order, rows,
+                            footnotes=[f"{m} (L={d}): quantized runs but no finished FP32 run to compare with"
+                                       for m, d in orphans], n_label_cols=2))
     return tables
