@@ -180,7 +180,7 @@ def test_only_selects_a_subset_of_the_matrix_with_the_same_run_ids(tmp_path):
     # none selects the runs without the key: SMP as written, not the projected one
     plain = pick("propagation=smp", "lambda_min=none")
     assert len(plain) == 4 and all(s.data["propagation"].get("lambda_min") is None for s in plain)
-    assert len(pick("lambda_min=0")) == 4
+    assert len(pick("lambda_min=0")) == 4 and len(pick("lambda_min=0.0")) == 4  # numbers compare as numbers
     # the label names the projection (SMP as written and SMP with lambda_min=0 differ in a listing)
     assert {s.label() for s in pick("propagation=smp", "depth=8", "seed=0")} == {
         "csbm/decoupled+smp/L8/fp32/s0", "csbm/decoupled+smp[lambda_min=0]/L8/fp32/s0"}

@@ -209,9 +209,17 @@ def _selected(flat: Mapping[str, Any], only: Mapping[str, List[str]]) -> bool:
         if value is None:
             if not any(w.lower() in ("none", "null", "") for w in wants):
                 return False
-        elif str(value) not in {str(parse_value(w)) for w in wants}:
+        elif not any(_same(value, parse_value(w)) for w in wants):
             return False
     return True
+
+
+def _same(value: Any, want: Any) -> bool:
+    """``0`` selects ``0.0`` and ``bt*`` selects ``bt*``: numbers compare as numbers, the rest as text."""
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(want, numbers) and not isinstance(value, bool):
+        return float(value) == float(want)
+    return str(value) == str(want)
 
 
 def select_combinations(m: Matrix, flats: List[Dict[str, Any]], only: Mapping[str, List[str]],
