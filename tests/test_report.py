@@ -108,7 +108,7 @@ def test_render_writes_every_indexed_file_and_valid_pngs(rendered):
     assert {p.name for p in pngs} == {"depth_cora_fp32.png", "depth_cora_int8.png", "depth_cora_int2.png",
                                       "bits_cora_gcn.png", "bits_cora_decoupled-smp-exact.png",
                                       "oversmoothing_cora_L16_fp32.png", "oversmoothing_cora_L16_int8.png",
-                                      "oversmoothing_cora_L16_int2.png"}
+                                      "oversmoothing_cora_L16_int2.png", "smp_constraint_cora_K16.png"}
     from PIL import Image
 
     for p in pngs:
@@ -306,7 +306,8 @@ def test_a_single_bit_width_depth_study_gets_no_bit_width_figures_or_tables(tmp_
     out = tmp_path / "out"
     render_report([d], out)
     assert {p.name for p in (out / "figures").glob("*.png")} == {"depth_cora_fp32.png",
-                                                                 "oversmoothing_cora_L16_fp32.png"}
+                                                                 "oversmoothing_cora_L16_fp32.png",
+                                                                 "smp_constraint_cora_K16.png"}
     assert {p.name for p in (out / "tables").glob("*.md")} == {"acc_by_depth_cora_fp32.md"}
     # with two bit widths the per-method figures and the bit-width table come back
     only |= {(m, "QLR INT8", d, s) for m, (_, _, depths) in fx.METHODS.items() for d in depths for s in fx.SEEDS}
@@ -363,3 +364,18 @@ def test_gap_to_fp32_table_names_quantized_groups_without_an_fp32_base(tmp_path)
     table = (tmp_path / "out" / "tables" / "gap_to_fp32_cora.md").read_text()
     assert "| gcn | 2 |" in table and "| gcn | 4 |" not in table
     assert "gcn (L=4): quantized runs but no finished FP32 run to compare with" in table
+
+
+def test_smp_constraint_per_step_is_read_from_the_records_and_drawn_for_deep_smp(store_dir, rendered):
+    from bench_suite.report.aggregate import smp_frame
+
+    smp = smp_frame(runs_frame(load_store([store_dir])))
+    assert set(smp["method"]) == {"decoupled+smp(exact)"}  # GCN records carry no constraint
+    r = smp[(smp.depth == 16) & (smp.quantizer == "QLR INT8") & (smp.seed == 2) & (smp.step == 3)].iloc[0]
+    assert r["lambda"] == pytest.approx(0.032) and r["T"] == pytest.approx(fx.SMP_BUDGET / 2)
+    assert r["T_over_budget"] == pytest.approx(0.5)
+    # every ok SMP run contributes one row per step: 4 quantizers x 4 seeds x (2 + 16) steps
+    assert len(smp) == 4 * 4 * (2 + 16)
+    # the figure is drawn for K = 16, not for K = 2 (below min_depth)
+    assert (rendered / "figures" / "smp_constraint_cora_K16.png").is_file()
+    assert not (rendered / "figures" / "smp_constraint_cora_K2.png").exists()

@@ -206,6 +206,7 @@ def runs_frame(store: Store, seeds: Optional[Sequence[int]] = None) -> pd.DataFr
             "torch_threads": env.get("torch_threads"),
             "versions": json.dumps(env.get("versions") or {}, sort_keys=True),
             "layers": rec.get("layers") or [],
+            "extra": rec.get("extra") if isinstance(rec.get("extra"), dict) else {},
         }
         for k, v in sorted(metrics.items()):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -213,7 +214,7 @@ def runs_frame(store: Store, seeds: Optional[Sequence[int]] = None) -> pd.DataFr
         rows.append(row)
     cols = ["run_id", "group_key", "group"] + GROUP_COLS + ["quant_name", "seed", "status", "error", "matrix",
                                                            "finished", "git_commit", "cpu", "host",
-                                                           "torch_threads", "versions", "layers"]
+                                                           "torch_threads", "versions", "layers", "extra"]
     if not rows:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame(rows)
@@ -342,4 +343,23 @@ def layers_frame(runs: pd.DataFrame) -> pd.DataFrame:
                          "layer": int(lay.get("layer", i)),
                          **{k: float(lay[k]) if lay.get(k) is not None else np.nan
                             for k in ("dirichlet", "dirichlet_normalized", "mad")}})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def smp_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """SMP's constraint per propagation step of ok runs that recorded it (``extra``: the multiplier
+    ``smp_lambda``, the smoothness ``smp_T`` = T(Δ_k) and the budget ``smp_budget`` = c·|E| of the
+    model's last forward pass, the selected model in eval mode): group columns, seed, step
+    (1-based), lambda, T, budget and T / budget."""
+    cols = ["group"] + GROUP_COLS + ["seed", "step", "lambda", "T", "budget", "T_over_budget"]
+    rows = []
+    for _, r in runs[runs["status"] == OK].iterrows():
+        extra = r["extra"] if isinstance(r.get("extra"), dict) else {}
+        lams, ts, budget = extra.get("smp_lambda"), extra.get("smp_T"), extra.get("smp_budget")
+        if not lams or not ts or budget is None:
+            continue
+        for k, (lam, t) in enumerate(zip(lams, ts), start=1):
+            rows.append({"group": r["group"], **{c: r[c] for c in GROUP_COLS}, "seed": r["seed"], "step": k,
+                         "lambda": float(lam), "T": float(t), "budget": float(budget),
+                         "T_over_budget": float(t) / float(budget) if budget else np.nan})
     return pd.DataFrame(rows, columns=cols)

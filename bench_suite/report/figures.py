@@ -1,5 +1,5 @@
 """Figures: accuracy vs depth (per bit width, per method), accuracy by bit width (methods
-run at a single depth), and per-layer oversmoothing.
+run at a single depth), per-layer oversmoothing, and SMP's constraint (λ_k, T(Δ_k)) per step.
 
 Matplotlib runs on the Agg backend with fixed rcParams, and PNG metadata is
 stripped, so the same records give byte-identical files.  Bands are the same
@@ -278,4 +278,43 @@ def oversmoothing_figures(layers: pd.DataFrame, out: Path, min_depth: int = DEEP
         figs.append(Figure(path, title, "Per layer of the model selected at its best validation epoch: "
                                         "energies as the geometric mean over seeds (non-positive values "
                                         "omitted), MAD as the mean; no bands (see aggregates for spread)."))
+    return figs
+
+
+def smp_figures(smp: pd.DataFrame, out: Path, min_depth: int = 8) -> List[Figure]:
+    """Per dataset and depth (K ≥ ``min_depth``): SMP's constraint at work, per propagation step,
+    one line per SMP variant and quantizer: the multiplier λ_k (mean over seeds) and the
+    smoothness T(Δ_k) over its budget c·|E| (geometric mean; the constraint is T ≤ budget, the
+    dashed line at 1)."""
+    plt, sns = _mpl()
+    deep = smp[smp["depth"] >= min_depth].copy()
+    figs = []
+    if deep.empty:
+        return figs
+    for (dataset, depth), sub in sorted(deep.groupby(["dataset", "depth"]), key=lambda kv: kv[0]):
+        sub = sub.sort_values(["method", "quantizer", "step", "seed"])
+        sub["series"] = sub["method"] + " · " + sub["quantizer"]
+        order = sorted(set(sub["series"]))
+        colors = palette(order)
+        fig, (ax_l, ax_t) = plt.subplots(1, 2, figsize=(12, 4.2))
+        sns.lineplot(data=sub, x="step", y="lambda", hue="series", hue_order=order, palette=colors,
+                     estimator="mean", errorbar=None, ax=ax_l, legend=False)
+        ax_l.axhline(0.0, color="grey", linewidth=0.8)
+        ax_l.set(title="multiplier λ_k", xlabel="propagation step k", ylabel="λ_k (mean over seeds)")
+        ratio = sub[sub["T_over_budget"] > 0]
+        sns.lineplot(data=ratio, x="step", y="T_over_budget", hue="series", hue_order=order, palette=colors,
+                     estimator=_geo_mean, errorbar=None, ax=ax_t)
+        ax_t.axhline(1.0, color="grey", linestyle="--", linewidth=1.0, label="budget c·|E|")
+        ax_t.set_yscale("log")
+        ax_t.set(title="smoothness T(Δ_k) / budget c·|E|", xlabel="propagation step k",
+                 ylabel="T(Δ_k) / c·|E| (log scale, geometric mean)")
+        _legend(ax_t, 99)
+        title = f"{dataset}: SMP's constraint per step at K = {int(depth)}"
+        fig.suptitle(title)
+        path = out / f"smp_constraint_{slug(dataset)}_K{int(depth)}.png"
+        _save(fig, path)
+        figs.append(Figure(path, title, "The selected model (best validation epoch) in eval mode. The "
+                                        "multiplier rises while T(Δ_k) is under the budget and falls when it "
+                                        "is over; a negative λ (SMP as written) roughens X instead of "
+                                        "smoothing it."))
     return figs

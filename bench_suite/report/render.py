@@ -10,7 +10,7 @@ import pandas as pd
 
 from bench_suite.report.aggregate import (Store, aggregate, group_key, group_status, layers_frame, load_store,
                                           method_label, short_hash,
-                                          quantizer_label, runs_frame)
+                                          quantizer_label, runs_frame, smp_frame)
 from bench_suite.report.tables import bits_tables, depth_tables, gap_tables
 
 if TYPE_CHECKING:
@@ -113,11 +113,13 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
         written += t.write(out / "tables")
     figs = []
     if figures and not runs.empty:
-        from bench_suite.report.figures import bitwidth_figures, depth_figures, method_figures, oversmoothing_figures
+        from bench_suite.report.figures import (bitwidth_figures, depth_figures, method_figures, oversmoothing_figures,
+                                                smp_figures)
 
         figs = (depth_figures(runs, out / "figures", metric) + method_figures(runs, out / "figures", metric)
                 + bitwidth_figures(runs, out / "figures", metric)
-                + oversmoothing_figures(layers_frame(runs), out / "figures"))
+                + oversmoothing_figures(layers_frame(runs), out / "figures")
+                + smp_figures(smp_frame(runs), out / "figures"))
         written += [f.path for f in figs]
     note = DEPTH_NOTE if depth is None else f"Tables by bit width show every method at depth {depth}."
     cmd = command or "bench-suite report " + " ".join(map(str, results)) + f" --out {out}"
