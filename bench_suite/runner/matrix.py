@@ -223,20 +223,20 @@ def _same(value: Any, want: Any) -> bool:
 
 
 def select_combinations(m: Matrix, flats: List[Dict[str, Any]], only: Mapping[str, List[str]],
-                        where: str = "--only") -> List[Dict[str, Any]]:
-    """The combinations of ``m`` that ``only`` selects (``{key: [values]}``, every key must match one
-    value): a subset of the matrix with the same run ids.  A key no run has, or a selection of no
-    run, is an error naming the values the matrix has."""
+                        where: str = "--only") -> List[int]:
+    """The positions in ``flats`` (combinations of ``m``) that ``only`` selects (``{key: [values]}``,
+    every key must match one value): a subset of the matrix with the same run ids.  A key no run
+    has, or a selection of no run, is an error naming the values the matrix has."""
     for key, wants in only.items():
-        values = sorted({str(f.get(key)) for f in flats})
         if all(key not in f for f in flats):
             keys = sorted({k for f in flats for k in f})
             raise MatrixError(f"{where} {key}={','.join(wants)}: no run of {m.where} has key {key!r}; "
                               f"its runs have: {', '.join(keys)}")
         if not any(_selected(f, {key: wants}) for f in flats):
+            values = sorted({str(f.get(key)) for f in flats})
             raise MatrixError(f"{where} {key}={','.join(wants)}: no run of {m.where} has that value; "
                               f"its values of {key}: {', '.join(values)}")
-    picked = [f for f in flats if _selected(f, only)]
+    picked = [i for i, f in enumerate(flats) if _selected(f, only)]
     if not picked:
         shown = " ".join(f"{k}={','.join(v)}" for k, v in only.items())
         raise MatrixError(f"{where} {shown}: each key matches some run of {m.where} but no run matches all")
@@ -262,11 +262,11 @@ def expand_matrix(m: Matrix | str | Path, overrides: Optional[Mapping[str, Any]]
         m = load_matrix(m)
     specs: List[RunSpec] = []
     seen, seen_flat = set(), set()
-    numbered = list(enumerate(combinations(m, overrides)))  # run numbers of the whole matrix in messages
-    if only:
-        picked = {id(f) for f in select_combinations(m, [f for _, f in numbered], only)}
-        numbered = [(i, f) for i, f in numbered if id(f) in picked]
-    for i, flat in numbered:
+    flats = combinations(m, overrides)
+    # messages number a run within the whole matrix, also when ``only`` picks a part of it
+    picked = select_combinations(m, flats, only) if only else range(len(flats))
+    for i in picked:
+        flat = flats[i]
         key = json.dumps(flat, sort_keys=True, default=str)
         if key in seen_flat:  # e.g. an override collapsed an axis: resolve each distinct run once
             continue
