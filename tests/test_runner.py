@@ -280,16 +280,23 @@ def test_status_estimate_from_finished_runs() -> None:
     finished = [rec(spec(seed=0), 10.0), rec(spec(seed=1), 30.0), rec(spec(seed=2), 20.0),  # group median 20
                 rec(spec(quant="qat", bits=4), 50.0),          # same depth, other quantizer
                 rec(spec(depth=16, seed=0), 80.0),
-                rec(spec(seed=3), 1e6, status="failed")]      # failed runs do not count
+                rec(spec(seed=3), 1e6, status="failed"),      # failed runs do not count
+                rec(spec(model="sgc", depth=2), 5.0),
+                rec(spec(model="gcnii", hidden=64), 30.0),
+                rec(spec(dataset="citeseer"), 40.0),          # citeseer/cora over shared (gcn, 4): 40 / 25
+                rec(spec(dataset="citeseer", depth=16), 96.0)]  # and (gcn, 16): 96 / 80; median ratio 1.4
     pending = [spec(seed=5),                                   # same group: 20
                spec(quant="dq", bits=8, seed=0),               # same arch and depth: median(10, 30, 20, 50) = 25
                spec(depth=32, seed=0),                         # nearest depth 16, scaled x2: 160
                spec(depth=8, seed=0),                          # nearest depth 4 (ties go shallower): 25 x 2 = 50
-               spec(model="sgc", seed=0)]                      # nothing comparable
+               spec(dataset="citeseer", model="sgc", depth=4),  # cora's sgc at 2, x2 depth, x1.4 dataset: 14
+               spec(dataset="citeseer", model="gcnii", hidden=256),  # cora's gcnii at its own hidden: 30 x 1.4
+               spec(model="jknet", seed=0)]                    # nothing comparable
     est = estimate(pending, finished)
-    assert est.seconds == pytest.approx(20 + 25 + 160 + 50)
-    assert est.estimated == 4 and est.by_level == {"group": 1, "depth": 1, "scaled": 2}
+    assert est.seconds == pytest.approx(20 + 25 + 160 + 50 + 14 + 42)
+    assert est.estimated == 6 and est.by_level == {"group": 1, "depth": 1, "scaled": 2, "dataset": 2}
     assert est.unknown == [pending[-1].label()]
+    assert "2 scaled from another dataset" in est.summary(2)
     assert "not counted" in est.summary(2) and "with 2 workers" in est.summary(2)
 
 
