@@ -288,13 +288,14 @@ def test_status_estimate_from_finished_runs() -> None:
     pending = [spec(seed=5),                                   # same group: 20
                spec(quant="dq", bits=8, seed=0),               # same arch and depth: median(10, 30, 20, 50) = 25
                spec(depth=32, seed=0),                         # nearest depth 16, scaled x2: 160
-               spec(depth=8, seed=0),                          # nearest depth 4 (ties go shallower): 25 x 2 = 50
+               spec(depth=8, seed=0),                          # between 4 (25) and 16 (80): 25 + 55 / 3
+               spec(depth=2, seed=0),                          # below 4: 25 / 2
                spec(dataset="citeseer", model="sgc", depth=4),  # cora's sgc at 2, x2 depth, x1.4 dataset: 14
                spec(dataset="citeseer", model="gcnii", hidden=256),  # cora's gcnii at its own hidden: 30 x 1.4
                spec(model="jknet", seed=0)]                    # nothing comparable
     est = estimate(pending, finished)
-    assert est.seconds == pytest.approx(20 + 25 + 160 + 50 + 14 + 42)
-    assert est.estimated == 6 and est.by_level == {"group": 1, "depth": 1, "scaled": 2, "dataset": 2}
+    assert est.seconds == pytest.approx(20 + 25 + 160 + (25 + 55 / 3) + 12.5 + 14 + 42)
+    assert est.estimated == 7 and est.by_level == {"group": 1, "depth": 1, "scaled": 3, "dataset": 2}
     assert est.unknown == [pending[-1].label()]
     assert "2 scaled from another dataset" in est.summary(2)
     assert "not counted" in est.summary(2) and "with 2 workers" in est.summary(2)

@@ -2,8 +2,9 @@
 
 Each pending run is estimated by the median ``timings.total_s`` of finished runs most like it:
 the same spec but for the seed; else the same dataset, architecture (model, propagation,
-transform) and depth under any quantizer; else the same dataset and architecture at the
-nearest depth, scaled by the depth ratio (a deep model's epoch is linear in its depth); else the
+transform) and depth under any quantizer; else the same dataset and architecture at other
+depths: interpolated linearly between the nearest finished depths around it, or beyond them
+scaled by the depth ratio from the nearest (a deep model's epoch is linear in its depth); else the
 same model, propagation and transform on another dataset (with that dataset's hyper-parameters,
 which tuned defaults set per dataset), estimated as above and scaled by how much slower the
 pending run's dataset has been than that one (the median ratio over the architectures and depths
@@ -76,10 +77,16 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]]) 
     def same_dataset(dataset: str, arch: str, depth: int) -> Optional[Tuple[float, str]]:
         if (dataset, arch, depth) in median:
             return median[(dataset, arch, depth)], "depth"
-        if depths.get((dataset, arch)):
-            near = min(depths[(dataset, arch)], key=lambda k: (abs(k - depth), k))
-            return median[(dataset, arch, near)] * depth / near, "scaled"
-        return None
+        known = depths.get((dataset, arch))
+        if not known:
+            return None
+        below, above = [k for k in known if k < depth], [k for k in known if k > depth]
+        if below and above:  # between two finished depths: linear in depth between them
+            lo, hi = max(below), min(above)
+            t_lo, t_hi = median[(dataset, arch, lo)], median[(dataset, arch, hi)]
+            return t_lo + (t_hi - t_lo) * (depth - lo) / (hi - lo), "scaled"
+        near = max(below) if below else min(above)  # beyond them: proportional to depth
+        return median[(dataset, arch, near)] * depth / near, "scaled"
 
     ratios: Dict[Tuple[str, str], Optional[Tuple[float, int]]] = {}
 
