@@ -67,8 +67,9 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]]) 
             continue
         spec = RunSpec.from_dict(rec["spec"])
         by_group[spec.group_key()].append(float(t))
-        times[(_dataset(spec.data), _arch(spec.data), int(spec.data["model"]["depth"]))].append(float(t))
-        named[(_dataset(spec.data), _names(spec.data))].add(_arch(spec.data))
+        dataset, arch = _dataset(spec.data), _arch(spec.data)
+        times[(dataset, arch, int(spec.data["model"]["depth"]))].append(float(t))
+        named[(dataset, _names(spec.data))].add(arch)
     median = {key: statistics.median(ts) for key, ts in times.items()}
     depths: Dict[Tuple[str, str], List[int]] = defaultdict(list)
     for dataset, arch, depth in median:
@@ -101,20 +102,17 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]]) 
     out = Estimate()
     for spec in pending:
         d = spec.data
-        dataset, arch, depth = _dataset(d), _arch(d), int(d["model"]["depth"])
-        found: Optional[Tuple[float, str]] = None
-        if by_group.get(spec.group_key()):
-            found = statistics.median(by_group[spec.group_key()]), "group"
-        else:
-            found = same_dataset(dataset, arch, depth)
+        dataset, arch, names, depth = _dataset(d), _arch(d), _names(d), int(d["model"]["depth"])
+        group = by_group.get(spec.group_key())
+        found = (statistics.median(group), "group") if group else same_dataset(dataset, arch, depth)
         if found is None:  # nothing of this architecture on this dataset: borrow the best-linked dataset's
-            links = [(r[1], source, r[0]) for source in sorted({ds for ds, names in named if names == _names(d)})
-                     if source != dataset for r in [ratio(dataset, source)] if r is not None]
-            if links:
-                _, source, factor = max(links, key=lambda x: x[0])
-                archs = named[(source, _names(d))]
+            links = {source: ratio(dataset, source) for source, n in named if n == names and source != dataset}
+            links = {source: r for source, r in links.items() if r is not None}
+            if links:  # most shared configurations; ties go to the first dataset in sorted order
+                source = max(sorted(links), key=lambda src: links[src][1])
+                archs = named[(source, names)]
                 found = same_dataset(source, arch if arch in archs else min(archs), depth)
-                found = (found[0] * factor, "dataset") if found else None
+                found = (found[0] * links[source][0], "dataset") if found else None
         if found is None:
             out.unknown.append(spec.label())
             continue
