@@ -107,10 +107,12 @@ def test_unknown_matrix_name_lists_shipped_ones():
 
 
 def test_every_shipped_matrix_is_tested():
-    assert shipped_matrices() == ["breadth", "depth", "depth-quant", "paper", "paper-lite", "quantizers", "smoke"]
+    assert shipped_matrices() == ["breadth", "depth", "depth-quant", "paper", "paper-lite", "quantizers", "smoke",
+                                  "smp-int4"]
 
 
-@pytest.mark.parametrize("name", ["smoke", "paper-lite", "paper", "quantizers", "breadth", "depth", "depth-quant"])
+@pytest.mark.parametrize("name", ["smoke", "paper-lite", "paper", "quantizers", "breadth", "depth", "depth-quant",
+                                  "smp-int4"])
 def test_shipped_matrices_expand(name):
     assert name in shipped_matrices()
     m = load_matrix(name)
@@ -143,6 +145,12 @@ def test_shipped_matrices_expand(name):
         assert smp.count(0) == smp.count(None) == len(smp) // 2 > 0
     if name == "depth-quant":  # 2 datasets x 2 depths x (3 architectures + SMP lambda_min=0) x 3 quantizations x 10 seeds
         assert len(specs) == n_runs == 2 * 2 * 4 * 3 * 10
+    if name == "smp-int4":  # 2 datasets x (3 SMP variants + APPNP) x 10 seeds at K = 10, QLR INT4
+        assert len(specs) == n_runs == 2 * 4 * 10
+        smp = {(s.data["propagation"]["c"], s.data["train"]["lr"], s.data["train"]["weight_decay"],
+                s.data["train"]["epochs"]) for s in specs if s.data["propagation"]["name"] == "smp"}
+        # the authors' INT4 defaults, and the two variants' explicit keys winning over them
+        assert smp == {(1e-5, 0.015, 1e-5, 200), (0.1, 0.015, 1e-5, 200), (1e-5, 0.01, 5e-4, 1000)}
     if name == "quantizers":  # 2 datasets x 2 models x (FP32 + 4 quantizers x 3 bits + 2 x BT/BT*) x 10 seeds
         assert len(specs) == n_runs == 2 * 2 * (1 + 12 + 4) * 10
 
