@@ -311,3 +311,46 @@ def test_status_into_a_closed_pipe_stops_quietly(tmp_path) -> None:
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141, err
     assert first.startswith(b"depth (") and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_reuse_copies_ok_records_of_the_same_spec_from_another_matrix(tmp_path, capsys):
+    """``--reuse res/a``: matrix b takes a's finished run of the same spec (same run id, same stored spec)
+    instead of training it, with its metrics, timings and a note of where it came from; a record whose
+    stored spec differs, or a missing directory, is not taken."""
+    from bench_suite.cli import main
+
+    fixed = "fixed: {dataset: csbm, dataset.nodes: 200, epochs: 3, model: gcn, depth: 2}"
+    write(tmp_path / "a.yaml", f"name: a\nseeds: [0, 1]\n{fixed}\n")
+    write(tmp_path / "b.yaml", f"name: b\nseeds: [0, 1, 2]\n{fixed}\n")
+    res = tmp_path / "res"
+    common = ["--results", str(res), "--workers", "1", "--threads", "1", "--no-progress"]
+    assert main(["run", str(tmp_path / "a.yaml"), *common]) == 0
+    a = {r["spec"]["train"]["seed"]: r for r in records(res / "a").values()}
+    # a's seed-1 file now claims another spec under the same name: it must not be taken for b's seed 1
+    tampered = dict(a[1], spec={**a[1]["spec"], "train": {**a[1]["spec"]["train"], "epochs": 4}})
+    (res / "a" / f"{a[1]['run_id']}.json").write_text(json.dumps(tampered))
+    capsys.readouterr()
+
+    assert main(["run", str(tmp_path / "b.yaml"), *common, "--reuse", str(res / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "--reuse" in err and str(res / "nowhere") in err and not (res / "b").exists()
+    assert main(["run", str(tmp_path / "b.yaml"), *common, "--reuse", str(res / "b")]) == 2
+    assert "own results directory" in capsys.readouterr().err
+
+    assert main(["run", str(tmp_path / "b.yaml"), "--results", str(res), "--reuse", str(res / "a"), "--dry-run"]) == 0
+    out = capsys.readouterr()
+    assert f"{a[0]['run_id']}  reusable" in out.out and "(1 of them reusable); 2 would run" in out.err
+    assert not (res / "b").exists()
+
+    assert main(["run", str(tmp_path / "b.yaml"), *common, "--reuse", str(res / "a")]) == 0
+    assert "reused 1 finished records" in capsys.readouterr().err
+    b = {r["spec"]["train"]["seed"]: r for r in records(res / "b").values()}
+    assert sorted(b) == [0, 1, 2] and all(r["status"] == "ok" for r in b.values())
+    assert b[0]["run_id"] == a[0]["run_id"] and b[0]["matrix"] == "b"
+    for key in ("metrics", "timings", "started", "finished", "session", "env", "spec"):
+        assert b[0][key] == a[0][key], key
+    assert b[0]["reused"]["from"] == str(res / "a" / f"{a[0]['run_id']}.json") and b[0]["reused"]["matrix"] == "a"
+    assert "reused" not in b[1] and "reused" not in b[2]
+    assert b[1]["session"] != a[1]["session"] and b[1]["session"] == b[2]["session"]  # trained now, by b
+    accuracy = {k: v for k, v in a[1]["metrics"].items() if "acc" in k}
+    assert accuracy and accuracy == {k: b[1]["metrics"][k] for k in accuracy}  # same spec and seed: same numbers

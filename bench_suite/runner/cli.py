@@ -18,6 +18,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, help="parallel workers (default: number of cores)")
     p.add_argument("--threads", type=int, default=None, help="torch/OMP threads per worker (default: cores // workers)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="wall-clock limit per run")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="copy the ok record of a pending run from another matrix's results directory DIR when it "
+                        "holds the same spec (same run id), instead of training it again (repeatable)")
     p.add_argument("--retry-failed", action="store_true", help="re-run failed and timed-out runs")
     p.add_argument("--dry-run", action="store_true", help="list the specs and their status, run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -82,21 +85,31 @@ def check_dataset_files(specs, data_dir, download: bool) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_only, parse_overrides
+    from bench_suite.runner.reuse import check_sources, find_reusable, reuse_records
     from bench_suite.runner.session import plan, run_specs
     from bench_suite.runner.store import ResultStore
 
     matrix = load_matrix(args.matrix)
     specs = expand_matrix(matrix, parse_overrides(args.overrides), parse_only(args.only))
     store = ResultStore(Path(args.results) / matrix.name)
+    sources = check_sources(args.reuse, store)
     if args.dry_run:
         p = plan(specs, store, args.retry_failed)
         status = store.scan()
+        reusable = find_reusable([s for s in specs if status.of(s.run_id) == "pending" and s.run_id not in status.corrupt], sources)
         for s in specs:
-            print(f"{s.run_id}  {status.of(s.run_id):8s} {s.label()}")
+            shown = "reusable" if s.run_id in reusable else status.of(s.run_id)
+            print(f"{s.run_id}  {shown:8s} {s.label()}")
         print(f"{len(specs)} runs in {matrix.path}: " + ", ".join(f"{v} {k}" for k, v in p.counts.items())
-              + f"; {len(p.todo)} would run", file=sys.stderr)
+              + (f" ({len(reusable)} of them reusable)" if reusable else "")
+              + f"; {len(p.todo) - len(reusable)} would run", file=sys.stderr)
         return 0
     executor = build_executor(args, matrix.name)
+    if sources:
+        status = store.scan()
+        pending = [s for s in specs if status.of(s.run_id) == "pending" and s.run_id not in status.corrupt]
+        copied = reuse_records(pending, store, sources, matrix.name)
+        print(f"reused {len(copied)} finished records from {', '.join(map(str, sources))}", file=sys.stderr)
     check_dataset_files(plan(specs, store, args.retry_failed).todo, args.data_dir, args.download)
     print(f"matrix {matrix.name}: {len(specs)} runs -> {store.root} on {args.executor}", file=sys.stderr)
     summary = run_specs(specs, store, executor, plugins=args.plugin, data_dir=args.data_dir, download=args.download,
