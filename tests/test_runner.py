@@ -127,9 +127,10 @@ def test_kill_9_mid_matrix_then_resume_repeats_and_loses_nothing(tmp_path):
         assert after[run_id]["started"] == rec["started"] and after[run_id]["session"] == rec["session"]
         assert (store / f"{run_id}.json").stat().st_mtime_ns == mtimes[run_id]
     assert len({r["session"] for r in after.values()}) == 2
+    assert not list((store / ".claims").iterdir())  # the killed run's claim was taken over, then released
     status = bench("status", "k.yaml", "--results", "res", "--json", cwd=tmp_path)
     assert json.loads(status.stdout) == {"total": 8, "done": 8, "failed": 0, "timeout": 0, "pending": 0,
-                                         "corrupt": 0}
+                                         "corrupt": 0, "running": 0}
 
 
 def test_failing_nan_and_hanging_plugins_become_records_and_the_matrix_goes_on(tmp_path):
@@ -163,7 +164,7 @@ def test_failing_nan_and_hanging_plugins_become_records_and_the_matrix_goes_on(t
 
     status = bench("status", "f.yaml", "--results", "res", "--plugin", "planted_models", "--json", cwd=tmp_path)
     assert json.loads(status.stdout) == {"total": 5, "done": 2, "failed": 2, "timeout": 1, "pending": 0,
-                                         "corrupt": 0}
+                                         "corrupt": 0, "running": 0}
     # a plain re-run repeats nothing; --retry-failed repeats exactly the three that did not succeed
     again = bench(*args, cwd=tmp_path)
     assert "5 of 5 runs already finished" in again.stderr
@@ -257,11 +258,13 @@ def test_ctrl_c_stops_cleanly_keeps_records_and_shows_progress(tmp_path):
     assert "done=" in err and "failed=0" in err and "left=" in err and "run/s" in err
     before = records(store)
     assert 2 <= len(before) < 8 and all(r["status"] == "ok" for r in before.values())
-    assert not [p for p in store.iterdir() if not p.name.endswith(".json")]  # no temp file left behind
+    # no temp file left behind (.claims holds at most the interrupted run's claim)
+    assert not [p for p in store.iterdir() if not p.name.endswith(".json") and p.name != ".claims"]
     out = bench(*cmd[3:], "--no-progress", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"{len(before)} of 8 runs already finished" in out.stderr
     assert len(records(store)) == 8
+    assert not list((store / ".claims").iterdir())
 
 
 def test_status_estimate_from_finished_runs() -> None:
@@ -354,3 +357,25 @@ def test_reuse_copies_ok_records_of_the_same_spec_from_another_matrix(tmp_path, 
     assert b[1]["session"] != a[1]["session"] and b[1]["session"] == b[2]["session"]  # trained now, by b
     accuracy = {k: v for k, v in a[1]["metrics"].items() if "acc" in k}
     assert accuracy and accuracy == {k: b[1]["metrics"][k] for k in accuracy}  # same spec and seed: same numbers
+
+
+def test_two_runners_on_one_store_share_the_matrix_and_run_nothing_twice(tmp_path):
+    """Two ``bench-suite run`` of the same 8-run matrix started together (two terminals, or two cluster
+    jobs on one file system): each run is trained by exactly one of them (their ok counts add up to 8,
+    where without claims both would train all 8), every record is whole, no claim is left behind."""
+    write(tmp_path / "two.yaml", EIGHT_RUNS.format(name="two"))
+    cmd = [sys.executable, "-m", "bench_suite.cli", "run", "two.yaml", "--results", "res", "--workers", "1",
+           "--threads", "1", "--no-progress"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    ran = []
+    for err in errs:
+        last = [line for line in err.splitlines() if line.startswith("finished in")][-1]
+        ran.append(int(last.split(": ")[1].split(" ok")[0]))
+    assert sum(ran) == 8, errs
+    store = tmp_path / "res" / "two"
+    recs = records(store)
+    assert len(recs) == 8 and all(r["status"] == "ok" for r in recs.values())
+    assert not list((store / ".claims").iterdir())

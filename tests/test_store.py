@@ -131,3 +131,45 @@ def test_git_state_is_dirty_for_code_changes_not_for_records(tmp_path):
     assert git_state(tmp_path) == head
     (tmp_path / "code.py").write_text("x = 2\n")  # code changed: dirty
     assert git_state(tmp_path) == head + "-dirty"
+
+
+def test_a_claim_keeps_other_runners_off_until_released_or_stale(tmp_path, monkeypatch):
+    """A live claim turns others away with its holder; released, or left by a process that is gone
+    (same host), or untouched for CLAIM_STALE_S (any host), it is taken over."""
+    import platform
+    import time
+
+    from bench_suite.runner import store as st
+
+    mine, holder = st.try_claim(tmp_path, "r1", "s-a")
+    assert mine is not None and holder == {}
+    other, holder = st.try_claim(tmp_path, "r1", "s-b")
+    assert other is None and holder["session"] == "s-a" and holder["pid"] == os.getpid()
+    assert set(st.live_claims(tmp_path)) == {"r1"}
+    mine.release()
+    again, _ = st.try_claim(tmp_path, "r1", "s-b")
+    assert again is not None
+    again.release()
+    assert st.live_claims(tmp_path) == {}
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs
+    path = tmp_path / ".claims" / "r2"
+    path.write_text(json.dumps({"host": platform.node(), "pid": gone.pid, "session": "dead"}))
+    taken, _ = st.try_claim(tmp_path, "r2", "s-c")
+    assert taken is not None and json.loads(path.read_text())["session"] == "s-c"
+    taken.release()
+
+    path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "session": "far"}))
+    assert st.try_claim(tmp_path, "r2", "s-d")[0] is None  # another host's fresh claim: live
+    old = time.time() - st.CLAIM_STALE_S - 5
+    os.utime(path, (old, old))
+    taken, _ = st.try_claim(tmp_path, "r2", "s-d")  # not touched for too long: its runner is gone
+    assert taken is not None
+    # the heartbeat keeps a claim fresh while its run lasts
+    os.utime(path, (old, old))
+    taken.heartbeat(every=0.05)
+    time.sleep(0.3)
+    assert time.time() - path.stat().st_mtime < 5
+    taken.release()
+    assert not path.exists()

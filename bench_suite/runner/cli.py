@@ -117,6 +117,7 @@ def execute(args: argparse.Namespace) -> int:
                         progress=not args.no_progress)
     c = summary.counts
     print(f"finished in {summary.seconds:.1f} s: {c['ok']} ok, {c['failed']} failed, {c['timeout']} timeout"
+          + (f", {c['elsewhere']} taken by another runner on {store.root}" if c.get("elsewhere") else "")
           + (" (interrupted)" if summary.interrupted else ""), file=sys.stderr)
     if summary.interrupted:
         return 130

@@ -1,5 +1,5 @@
-"""``bench-suite status MATRIX``: how many runs of a matrix are done, failed, timed out or pending
-(``--estimate [WORKERS]``: and how long the pending ones will take, :mod:`bench_suite.runner.estimate`)."""
+"""``bench-suite status MATRIX``: how many runs of a matrix are done, failed, timed out or pending,
+and how many of the pending ones a runner is at now (``--estimate [WORKERS]``: and how long the pending ones will take, :mod:`bench_suite.runner.estimate`)."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +17,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.add_argument("--estimate", type=int, nargs="?", const=1, default=0, metavar="WORKERS",
                    help="also estimate the pending runs' time from the finished ones (for WORKERS workers)")
-    p.add_argument("--list", choices=("failed", "timeout", "pending"), action="append", default=[],
+    p.add_argument("--list", choices=("failed", "timeout", "pending", "running"), action="append", default=[],
                    help="also list the runs with this status (repeatable)")
 
 
@@ -26,7 +26,7 @@ def execute(args: argparse.Namespace) -> int:
 
     from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_only, parse_overrides
     from bench_suite.runner.session import plan
-    from bench_suite.runner.store import ResultStore
+    from bench_suite.runner.store import ResultStore, live_claims
 
     matrix = load_matrix(args.matrix)
     specs = expand_matrix(matrix, parse_overrides(args.overrides), parse_only(args.only))
@@ -34,6 +34,8 @@ def execute(args: argparse.Namespace) -> int:
     p = plan(specs, store)
     counts = {"total": len(specs), "done": p.counts["ok"], "failed": p.counts["failed"],
               "timeout": p.counts["timeout"], "pending": p.counts["pending"], "corrupt": len(p.corrupt)}
+    claims = live_claims(store.root)
+    counts["running"] = sum(1 for s in p.todo if s.run_id in claims)  # pending runs some runner is at now
     for reason in p.corrupt.values():
         print(f"warning: {reason} (counted as pending)", file=sys.stderr)
     est = None
@@ -55,4 +57,8 @@ def execute(args: argparse.Namespace) -> int:
             st = scan.of(s.run_id)
             if st in args.list:
                 print(f"{st:8s} {s.run_id} {s.label()}")
+            if "running" in args.list and st == "pending" and s.run_id in claims:
+                c = claims[s.run_id]
+                print(f"running  {s.run_id} {s.label()} (host {c.get('host', '?')}, pid {c.get('pid', '?')}, "
+                      f"since {c.get('since', '?')})")
     return 0

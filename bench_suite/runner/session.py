@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from bench_suite.env import environment
 from bench_suite.runner.executors import Executor
-from bench_suite.runner.store import ResultStore, utc_now
+from bench_suite.runner.store import ResultStore, sweep_stale_claims, utc_now
 from bench_suite.runner.worker import WorkerConfig, base_record
 from bench_suite.spec import RunSpec
 
@@ -47,6 +47,8 @@ class Summary:
     interrupted: bool = False
     seconds: float = 0.0
     run_seconds: List[float] = field(default_factory=list)
+    #: runs another runner on the same store was running, or finished, when this one came to them
+    elsewhere: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -59,6 +61,7 @@ def run_specs(specs: Sequence[RunSpec], store: ResultStore, executor: Executor, 
               log=sys.stderr) -> Summary:
     """Run every pending spec (and failed ones with ``retry_failed``); Ctrl-C stops cleanly."""
     t0 = time.perf_counter()
+    sweep_stale_claims(store.root)
     p = plan(specs, store, retry_failed)
     for run_id, reason in p.corrupt.items():
         print(f"warning: {reason}; the run will be repeated", file=log)
@@ -68,7 +71,7 @@ def run_specs(specs: Sequence[RunSpec], store: ResultStore, executor: Executor, 
     cfg = WorkerConfig(store_root=str(store.root), session=uuid.uuid4().hex, plugins=tuple(plugins),
                        data_dir=data_dir, download=download, timeout=timeout or None,
                        sys_path=(os.getcwd(),), matrix=matrix)
-    counts = {"ok": 0, "failed": 0, "timeout": 0}
+    counts = {"ok": 0, "failed": 0, "timeout": 0, "elsewhere": 0}
     summary = Summary(counts)
     if not p.todo:
         return summary
@@ -82,7 +85,9 @@ def run_specs(specs: Sequence[RunSpec], store: ResultStore, executor: Executor, 
                 status = outcome["status"]
                 summary.run_seconds.append(float(outcome.get("seconds", 0.0)))
             counts[status] = counts.get(status, 0) + 1
-            if status != "ok":
+            if status == "elsewhere":
+                summary.elsewhere.append(by_canonical[canonical].label())
+            elif status != "ok":
                 spec = by_canonical[canonical]
                 print(f"{status}: {spec.label()} ({store.path(spec.run_id)})", file=log)
             if bar is not None:

@@ -5,12 +5,24 @@ Slurm job), through a temporary file in the same directory, ``fsync`` and
 ``os.replace`` — so a killed runner leaves either the whole record or none, and an
 interrupted matrix resumes by skipping every run whose record says ``ok``.
 A file that cannot be read as a record is reported and treated as pending.
+
+Several runners may work on one store at once (two terminals, Slurm jobs on a shared file
+system): a worker first *claims* its run, ``<root>/.claims/<run_id>``, created exclusively
+and touched every :data:`HEARTBEAT_S` seconds while the run lasts, and removes it once the
+record is written.  Another runner skips a run with a live claim.  A claim is stale, and taken
+over, when its process is gone (same host) or it has not been touched for :data:`CLAIM_STALE_S`
+seconds (any host), so a killed runner never blocks a run.  Two runners judging one stale claim
+at the same instant may both run it; the record is still written whole, once per run.
 """
 from __future__ import annotations
 
 import json
 import os
+import platform
 import tempfile
+import threading
+import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +32,10 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 #: statuses a record can carry; anything without a readable record is "pending"
 FINISHED = ("ok", "failed", "timeout")
 STATUSES = FINISHED + ("pending",)
+#: a running worker touches its claim this often
+HEARTBEAT_S = 30.0
+#: a claim not touched for this long belongs to a runner that is gone
+CLAIM_STALE_S = 120.0
 
 
 def utc_now() -> str:
@@ -135,6 +151,139 @@ class ResultStore:
                 continue
             if rec["status"] in wanted:
                 yield rec
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def claim_is_live(info: Mapping[str, Any], age_s: float) -> bool:
+    """A claim (its JSON and seconds since it was last touched) whose runner is still at work."""
+    if age_s > CLAIM_STALE_S:
+        return False
+    if info.get("host") == platform.node() and isinstance(info.get("pid"), int):
+        return _pid_alive(info["pid"])
+    return True
+
+
+class Claim:
+    """This process runs ``run_id``: the claim file exists until :meth:`release`; :meth:`heartbeat`
+    keeps touching it from a daemon thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def heartbeat(self, every: float = HEARTBEAT_S) -> "Claim":
+        def beat() -> None:
+            while not self._stop.wait(every):
+                try:
+                    os.utime(self.path)
+                except OSError:
+                    return
+
+        self._thread = threading.Thread(target=beat, name=f"claim-{self.path.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def release(self) -> None:
+        self._stop.set()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def _claim_path(root: Path, run_id: str) -> Path:
+    return root / ".claims" / run_id
+
+
+def read_claim(root: str | Path, run_id: str) -> Optional[Tuple[Dict[str, Any], float]]:
+    """``(claim JSON, seconds since touched)`` of ``run_id``, or None when it has no claim."""
+    path = _claim_path(Path(root), run_id)
+    try:
+        age = time.time() - path.stat().st_mtime
+        info = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        info = {}  # being written, or garbage: judged by its age alone
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+    return (info if isinstance(info, dict) else {}), age
+
+
+def try_claim(root: str | Path, run_id: str, session: str) -> Tuple[Optional[Claim], Dict[str, Any]]:
+    """Claim ``run_id`` for this process: ``(claim, {})``, or ``(None, holder)`` when a live claim of
+    another runner holds it (``holder``: its host, pid, session, since).  A stale claim is moved aside
+    and replaced."""
+    path = _claim_path(Path(root), run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mine = {"host": platform.node(), "pid": os.getpid(), "session": session, "since": utc_now()}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            held = read_claim(root, run_id)
+            if held is None:
+                continue  # released meanwhile: try again
+            info, age = held
+            if claim_is_live(info, age):
+                return None, info
+            aside = path.with_name(f".{run_id}.stale.{uuid.uuid4().hex}")
+            try:
+                os.rename(path, aside)
+                os.unlink(aside)
+            except FileNotFoundError:
+                pass  # another runner moved it first
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(mine, fh)
+        return Claim(path), {}
+    held = read_claim(root, run_id)
+    return None, (held[0] if held else {})
+
+
+def live_claims(root: str | Path) -> Dict[str, Dict[str, Any]]:
+    """``run_id -> claim JSON`` of every run some runner is working on now."""
+    d = Path(root) / ".claims"
+    out: Dict[str, Dict[str, Any]] = {}
+    if not d.is_dir():
+        return out
+    for p in d.iterdir():
+        if p.name.startswith("."):
+            continue
+        held = read_claim(root, p.name)
+        if held is not None and claim_is_live(*held):
+            out[p.name] = held[0]
+    return out
+
+
+def sweep_stale_claims(root: str | Path) -> int:
+    """Remove the claims left by runners that are gone (e.g. killed after writing their record,
+    before removing their claim); returns how many."""
+    d = Path(root) / ".claims"
+    if not d.is_dir():
+        return 0
+    n = 0
+    for p in d.iterdir():
+        held = read_claim(root, p.name) if not p.name.startswith(".") else None
+        if held is not None and not claim_is_live(*held):
+            try:
+                os.unlink(p)
+                n += 1
+            except FileNotFoundError:
+                pass
+    return n
 
 
 def iter_record_files(root: str | Path) -> Iterator[Tuple[Path, Optional[Dict[str, Any]], str]]:

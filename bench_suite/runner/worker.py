@@ -196,20 +196,49 @@ def execute_spec(canonical: str, cfg: WorkerConfig | Dict[str, Any]) -> Dict[str
     """Run one spec (its canonical JSON) and store its record; returns a short outcome.
 
     Skips the run when the store already holds an ``ok`` record, or a record written in
-    this same session (a task re-sent after a worker died must not run twice).
+    this same session (a task re-sent after a worker died must not run twice), or when
+    another runner has claimed it (status ``elsewhere``; see :mod:`bench_suite.runner.store`).
     """
     if isinstance(cfg, dict):
         cfg = WorkerConfig(**{k: tuple(v) if k in ("plugins", "sys_path") else v for k, v in cfg.items()})
     _prepare(cfg)
-    from bench_suite.env import environment
-    from bench_suite.runner.store import ResultStore, utc_now
+    from bench_suite.runner.store import ResultStore, try_claim
     from bench_suite.spec import RunSpec
 
     spec = RunSpec(canonical)
     store = ResultStore(cfg.store_root)
-    old = store.read(spec.run_id)
-    if old is not None and (old["status"] == "ok" or old.get("session") == cfg.session):
-        return {"run_id": spec.run_id, "status": old["status"], "seconds": 0.0, "skipped": True}
+    done = _finished(store, spec.run_id, cfg.session)
+    if done is not None:
+        return done
+    claim, holder = try_claim(store.root, spec.run_id, cfg.session)
+    if claim is None:  # another runner is at it now
+        return {"run_id": spec.run_id, "status": "elsewhere", "seconds": 0.0, "skipped": True, "holder": holder}
+    try:
+        done = _finished(store, spec.run_id, cfg.session)  # it may have finished between our look and our claim
+        if done is not None:
+            return done
+        claim.heartbeat()
+        return _execute(spec, store, cfg)
+    finally:
+        claim.release()
+
+
+def _finished(store, run_id: str, session: str) -> Optional[Dict[str, Any]]:
+    """The outcome of a run needing no work: its record is ``ok`` (``elsewhere`` when another
+    runner wrote it) or was written by this session (a task re-sent after its worker died)."""
+    old = store.read(run_id)
+    if old is None:
+        return None
+    if old.get("session") == session:
+        return {"run_id": run_id, "status": old["status"], "seconds": 0.0, "skipped": True}
+    if old["status"] == "ok":
+        return {"run_id": run_id, "status": "elsewhere", "seconds": 0.0, "skipped": True}
+    return None
+
+
+def _execute(spec, store, cfg: WorkerConfig) -> Dict[str, Any]:
+    from bench_suite.env import environment
+    from bench_suite.runner.store import utc_now
 
     started = utc_now()
     t0 = time.perf_counter()
