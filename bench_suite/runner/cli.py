@@ -8,7 +8,9 @@ from typing import Any, Dict
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("matrix", help="shipped matrix name (smoke, paper-lite, paper) or a YAML path")
+    from bench_suite.runner.matrix import shipped_matrices
+
+    p.add_argument("matrix", help=f"shipped matrix name ({', '.join(shipped_matrices())}) or a YAML path")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="spec keys applied to every run (win over the matrix)")
     p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
                    help="run only the matrix's runs with one of these values of KEY (repeatable: all must match; "
