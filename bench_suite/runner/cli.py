@@ -85,6 +85,11 @@ def check_dataset_files(specs, data_dir, download: bool) -> None:
             check()
 
 
+def _without_record(specs, status):
+    """The specs with no record file at all (not even a corrupt one): those ``--reuse`` may fill."""
+    return [s for s in specs if status.of(s.run_id) == "pending" and s.run_id not in status.corrupt]
+
+
 def execute(args: argparse.Namespace) -> int:
     from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_only, parse_overrides
     from bench_suite.runner.reuse import check_sources, find_reusable, reuse_records
@@ -98,7 +103,7 @@ def execute(args: argparse.Namespace) -> int:
     if args.dry_run:
         p = plan(specs, store, args.retry_failed)
         status = store.scan()
-        reusable = find_reusable([s for s in specs if status.of(s.run_id) == "pending" and s.run_id not in status.corrupt], sources)
+        reusable = find_reusable(_without_record(specs, status), sources)
         for s in specs:
             shown = "reusable" if s.run_id in reusable else status.of(s.run_id)
             print(f"{s.run_id}  {shown:8s} {s.label()}")
@@ -108,9 +113,7 @@ def execute(args: argparse.Namespace) -> int:
         return 0
     executor = build_executor(args, matrix.name)
     if sources:
-        status = store.scan()
-        pending = [s for s in specs if status.of(s.run_id) == "pending" and s.run_id not in status.corrupt]
-        copied = reuse_records(pending, store, sources, matrix.name)
+        copied = reuse_records(_without_record(specs, store.scan()), store, sources, matrix.name)
         print(f"reused {len(copied)} finished records from {', '.join(map(str, sources))}", file=sys.stderr)
     check_dataset_files(plan(specs, store, args.retry_failed).todo, args.data_dir, args.download)
     print(f"matrix {matrix.name}: {len(specs)} runs -> {store.root} on {args.executor}", file=sys.stderr)

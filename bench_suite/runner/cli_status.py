@@ -1,5 +1,6 @@
 """``bench-suite status MATRIX``: how many runs of a matrix are done, failed, timed out or pending,
-and how many of the pending ones a runner is at now (``--estimate [WORKERS]``: and how long the pending ones will take, :mod:`bench_suite.runner.estimate`)."""
+and how many of the pending ones a runner is at now (``--estimate [WORKERS]``: and how long the
+pending ones will take, :mod:`bench_suite.runner.estimate`)."""
 from __future__ import annotations
 
 import argparse
