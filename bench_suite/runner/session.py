@@ -47,8 +47,6 @@ class Summary:
     interrupted: bool = False
     seconds: float = 0.0
     run_seconds: List[float] = field(default_factory=list)
-    #: runs another runner on the same store was running, or finished, when this one came to them
-    elsewhere: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -85,9 +83,7 @@ def run_specs(specs: Sequence[RunSpec], store: ResultStore, executor: Executor, 
                 status = outcome["status"]
                 summary.run_seconds.append(float(outcome.get("seconds", 0.0)))
             counts[status] = counts.get(status, 0) + 1
-            if status == "elsewhere":
-                summary.elsewhere.append(by_canonical[canonical].label())
-            elif status != "ok":
+            if status not in ("ok", "elsewhere"):  # elsewhere: another runner on the store ran or runs it
                 spec = by_canonical[canonical]
                 print(f"{status}: {spec.label()} ({store.path(spec.run_id)})", file=log)
             if bar is not None:
