@@ -22,7 +22,6 @@ import platform
 import tempfile
 import threading
 import time
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -179,7 +178,6 @@ class Claim:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
 
     def heartbeat(self, every: float = HEARTBEAT_S) -> "Claim":
         def beat() -> None:
@@ -189,8 +187,7 @@ class Claim:
                 except OSError:
                     return
 
-        self._thread = threading.Thread(target=beat, name=f"claim-{self.path.name}", daemon=True)
-        self._thread.start()
+        threading.Thread(target=beat, name=f"claim-{self.path.name}", daemon=True).start()
         return self
 
     def release(self) -> None:
@@ -201,32 +198,31 @@ class Claim:
             pass
 
 
-def _claim_path(root: Path, run_id: str) -> Path:
-    return root / ".claims" / run_id
+def _claims_dir(root: str | Path) -> Path:
+    return Path(root) / ".claims"
 
 
 def read_claim(root: str | Path, run_id: str) -> Optional[Tuple[Dict[str, Any], float]]:
     """``(claim JSON, seconds since touched)`` of ``run_id``, or None when it has no claim."""
-    path = _claim_path(Path(root), run_id)
+    path = _claims_dir(root) / run_id
     try:
         age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
         info = json.loads(path.read_text() or "{}")
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
         info = {}  # being written, or garbage: judged by its age alone
-        try:
-            age = time.time() - path.stat().st_mtime
-        except FileNotFoundError:
-            return None
     return (info if isinstance(info, dict) else {}), age
 
 
 def try_claim(root: str | Path, run_id: str, session: str) -> Tuple[Optional[Claim], Dict[str, Any]]:
     """Claim ``run_id`` for this process: ``(claim, {})``, or ``(None, holder)`` when a live claim of
-    another runner holds it (``holder``: its host, pid, session, since).  A stale claim is moved aside
+    another runner holds it (``holder``: its host, pid, session, since).  A stale claim is removed
     and replaced."""
-    path = _claim_path(Path(root), run_id)
+    path = _claims_dir(root) / run_id
     path.parent.mkdir(parents=True, exist_ok=True)
     mine = {"host": platform.node(), "pid": os.getpid(), "session": session, "since": utc_now()}
     for _ in range(3):
@@ -236,15 +232,12 @@ def try_claim(root: str | Path, run_id: str, session: str) -> Tuple[Optional[Cla
             held = read_claim(root, run_id)
             if held is None:
                 continue  # released meanwhile: try again
-            info, age = held
-            if claim_is_live(info, age):
-                return None, info
-            aside = path.with_name(f".{run_id}.stale.{uuid.uuid4().hex}")
+            if claim_is_live(*held):
+                return None, held[0]
             try:
-                os.rename(path, aside)
-                os.unlink(aside)
+                os.unlink(path)
             except FileNotFoundError:
-                pass  # another runner moved it first
+                pass  # another runner removed it first
             continue
         with os.fdopen(fd, "w") as fh:
             json.dump(mine, fh)
@@ -253,31 +246,28 @@ def try_claim(root: str | Path, run_id: str, session: str) -> Tuple[Optional[Cla
     return None, (held[0] if held else {})
 
 
+def _claims(root: str | Path) -> Iterator[Tuple[Path, Dict[str, Any], bool]]:
+    """``(path, claim JSON, live)`` of every claim in the store."""
+    d = _claims_dir(root)
+    if not d.is_dir():
+        return
+    for p in d.iterdir():
+        held = read_claim(root, p.name)
+        if held is not None:
+            yield p, held[0], claim_is_live(*held)
+
+
 def live_claims(root: str | Path) -> Dict[str, Dict[str, Any]]:
     """``run_id -> claim JSON`` of every run some runner is working on now."""
-    d = Path(root) / ".claims"
-    out: Dict[str, Dict[str, Any]] = {}
-    if not d.is_dir():
-        return out
-    for p in d.iterdir():
-        if p.name.startswith("."):
-            continue
-        held = read_claim(root, p.name)
-        if held is not None and claim_is_live(*held):
-            out[p.name] = held[0]
-    return out
+    return {p.name: info for p, info, live in _claims(root) if live}
 
 
 def sweep_stale_claims(root: str | Path) -> int:
     """Remove the claims left by runners that are gone (e.g. killed after writing their record,
     before removing their claim); returns how many."""
-    d = Path(root) / ".claims"
-    if not d.is_dir():
-        return 0
     n = 0
-    for p in d.iterdir():
-        held = read_claim(root, p.name) if not p.name.startswith(".") else None
-        if held is not None and not claim_is_live(*held):
+    for p, _, live in _claims(root):
+        if not live:
             try:
                 os.unlink(p)
                 n += 1
