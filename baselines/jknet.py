@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench_suite.nn.graph import check_adj_norm
 from bench_suite.nn.layers import QGraphConv, QLinear
 from bench_suite.nn.models import GraphModel, check_depth
 from bench_suite.quant.base import QuantFactory
@@ -28,18 +29,20 @@ class JKNet(GraphModel):
     """
 
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
-                 hidden: int = 64, dropout: float = 0.5, mode: str = "concat"):
+                 hidden: int = 64, dropout: float = 0.5, mode: str = "concat", norm: str = "sym"):
         self.validate_params(hidden=hidden, dropout=dropout, mode=mode)
         super().__init__()
         check_depth(depth, "jknet")
         self.dropout, self.mode = dropout, mode
         self.layers = nn.ModuleList(
-            QGraphConv(in_dim if k == 0 else hidden, hidden, quant, layer=k) for k in range(depth)
+            QGraphConv(in_dim if k == 0 else hidden, hidden, quant, layer=k, norm=norm) for k in range(depth)
         )
         self.out = QLinear(hidden * depth if mode == "concat" else hidden, num_classes, quant, layer="out")
 
     @staticmethod
-    def validate_params(depth: int = 2, hidden: int = 64, dropout: float = 0.5, mode: str = "concat") -> None:
+    def validate_params(depth: int = 2, hidden: int = 64, dropout: float = 0.5, mode: str = "concat",
+                        norm: str = "sym") -> None:
+        check_adj_norm(norm, "jknet")
         if mode not in JK_MODES:
             raise ValueError(f"jknet mode={mode!r} is not valid; valid: {', '.join(map(repr, JK_MODES))}")
 

@@ -5,6 +5,7 @@ import dgl
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench_suite.nn.graph import check_adj_norm
 from bench_suite.nn.layers import QGraphConv
 from bench_suite.nn.models import GraphModel, check_depth, widths
 from bench_suite.quant.base import QuantFactory
@@ -55,23 +56,28 @@ class PairNormGCN(GraphModel):
     .. math:: H^{(l+1)} = \mathrm{ReLU}\big(\mathrm{PairNorm}_s(\hat A H^{(l)} W^{(l)})\big)
 
     as in the authors' ``DeepGCN``: dropout → GCN layer → PairNorm → ReLU, and a plain
-    GCN output layer.  ``mode`` is PN, PN-SI or PN-SCS (or None), ``scale`` is s.
+    GCN output layer.  The authors' code (LingxiaoShawn/PairNorm ``data.py``) aggregates with
+    the row-normalised D̃⁻¹Ã (``norm="row"``; their README: PN "works bad with symmetric
+    normalized adjacency") and initialises U(±1/√out) (``init="uniform"``).  ``mode`` is PN, PN-SI or PN-SCS (or None), ``scale`` is s.
     """
 
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
-                 hidden: int = 64, dropout: float = 0.5, mode: str = "PN", scale: float = 1.0):
+                 hidden: int = 64, dropout: float = 0.5, mode: str = "PN", scale: float = 1.0,
+                 norm: str = "row", init: str = "uniform"):
         self.validate_params(hidden=hidden, dropout=dropout, mode=mode, scale=scale)
         super().__init__()
         check_depth(depth, "pairnorm")
         self.dropout = dropout
         self.norm = PairNorm(mode, scale)
         self.layers = nn.ModuleList(
-            QGraphConv(i, o, quant, layer=k) for k, (i, o) in enumerate(widths(in_dim, hidden, num_classes, depth))
+            QGraphConv(i, o, quant, layer=k, norm=norm, init=init)
+            for k, (i, o) in enumerate(widths(in_dim, hidden, num_classes, depth))
         )
 
     @staticmethod
     def validate_params(depth: int = 2, hidden: int = 64, dropout: float = 0.5, mode: str = "PN",
-                        scale: float = 1.0) -> None:
+                        scale: float = 1.0, norm: str = "row", init: str = "uniform") -> None:
+        check_adj_norm(norm, "pairnorm")
         if mode not in PN_MODES:
             raise ValueError(f"pairnorm mode={mode!r} is not valid; valid: {', '.join(map(repr, PN_MODES))}")
         if not scale > 0:

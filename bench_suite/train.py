@@ -1,9 +1,10 @@
 """One training run: ``spec → record`` (METHOD.md §10).
 
 Adam (a separate group for quantizer parameters such as QLR's α), full-batch,
-model selected at the epoch of best validation accuracy (ties: lower validation
-loss), test accuracy reported at that epoch, early stopping after ``patience``
-epochs without improvement.  Fixed seeds give identical results on the CPU.
+model selected at the epoch of the best validation score (the dataset's metric:
+accuracy, or ROC-AUC for the binary heterophilous sets; ties: lower validation
+loss), test scores reported at that epoch (``test_score`` in the dataset's metric,
+``test_acc`` always), early stopping after ``patience`` epochs without improvement.  Fixed seeds give identical results on the CPU.
 """
 from __future__ import annotations
 
@@ -85,6 +86,31 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> 
     return float((logits[idx].argmax(1) == labels[idx]).float().mean())
 
 
+def roc_auc(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> float:
+    """ROC-AUC of the positive class (label 1) of a binary problem, from the softmax score."""
+    from sklearn.metrics import roc_auc_score
+
+    idx = mask & (labels >= 0)
+    y = labels[idx].numpy()
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, torch.softmax(logits[idx].double(), 1)[:, 1].numpy()))
+
+
+#: metric name (a dataset's ``metric``) -> function of (logits, labels, mask)
+METRICS = {"accuracy": accuracy, "roc_auc": roc_auc}
+
+
+def scores(logits: torch.Tensor, data: GraphData, split: str) -> Dict[str, float]:
+    """``{acc, roc_auc (binary problems), score}`` on one split; ``score`` is the dataset's metric."""
+    mask = getattr(data, f"{split}_mask")
+    out = {"acc": accuracy(logits, data.labels, mask)}
+    if data.num_classes == 2:
+        out["roc_auc"] = roc_auc(logits, data.labels, mask)
+    out["score"] = out["acc"] if data.metric == "accuracy" else out[data.metric]
+    return out
+
+
 def fit(model: torch.nn.Module, data: GraphData, cfg, transform=None, progress=None) -> Dict[str, Any]:
     """Train ``model`` on ``data``; returns metrics and leaves the best state loaded."""
     g = prepare_graph(data.graph)
@@ -114,21 +140,19 @@ def fit(model: torch.nn.Module, data: GraphData, cfg, transform=None, progress=N
             logits = model(g, x)
             val_mask = data.val_mask & (y >= 0)
             val_loss = float(F.cross_entropy(logits[val_mask], y[val_mask]))
-            val_acc = accuracy(logits, y, data.val_mask)
-        if (val_acc, -val_loss) > (best[0], -best[1]):
-            best = (val_acc, val_loss)
+            val = scores(logits, data, "val")
+        if (val["score"], -val_loss) > (best[0], -best[1]):
+            best = (val["score"], val_loss)
             best_epoch, since = epoch, 0
             best_state = copy.deepcopy(model.state_dict())
-            out = {
-                "val_acc": val_acc,
-                "val_loss": val_loss,
-                "test_acc": accuracy(logits, y, data.test_mask),
-                "train_acc": accuracy(logits, y, data.train_mask),
-            }
+            out = {"metric": data.metric, "val_loss": val_loss}
+            for split, part in (("val", val), ("test", scores(logits, data, "test")),
+                                ("train", scores(logits, data, "train"))):
+                out.update({f"{split}_{k}": v for k, v in part.items()})
         else:
             since += 1
         if progress is not None:
-            progress(epoch, loss_val, val_acc)
+            progress(epoch, loss_val, val["score"])
         if since >= cfg.patience:
             break
     if best_state is not None:

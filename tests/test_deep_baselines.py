@@ -172,19 +172,45 @@ def test_sgc_matches_published_rule_and_caches_in_fp32():
     np.testing.assert_allclose(model(g, x).detach().numpy(), expected, **TOL)
 
 
-def test_resgcn_matches_residual_rule():
+@pytest.mark.parametrize("block", [0, 2])
+def test_resgcn_matches_the_dropedge_residual_rule(block):
+    """Input layer, hidden layers in residual blocks (one block when block=0), output layer."""
     graph = small_graph()
     g = prepare_graph(graph)
     _, a_hat, _ = dense(graph)
     x = t64(RNG.normal(size=(4, 5)))
-    model = MODELS.create("resgcn", in_dim=5, num_classes=2, depth=3, quant=QuantFactory(), hidden=4).double().eval()
+    model = MODELS.create("resgcn", in_dim=5, num_classes=2, depth=6, quant=QuantFactory(), hidden=4,
+                          block=block).double().eval()
     ws = [(l.weight.detach().numpy(), l.bias.detach().numpy()) for l in model.layers]
     relu = lambda v: np.maximum(v, 0)  # noqa: E731
-    h1 = relu(a_hat @ x.numpy() @ ws[0][0] + ws[0][1])
-    h2 = relu(a_hat @ h1 @ ws[1][0] + ws[1][1]) + h1  # residual on the hidden→hidden layer
-    out = a_hat @ h2 @ ws[2][0] + ws[2][1]
+    layer = lambda h, k: relu(a_hat @ h @ ws[k][0] + ws[k][1])  # noqa: E731
+    h = layer(x.numpy(), 0)
+    blocks = [[1, 2, 3, 4]] if block == 0 else [[1, 2], [3, 4]]
+    for b in blocks:
+        h_in = h
+        for k in b:
+            h = layer(h, k)
+        h = h + h_in  # one skip per block, after the block's last ReLU
+    out = a_hat @ h @ ws[5][0] + ws[5][1]
     with torch.no_grad():
         np.testing.assert_allclose(model(g, x).numpy(), out, **TOL)
+
+
+@pytest.mark.parametrize("model", ["gcn", "resgcn"])
+def test_logits_at_initialisation_stay_order_one_at_depth_64(model):
+    """A deep GCN or ResGCN must not diverge at initialisation (a residual after every ReLU layer
+    gave logits with std ~1e8 at depth 64)."""
+    torch.manual_seed(0)
+    graph = dgl.rand_graph(200, 1200)
+    graph = dgl.to_bidirected(dgl.remove_self_loop(graph))
+    g = prepare_graph(graph)
+    x = torch.rand(200, 50)
+    x = x / x.sum(1, keepdim=True)  # row-normalised features, as the Planetoid loaders give them
+    m = MODELS.create(model, in_dim=50, num_classes=7, depth=64, quant=QuantFactory(), hidden=64).eval()
+    with torch.no_grad():
+        logits = m(g, x)
+    assert torch.isfinite(logits).all()
+    assert float(logits.std()) < 10.0, float(logits.std())
 
 
 @pytest.mark.parametrize("mode", ["concat", "max"])

@@ -83,7 +83,7 @@ def test_epilogue_modes_match_reference() -> None:
     bias = rng.standard_normal((1, f)).astype(np.float32)
     sums, agg, upd, nxt = (0.1, 2.0), (0.05, 7.0, 15.0), (0.2, 3.0, 15.0), (0.1, 0.0, 3.0)
     a = np.float32(sums[0]) * (S.astype(np.float32) - np.float32(sums[1]) * deg[:, None])
-    v = fq(a, agg) * norm[:, None] + bias
+    v = fq(a * norm[:, None], agg) + bias  # the aggregate role quantizes the normalised sum
     kw = dict(sums=sums, deg=deg, norm=norm)
     lo, hi = K.epilogue(S, agg, bias, mode="range", **kw)
     np.testing.assert_array_equal(lo, v.min(1))

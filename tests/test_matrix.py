@@ -107,12 +107,12 @@ def test_unknown_matrix_name_lists_shipped_ones():
 
 
 def test_every_shipped_matrix_is_tested():
-    assert shipped_matrices() == ["breadth", "depth", "depth-quant", "paper", "paper-lite", "quantizers", "smoke",
-                                  "smp-int4"]
+    assert shipped_matrices() == ["breadth", "depth", "depth-quant", "paper", "paper-lite", "quantizers", "reproduce",
+                                  "smoke", "smp-int4"]
 
 
 @pytest.mark.parametrize("name", ["smoke", "paper-lite", "paper", "quantizers", "breadth", "depth", "depth-quant",
-                                  "smp-int4"])
+                                  "smp-int4", "reproduce"])
 def test_shipped_matrices_expand(name):
     assert name in shipped_matrices()
     m = load_matrix(name)

@@ -11,7 +11,8 @@ load_all()
 def test_cli_values_are_typed_and_defaults_filled():
     s = spec_from_cli(["dataset=csbm", "model=gcn", "depth=3", "seed=4", "lr=0.05", "hidden=16"])
     d = s.data
-    assert d["model"] == {"name": "gcn", "depth": 3, "hidden": 16, "dropout": 0.5}
+    assert d["model"] == {"name": "gcn", "depth": 3, "hidden": 16, "dropout": 0.5, "input_dropout": True, "init": "xavier",
+                          "norm": "sym"}
     assert d["train"]["lr"] == 0.05 and d["train"]["seed"] == 4 and d["train"]["epochs"] == 200
     assert d["quant"] == {"name": "fp32", "bits": 32} and d["version"] == SPEC_VERSION
 

@@ -87,3 +87,26 @@ def test_foreach_adam_updates_equal_the_per_tensor_loop_bit_for_bit():
     assert all(torch.equal(a, b) for a, b in zip(*params))
     alphas = [float(m.alpha) for m in model.modules() if hasattr(m, "alpha")]
     assert alphas and any(abs(a - round(a, 1)) > 1e-6 for a in alphas)  # α moved off its grid value
+
+
+def test_binary_dataset_records_roc_auc_and_selects_on_it():
+    """minesweeper is binary and imbalanced (80% one class): its literature reports ROC-AUC, so the record's
+    ``test_score`` is the ROC-AUC (not the accuracy, which a majority vote makes ~0.80), both are stored."""
+    from bench_suite.train import roc_auc
+
+    spec = resolve_spec({"dataset": "minesweeper", "model": "gcn", "depth": 2, "epochs": 5, "seed": 0})
+    m = run(spec)["metrics"]
+    assert m["metric"] == "roc_auc"
+    assert m["test_score"] == m["test_roc_auc"] != m["test_acc"]
+    assert 0.0 <= m["test_roc_auc"] <= 1.0 and 0.0 <= m["val_roc_auc"] <= 1.0
+    cora = run(resolve_spec({"dataset": "csbm", "dataset.nodes": 300, "model": "gcn", "depth": 2, "epochs": 3}))
+    assert cora["metrics"]["metric"] == "accuracy" and cora["metrics"]["test_score"] == cora["metrics"]["test_acc"]
+    assert "test_roc_auc" not in cora["metrics"]
+    # the ROC-AUC itself: a perfect ranking scores 1, the reversed one 0, whatever the accuracy
+    import torch
+
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    mask = torch.ones(5, dtype=torch.bool)
+    logits = torch.stack([torch.zeros(5), torch.tensor([-3.0, -2.0, -1.0, -0.5, -0.1])], 1)  # argmax: class 0
+    assert roc_auc(logits, labels, mask) == 1.0
+    assert roc_auc(-logits, labels, mask) == 0.0

@@ -48,6 +48,8 @@ class GraphData:
     num_classes: int
     split: str = "public"
     info: dict = field(default_factory=dict)
+    #: the metric the dataset's literature reports: "accuracy" or "roc_auc" (binary, imbalanced)
+    metric: str = "accuracy"
 
     @property
     def num_nodes(self) -> int:
@@ -68,5 +70,6 @@ class GraphData:
             "train": int(self.train_mask.sum()),
             "val": int(self.val_mask.sum()),
             "test": int(self.test_mask.sum()),
+            "metric": self.metric,
             **self.info,
         }

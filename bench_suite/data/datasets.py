@@ -200,6 +200,8 @@ class NodeDataset:
     disk_cache: ClassVar[bool] = False
     #: subfolder of cache_dir()/downloads that DGL/OGB download into
     _download_family: ClassVar[str] = "dgl"
+    #: the metric the dataset's literature reports (:data:`bench_suite.train.METRICS`)
+    metric: ClassVar[str] = "accuracy"
 
     def __init__(self, data_dir: Optional[str | os.PathLike] = None, download: bool = False) -> None:
         self.data_dir = resolve_data_dir(data_dir)
@@ -222,6 +224,7 @@ class NodeDataset:
             num_classes=base.num_classes,
             split=split,
             info=info,
+            metric=self.metric,
         )
 
     # -- hooks --------------------------------------------------------------
@@ -479,9 +482,10 @@ for _key, _cls, _name in (
     _register(_key, _DGLFixedSplits, f"{_key} (geom-gcn raw files; DGL {_cls}); 10 fixed 60/20/20 splits.",
               dgl_class=_cls, files=_geom_gcn_files(_name, _key))
 
+# Binary and imbalanced: Platonov et al., ICLR 2023 (sec. 3) report ROC-AUC for them.
 for _key, _cls in (("minesweeper", "MinesweeperDataset"), ("tolokers", "TolokersDataset")):
-    _register(_key, _DGLFixedSplits, f"{_key} (heterophilous-graphs npz; DGL {_cls}); 10 fixed splits.",
-              dgl_class=_cls, files={f"{_key}.npz": f"heterophilous-graphs/{_key}.npz"})
+    _register(_key, _DGLFixedSplits, f"{_key} (heterophilous-graphs npz; DGL {_cls}); 10 fixed splits; ROC-AUC.",
+              dgl_class=_cls, files={f"{_key}.npz": f"heterophilous-graphs/{_key}.npz"}, metric="roc_auc")
 
 for _key in ("chameleon", "squirrel"):
     _register(_key, _HeterophilousNpz, f"{_key} (heterophilous-graphs npz); the 10 geom-gcn splits.",

@@ -2,7 +2,7 @@
 
 Every stage follows the fake-quant model's quantizers (their :class:`RangeRule`):
 dense transforms run as uint8 × int8 → int32 products (oneDNN, VNNI), normalised
-aggregation as ``Â·x = D̃^{-1/2}·s·(Ã·q − z·d̃)`` over packed message codes, and each
+aggregation as ``Â·x = q_aggregate(D̃^{-1/2}·s·(Ã·q − z·d̃))`` over packed message codes, and each
 dynamic range comes from min/max of the current tensor, which the fused kernels
 return per row.  Quantizers and ReLU are monotone, so a range further down the
 chain follows from the per-row extremes without another pass.
@@ -152,8 +152,8 @@ class Aggregation:
         S, smin, smax = stage(AGGREGATE, K.aggregate, g.indptr, g.indices, packed, bits, width,
                               gather=g.indices.size * packed.shape[1])
         sm, zm = (F32(v) for v in K.effective(msg))
-        amin = sm * (smin.astype(F32) - zm * g.deg)
-        amax = sm * (smax.astype(F32) - zm * g.deg)
+        amin = sm * (smin.astype(F32) - zm * g.deg) * g.norm
+        amax = sm * (smax.astype(F32) - zm * g.deg) * g.norm
         agg = self.aggregate.params(amin.min(), amax.max())
         return S, (sm, zm), agg
 
@@ -230,6 +230,9 @@ class IntGCN(IntModel):
         linears, aggs, biases = [], [], []
         for k, layer in enumerate(model.layers):
             where = f"gcn layer {k}"
+            if getattr(layer, "norm", "sym") != "sym":
+                raise ValueError(f"integer engine: {where} aggregates with norm={layer.norm!r}; "
+                                 "supported: 'sym' (D̃^-1/2 Ã D̃^-1/2)")
             r = rules(layer.q, ("input", "feature", "message", "aggregate", "update"), where)
             w = quantize_weight(layer.q["weight"], layer.weight.detach().t().contiguous(), f"{where} weight")
             linears.append(IntLinear(w, r["input"], r["feature"]))

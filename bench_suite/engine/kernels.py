@@ -413,7 +413,7 @@ def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bo
                 for f in range(width):
                     if from_sums:
                         a = sm * (np.float32(sr[f]) - zm * d)
-                        v = coef * (_fq(a, la, trunc_a) * nrm) + ar[f]
+                        v = coef * _fq(a * nrm, la, trunc_a) + ar[f]
                     else:
                         v = _fq(np.float32(sr[f]), la, trunc_a) + ar[f]
                     if mode == 0:
@@ -441,7 +441,8 @@ def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: tuple | No
 
     With ``sums=(s_m, z_m)`` (``src`` int32 neighbour sums ``S``; the message codes' effective
     scale and zero, :func:`effective`):
-    ``v = coef · d̃^{-1/2} · q_first(s_m·(S − z_m·d̃)) + add``; otherwise (``src`` float
+    ``v = coef · q_first(d̃^{-1/2} · s_m·(S − z_m·d̃)) + add`` (the aggregate role quantizes
+    the normalised sum); otherwise (``src`` float
     dense output) ``v = q_first(src) + add``.  ``add`` is ``[1, F]`` (bias) or
     ``[N, F]``.  ``mode="range"`` returns per-row min/max of ``v``; ``"float"``
     returns ``relu?(q_update(v))``; ``"codes"`` returns the uint8 codes of that under

@@ -29,20 +29,36 @@ def sum_neighbours(g: dgl.DGLGraph, x: Tensor) -> Tensor:
         return g.dstdata["h"]
 
 
-def normalized_aggregate(g: dgl.DGLGraph, x: Tensor, q_message=None, q_aggregate=None) -> Tensor:
-    """Â·x = D̃^{-1/2} · Ã · (D̃^{-1/2} x), quantized as in METHOD.md §2/§9.
+#: adjacency normalisations: "sym" Â = D̃^{-1/2} Ã D̃^{-1/2} (GCN), "row" D̃^{-1} Ã (the random walk,
+#: as PairNorm's and some of DropEdge's scripts use it)
+ADJ_NORMS = ("sym", "row")
 
-    ``message`` quantizes the D̃^{-1/2}-scaled source feature and ``aggregate`` the
-    unweighted sum, so an integer engine can compute the same thing exactly.
+
+def check_adj_norm(norm: str, where: str) -> str:
+    if norm not in ADJ_NORMS:
+        raise ValueError(f"{where} norm={norm!r} is not valid; valid: {', '.join(map(repr, ADJ_NORMS))}")
+    return norm
+
+
+def normalized_aggregate(g: dgl.DGLGraph, x: Tensor, q_message=None, q_aggregate=None, norm: str = "sym") -> Tensor:
+    """Â·x = D̃^{-1/2} · Ã · (D̃^{-1/2} x) (``norm="row"``: D̃^{-1} · Ã · x), quantized as in
+    METHOD.md §2/§9.
+
+    ``message`` quantizes the source-scaled feature (D̃^{-1/2}x, or x for ``row``), so the
+    neighbour sum of its codes is exact in integers; ``aggregate`` quantizes the normalised
+    result (after the destination's factor), whose range does not grow with the degree.
     """
-    norm = g.ndata["norm"]
-    m = x * norm
+    if norm == "sym":
+        src = dst = g.ndata["norm"]
+    else:
+        src, dst = None, 1.0 / g.ndata["deg"]
+    m = x if src is None else x * src
     if q_message is not None:
         m = q_message(m, g)
-    a = sum_neighbours(g, m)
+    a = sum_neighbours(g, m) * dst
     if q_aggregate is not None:
         a = q_aggregate(a, g)
-    return a * norm
+    return a
 
 
 def laplacian_apply(g: dgl.DGLGraph, x: Tensor) -> Tensor:

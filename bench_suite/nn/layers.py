@@ -10,7 +10,7 @@ import torch
 from dgl.nn.functional import edge_softmax
 from torch import Tensor, nn
 
-from bench_suite.nn.graph import normalized_aggregate
+from bench_suite.nn.graph import check_adj_norm, normalized_aggregate
 from bench_suite.quant.base import ROLES, QuantFactory, RoleQuantizers, quantized_matmul
 
 
@@ -38,11 +38,17 @@ class QLinear(nn.Module):
         return h if self.bias is None else h + self.bias
 
 
+#: weight initialisations of a GCN layer: "xavier" (Glorot uniform, bias 0) or "uniform"
+#: (U(±1/√out) for weight and bias, as Kipf's pygcn and the DropEdge code initialise)
+GCN_INITS = ("xavier", "uniform")
+
+
 class QGraphConv(nn.Module):
     r"""GCN layer (Kipf & Welling, ICLR 2017), quantized at every stage.
 
     .. math:: H' = \hat A\,(H W) + b,\qquad \hat A = \tilde D^{-1/2}\tilde A\tilde D^{-1/2}
 
+    (``norm="row"``: :math:`\tilde D^{-1}\tilde A`).  ``init`` is one of :data:`GCN_INITS`.
     The graph must come from :func:`bench_suite.nn.graph.prepare_graph`.
 
     >>> from bench_suite.quant import QuantFactory
@@ -52,21 +58,31 @@ class QGraphConv(nn.Module):
     torch.Size([3, 2])
     """
 
-    def __init__(self, in_dim: int, out_dim: int, quant: QuantFactory, layer=None, bias: bool = True):
+    def __init__(self, in_dim: int, out_dim: int, quant: QuantFactory, layer=None, bias: bool = True,
+                 norm: str = "sym", init: str = "xavier"):
         super().__init__()
+        if init not in GCN_INITS:
+            raise ValueError(f"GCN layer init={init!r} is not valid; valid: {', '.join(map(repr, GCN_INITS))}")
+        self.norm, self.init = check_adj_norm(norm, "GCN layer"), init
         self.weight = nn.Parameter(torch.empty(in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(out_dim)) if bias else None
         self.q = make_quantizers(quant, layer)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        if self.init == "uniform":
+            bound = 1.0 / math.sqrt(self.weight.shape[1])
+            nn.init.uniform_(self.weight, -bound, bound)
+            if self.bias is not None:
+                nn.init.uniform_(self.bias, -bound, bound)
+            return
         nn.init.xavier_uniform_(self.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def forward(self, g: dgl.DGLGraph, x: Tensor) -> Tensor:
         h = self.q["feature"](quantized_matmul(self.q["input"], x, self.q["weight"], self.weight))
-        out = normalized_aggregate(g, h, self.q["message"], self.q["aggregate"])
+        out = normalized_aggregate(g, h, self.q["message"], self.q["aggregate"], self.norm)
         if self.bias is not None:
             out = out + self.bias
         return self.q["update"](out, g)
@@ -126,7 +142,7 @@ class QSAGEConv(nn.Module):
     .. math:: h_i' = W_{self} h_i + W_{neigh}\,\frac{1}{|N(i)|}\sum_{j\in N(i)} h_j + b
 
     Uses the graph without self-loops (``ndata['deg']`` − 1 neighbours).  ``message``
-    quantizes the source features, ``aggregate`` the neighbour sum.
+    quantizes the source features, ``aggregate`` the neighbour mean.
     """
 
     def __init__(self, in_dim: int, out_dim: int, quant: QuantFactory, layer=None):
@@ -148,8 +164,7 @@ class QSAGEConv(nn.Module):
             g.ndata["m"] = m
             g.update_all(fn.copy_u("m", "x"), fn.sum("x", "s"))
             s = g.ndata["s"] - m  # prepared graphs carry a self-loop: drop it
-        s = self.q["aggregate"](s, g)
-        neigh = s / (g.ndata["deg"] - 1).clamp(min=1)
+        neigh = self.q["aggregate"](s / (g.ndata["deg"] - 1).clamp(min=1), g)
         w = self.q["weight"](self.weight)
         h = self.q["feature"](torch.cat([x, neigh], 1) @ w)
         return self.q["update"](h + self.bias, g)

@@ -47,23 +47,28 @@ def widths(in_dim: int, hidden: int, out_dim: int, depth: int) -> List[Tuple[int
 class DeepGCN(GraphModel):
     """Plain deep GCN (Kipf & Welling 2017): ``depth`` GCN layers, ReLU and dropout between.
 
-    Shows oversmoothing as depth grows.
+    Shows oversmoothing as depth grows.  ``input_dropout=False`` drops only hidden states,
+    not the raw features (the DropEdge authors' GCN); ``init`` and ``norm``: see
+    :class:`~bench_suite.nn.layers.QGraphConv`.
     """
 
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
-                 hidden: int = 64, dropout: float = 0.5):
+                 hidden: int = 64, dropout: float = 0.5, input_dropout: bool = True,
+                 init: str = "xavier", norm: str = "sym"):
         super().__init__()
         check_depth(depth, "gcn")
-        self.dropout = dropout
+        self.dropout, self.input_dropout = dropout, input_dropout
         self.layers = nn.ModuleList(
-            QGraphConv(i, o, quant, layer=k) for k, (i, o) in enumerate(widths(in_dim, hidden, num_classes, depth))
+            QGraphConv(i, o, quant, layer=k, norm=norm, init=init)
+            for k, (i, o) in enumerate(widths(in_dim, hidden, num_classes, depth))
         )
 
     def forward(self, g: dgl.DGLGraph, x: Tensor, return_hidden: bool = False):
         hidden = []
         h = x
         for k, layer in enumerate(self.layers):
-            h = F.dropout(h, self.dropout, self.training)
+            if k > 0 or getattr(self, "input_dropout", True):
+                h = F.dropout(h, self.dropout, self.training)
             h = layer(g, h)
             hidden.append(h)
             if k < len(self.layers) - 1:

@@ -211,6 +211,8 @@ def runs_frame(store: Store, seeds: Optional[Sequence[int]] = None) -> pd.DataFr
         for k, v in sorted(metrics.items()):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 row[f"metric.{k}"] = float(v)
+        if "test_score" not in metrics and isinstance(metrics.get("test_acc"), (int, float)):
+            row["metric.test_score"] = float(metrics["test_acc"])  # records from before per-dataset metrics
         rows.append(row)
     cols = ["run_id", "group_key", "group"] + GROUP_COLS + ["quant_name", "seed", "status", "error", "matrix",
                                                            "finished", "git_commit", "cpu", "host",
@@ -311,7 +313,7 @@ def aggregate(runs: pd.DataFrame, seeds: Optional[Sequence[int]] = None,
     rows = []
     for _, st in status.iterrows():
         sub = ok[ok["group"] == st["group"]]
-        for col in metric_cols or ["metric.test_acc"]:
+        for col in metric_cols or ["metric.test_score"]:
             vals = sub[col].dropna().to_numpy(dtype=float) if col in sub else np.array([])
             n = len(vals)
             lo, hi = t_interval(vals)

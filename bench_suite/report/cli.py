@@ -29,7 +29,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="expected seeds, e.g. 0-9 (default: the union of seeds seen in each matrix)")
     p.add_argument("--depth", type=int, default=None,
                    help="depth of the method × bits tables (default: each method's shallowest depth)")
-    p.add_argument("--metric", default="test_acc", help="metric of tables and figures (default: test_acc)")
+    p.add_argument("--metric", default="test_score",
+                   help="metric of tables and figures (default: test_score, each dataset's own metric: "
+                        "accuracy, or ROC-AUC for minesweeper and tolokers; also test_acc, test_roc_auc, ...)")
     p.add_argument("--matrix", action="append", default=[], metavar="MATRIX",
                    help="matrix the records come from (name or YAML, repeatable): its runs without a record "
                         "are listed as not run")
@@ -44,7 +46,7 @@ def execute(args: argparse.Namespace) -> int:
         argv += ["--seeds", ",".join(map(str, args.seeds))]
     if args.depth is not None:
         argv += ["--depth", str(args.depth)]
-    if args.metric != "test_acc":
+    if args.metric != "test_score":
         argv += ["--metric", args.metric]
     for m in args.matrix:
         argv += ["--matrix", m]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench_suite.report.aggregate import OK, t_interval
-from bench_suite.report.tables import bits_name, quant_family, slug
+from bench_suite.report.tables import bits_name, is_fraction, metric_scale, quant_family, slug
 
 DPI = 120
 DEEP = 16  # oversmoothing figures for models at least this deep
@@ -64,7 +64,7 @@ def _ci(values) -> tuple:
 def _band(metric: str):
     """The band function for ``metric``: an accuracy's t-interval is clipped to [0, 100] (with 3 seeds
     it is ±4.3 std wide and otherwise reaches below 0%)."""
-    if not metric.endswith("_acc"):
+    if not is_fraction(metric):
         return _ci
 
     def clipped(values) -> tuple:
@@ -75,7 +75,7 @@ def _band(metric: str):
 
 
 def _band_note(metric: str) -> str:
-    return "bands: 95% t-interval" + (" (clipped to [0, 100])" if metric.endswith("_acc") else "")
+    return "bands: 95% t-interval" + (" (clipped to [0, 100])" if is_fraction(metric) else "")
 
 
 def _geo_mean(values) -> float:
@@ -117,7 +117,7 @@ def _ok_runs(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     if col not in runs:
         return runs.iloc[0:0].assign(value=[])
     ok = runs[(runs["status"] == OK) & runs[col].notna()].copy()
-    ok["value"] = ok[col] * (100.0 if metric.endswith("_acc") else 1.0)
+    ok["value"] = ok[col] * metric_scale(metric)
     return ok
 
 
@@ -128,10 +128,10 @@ def _by_bits(df: pd.DataFrame) -> List[str]:
 
 
 def _ylabel(metric: str) -> str:
-    return f"{metric.replace('_', ' ')} (%)" if metric.endswith("_acc") else metric.replace("_", " ")
+    return f"{metric.replace('_', ' ')} (%)" if is_fraction(metric) else metric.replace("_", " ")
 
 
-def depth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> List[Figure]:
+def depth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_score") -> List[Figure]:
     """Per dataset and bit width: one line per (method, quantizer); in the quantized
     figures the same methods in FP32 are dashed.  FP32 gets its own figure (the depth
     study of the full-precision models)."""
@@ -166,7 +166,7 @@ def depth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> Li
     return figs
 
 
-def method_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> List[Figure]:
+def method_figures(runs: pd.DataFrame, out: Path, metric: str = "test_score") -> List[Figure]:
     """Per dataset and method with at least two quantizers: one line per quantizer (bit widths
     compared), FP32 dashed."""
     plt, sns = _mpl()
@@ -200,7 +200,7 @@ def _single_depth(df: pd.DataFrame) -> bool:
     return len(df) == 0 or int(df.groupby("method")["depth"].nunique().max()) < 2
 
 
-def bitwidth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") -> List[Figure]:
+def bitwidth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_score") -> List[Figure]:
     """Per dataset and method run at a single depth (a quantizer study: GCN-2, APPNP-10) with at
     least two bit widths: x the bit width, one line per quantizer family, FP32 a dashed line."""
     plt, sns = _mpl()
@@ -231,7 +231,7 @@ def bitwidth_figures(runs: pd.DataFrame, out: Path, metric: str = "test_acc") ->
         path = out / f"bitwidth_{slug(dataset)}_{slug(method)}_L{depth}.png"
         _save(fig, path)
         figs.append(Figure(path, title, f"Points: mean over seeds; error bars: 95% t-interval"
-                                        f"{' (clipped to [0, 100])' if metric.endswith('_acc') else ''}; "
+                                        f"{' (clipped to [0, 100])' if is_fraction(metric) else ''}; "
                                         "dashed: FP32 mean."))
     return figs
 

@@ -11,6 +11,7 @@ import pandas as pd
 from bench_suite.report.aggregate import (Store, aggregate, group_key, group_status, layers_frame, load_store,
                                           method_label, short_hash,
                                           quantizer_label, runs_frame, smp_frame)
+from bench_suite.report.reproduce import reproduction_tables
 from bench_suite.report.tables import bits_tables, depth_tables, gap_tables
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def _seeds_by_group(specs) -> Dict[str, Set[int]]:
 
 
 def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optional[Sequence[int]] = None,
-                  depth: Optional[int] = None, metric: str = "test_acc", command: Optional[str] = None,
+                  depth: Optional[int] = None, metric: str = "test_score", command: Optional[str] = None,
                   figures: bool = True, matrices: Sequence[str | Path] = ()) -> ReportResult:
     """Read records under ``results`` and write the report into ``out`` (its generated parts replaced).
 
@@ -107,7 +108,8 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
     agg.to_csv(agg_path, index=False, lineterminator="\n", float_format="%.10g")
     written.append(agg_path)
 
-    tables = bits_tables(agg, metric, depth) + depth_tables(agg, metric) + gap_tables(runs, metric)
+    tables = (reproduction_tables(runs, metric) + bits_tables(agg, metric, depth) + depth_tables(agg, metric)
+              + gap_tables(runs, metric))
     speed = speed_tables(speed_frame(store)) + breakdown_tables(store)
     for t in tables + speed:
         written += t.write(out / "tables")

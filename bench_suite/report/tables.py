@@ -89,13 +89,18 @@ def latex_escape(text: str) -> str:
 
 # --------------------------------------------------------------------------- cells
 
+def is_fraction(metric: str) -> bool:
+    """Accuracy, ROC-AUC and ``*_score`` (the dataset's metric, either of the two) lie in [0, 1]."""
+    return metric.endswith(("_acc", "_roc_auc", "_score"))
+
+
 def metric_scale(metric: str) -> float:
-    """Accuracies are stored as fractions and shown in percent."""
-    return 100.0 if metric.endswith("_acc") else 1.0
+    """Fractions (accuracy, ROC-AUC) are stored in [0, 1] and shown in percent."""
+    return 100.0 if is_fraction(metric) else 1.0
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric.endswith("_acc")
+    return is_fraction(metric)
 
 
 def format_cell(row: pd.Series, metric: str) -> str:
@@ -166,7 +171,7 @@ def slug(text: str) -> str:
     return out.strip("-") or "x"
 
 
-def bits_tables(agg: pd.DataFrame, metric: str = "test_acc", depth: Optional[int] = None) -> List[Table]:
+def bits_tables(agg: pd.DataFrame, metric: str = "test_score", depth: Optional[int] = None) -> List[Table]:
     """Per dataset: (method, quantizer family) × bit width at one depth per method.
 
     ``depth=None`` takes each method's shallowest depth present for that dataset (the
@@ -199,7 +204,7 @@ def bits_tables(agg: pd.DataFrame, metric: str = "test_acc", depth: Optional[int
     return tables
 
 
-def depth_tables(agg: pd.DataFrame, metric: str = "test_acc") -> List[Table]:
+def depth_tables(agg: pd.DataFrame, metric: str = "test_score") -> List[Table]:
     """Per dataset and bit width: (method, quantizer) × depth."""
     data = agg[agg["metric"] == metric]
     tables = []
@@ -228,7 +233,7 @@ def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95):
     return d, float(ci.low), float(ci.high)
 
 
-def gap_tables(runs: pd.DataFrame, metric: str = "test_acc") -> List[Table]:
+def gap_tables(runs: pd.DataFrame, metric: str = "test_score") -> List[Table]:
     """Per dataset: (method, depth) × quantizer, each cell the quantized model's change from the
     same method at the same depth in FP32 (difference of the seed means, in points for accuracies)
     with its Welch 95% interval: how far from full precision each quantizer stays.  Only seeds that

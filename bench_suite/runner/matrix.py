@@ -10,7 +10,8 @@
       depth: [2, 8]
       quant: [{quant: fp32}, {quant: qlr, bits: [8, 4, 2]}]   # dicts: sub-axes, lists inside expand
     exclude: [{model: gcn, depth: 64}]     # drop combinations matching every key (a list = any of)
-    include: [{dataset: cora, model: gat, depth: 2}]   # extra combinations (get fixed + seeds too)
+    include: [{dataset: cora, model: gat, depth: 2}]   # extra combinations (get fixed + seeds too);
+                                  # a matrix without axes is its includes alone
     defaults: {model: {gat: {lr: 0.005}}, dataset: {cora: {epochs: 200}}}
 
 Precedence, lowest first: tuned default rule files (:mod:`bench_suite.defaults`),
@@ -188,7 +189,9 @@ def _matrix_defaults(m: Matrix, flat: Mapping[str, Any]) -> Dict[str, Any]:
 def combinations(m: Matrix, overrides: Optional[Mapping[str, Any]] = None) -> List[Dict[str, Any]]:
     """The flat key=value mapping of every run of ``m``, in file order (before resolving)."""
     overrides = {str(k): parse_value(v) for k, v in (overrides or {}).items()}
-    explicit = [dict(m.fixed, **c) for c in product_of(m.axes)] if m.axes else [dict(m.fixed)]
+    # no axes: the fixed keys are one run, unless ``include`` lists the runs (a matrix of includes only)
+    explicit = ([dict(m.fixed, **c) for c in product_of(m.axes)] if m.axes
+                else [] if m.include else [dict(m.fixed)])
     explicit = [c for c in explicit if not any(_matches(c, r) for r in m.exclude)]
     for inc in m.include:
         explicit.extend(dict(m.fixed, **c) for c in product_of(inc))
