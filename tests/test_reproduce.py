@@ -46,7 +46,7 @@ def test_reproduction_rows_compare_with_the_published_value(tmp_path):
     assert frame.loc["GAT", "verdict"] == "not run"
     table = reproduction_table(frame.reset_index())
     md = table.markdown()
-    assert "| GCN | cora | 2 | 80.8 ± 1.7 (n=4) | 80.0 ± 0.5 | Paper A, Table 1 | +0.8 | 1.5 | reproduced |" in md
+    assert "| GCN | cora | 2 | 80.8 ± 1.7 (n=4) | 99.0 | 80.0 ± 0.5 | Paper A, Table 1 | +0.8 | 1.5 | reproduced |" in md
     assert "70.0 (1 run)" in md and "+7.8" in md and "target ≥ 75" in md
     assert "the paper stops early; run X shows it" in md  # the explanation is a footnote
 

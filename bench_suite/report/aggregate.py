@@ -211,8 +211,9 @@ def runs_frame(store: Store, seeds: Optional[Sequence[int]] = None) -> pd.DataFr
         for k, v in sorted(metrics.items()):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 row[f"metric.{k}"] = float(v)
-        if "test_score" not in metrics and isinstance(metrics.get("test_acc"), (int, float)):
-            row["metric.test_score"] = float(metrics["test_acc"])  # records from before per-dataset metrics
+        for split in ("train", "val", "test"):  # records from before per-dataset metrics held accuracy only
+            if f"{split}_score" not in metrics and isinstance(metrics.get(f"{split}_acc"), (int, float)):
+                row[f"metric.{split}_score"] = float(metrics[f"{split}_acc"])
         rows.append(row)
     cols = ["run_id", "group_key", "group"] + GROUP_COLS + ["quant_name", "seed", "status", "error", "matrix",
                                                            "finished", "git_commit", "cpu", "host",

@@ -109,6 +109,9 @@ def reproduction_frame(runs: pd.DataFrame, refs: Sequence[Reference], metric: st
 def _row(ref: Reference, sub: Optional[pd.DataFrame], col: str) -> Dict[str, Any]:
     ok = sub[(sub["status"] == OK)] if sub is not None else None
     vals = 100.0 * ok[col].dropna().to_numpy(dtype=float) if ok is not None and col in ok else []
+    train_col = col.replace("test_", "train_", 1)
+    train = (100.0 * float(ok[train_col].mean()) if ok is not None and train_col in ok and ok[train_col].notna().any()
+             else math.nan)
     n = len(vals)
     mean = float(vals.mean()) if n else math.nan
     std = float(vals.std(ddof=1)) if n > 1 else math.nan
@@ -126,7 +129,7 @@ def _row(ref: Reference, sub: Optional[pd.DataFrame], col: str) -> Dict[str, Any
     else:
         verdict = "miss, explained" if ref.explanation else "MISS"
     return {"method": ref.method, "dataset": ref.match.get("dataset", ""), "depth": ref.match.get("depth", ""),
-            "setting": ref.setting, "n": n, "failed": failed, "mean": mean, "std": std,
+            "setting": ref.setting, "n": n, "failed": failed, "mean": mean, "std": std, "train": train,
             "published": ref.value, "published_std": ref.std, "published_runs": ref.runs, "at_least": ref.at_least,
             "delta": delta, "tolerance": tol, "verdict": verdict, "source": ref.source,
             "explanation": ref.explanation}
@@ -137,7 +140,8 @@ def _num(v, fmt: str = ".1f") -> str:
 
 
 def reproduction_table(frame: pd.DataFrame) -> Table:
-    header = ["method", "dataset", "depth", "suite (mean ± std, n)", "published", "source", "Δ", "tol.", "verdict"]
+    header = ["method", "dataset", "depth", "suite (mean ± std, n)", "train", "published", "source", "Δ", "tol.",
+              "verdict"]
     rows, notes = [], []
     for _, r in frame.iterrows():
         suite = EMPTY if not r["n"] else f"{_num(r['mean'])} ± {_num(r['std'])} (n={r['n']})"
@@ -151,13 +155,14 @@ def reproduction_table(frame: pd.DataFrame) -> Table:
         else:
             pub = EMPTY
         delta = EMPTY if pd.isna(r["delta"]) else f"{r['delta']:+.1f}"
-        rows.append([r["method"], str(r["dataset"]), str(r["depth"]), suite, pub, r["source"], delta,
+        rows.append([r["method"], str(r["dataset"]), str(r["depth"]), suite, _num(r["train"]), pub, r["source"], delta,
                      _num(r["tolerance"]), r["verdict"]])
         if r["explanation"]:
             notes.append(f"{r['method']}, {r['dataset']}, depth {r['depth']}: {r['explanation']}")
     counts = frame["verdict"].value_counts().to_dict() if len(frame) else {}
     title = ("Reproduction: the suite in each method's own setting against its published number "
-             f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))})")
+             f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}); train: the mean training score "
+             "at the selected epoch (a model far below 100 there does not fit its training set)")
     return Table("reproduction", title, header, rows, footnotes=notes, n_label_cols=3)
 
 
