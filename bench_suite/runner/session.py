@@ -56,13 +56,16 @@ class Summary:
 def run_specs(specs: Sequence[RunSpec], store: ResultStore, executor: Executor, *, plugins: Sequence[str] = (),
               data_dir: Optional[str] = None, download: bool = False, timeout: Optional[float] = None,
               retry_failed: bool = False, matrix: str = "", progress: bool = True,
-              log=sys.stderr) -> Summary:
-    """Run every pending spec (and failed ones with ``retry_failed``); Ctrl-C stops cleanly."""
+              log=None) -> Summary:
+    """Run every pending spec (and failed ones with ``retry_failed``); Ctrl-C stops cleanly.
+    Messages go to ``log`` (default: the ``sys.stderr`` of the moment of the call)."""
+    log = sys.stderr if log is None else log
     t0 = time.perf_counter()
     sweep_stale_claims(store.root)
     p = plan(specs, store, retry_failed)
     for run_id, reason in p.corrupt.items():
-        print(f"warning: {reason}; the run will be repeated", file=log)
+        print(f"warning: {reason}; the run will be repeated (the file is kept as "
+              f"{store.path(run_id).name}.corrupt)", file=log)
     skipped = len(p.specs) - len(p.todo)
     if skipped:
         print(f"{skipped} of {len(p.specs)} runs already finished in {store.root}, skipping them", file=log)
