@@ -256,6 +256,14 @@ class NodeDataset:
         """Raise :class:`DatasetNotFoundError` now if the files are missing (stat only, no loading)."""
         self._locate()
 
+    def check_readable(self) -> None:
+        """Read the files once now, filling the loaders' caches: a missing, truncated or refused file
+        raises here (:class:`DatasetNotFoundError`, :class:`DatasetFileError`, ``UnsafePickleError``)
+        instead of in every run.  A generated dataset has nothing to check."""
+        source = self._locate()
+        if source.files or source.download_dir is not None:
+            self._checked_build(source)
+
     # -- shared machinery ---------------------------------------------------
     def _locate(self) -> _Source:
         """Find every expected file, or fall back to downloading, or raise; cheap (stat only)."""

@@ -31,7 +31,7 @@ import yaml
 
 from bench_suite.defaults import apply_defaults
 from bench_suite.registry import REGISTRIES, RegistryError, unknown_message
-from bench_suite.spec import RunSpec, SpecError, parse_value, resolve_spec
+from bench_suite.spec import RunSpec, SpecError, parse_assignments, parse_value, resolve_spec
 
 MATRIX_KEYS = ("name", "description", "seeds", "fixed", "axes", "include", "exclude", "defaults")
 DEFAULT_SEEDS = tuple(range(10))
@@ -299,10 +299,4 @@ def expand_matrix(m: Matrix | str | Path, overrides: Optional[Mapping[str, Any]]
 
 
 def parse_overrides(items: Iterable[str], where: str = "command line") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise SpecError(f"argument {item!r} ({where}) is not key=value")
-        k, _, v = item.partition("=")
-        out[k.strip()] = parse_value(v.strip())
-    return out
+    return {k: parse_value(v) for k, v in parse_assignments(items, where).items()}
