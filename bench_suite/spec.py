@@ -49,7 +49,7 @@ class TrainConfig:
     weight_decay: Annotated[float, Range(0)] = 5e-4
     patience: Annotated[int, Range(0)] = 100
     quant_lr: Annotated[float, Range(0)] = 1e-4
-    seed: Annotated[int, Range(0)] = 0
+    seed: int = 0
 
 
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
