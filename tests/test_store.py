@@ -257,3 +257,64 @@ def test_record_problem_names_what_is_missing_for_store_status_and_report(filled
             ResultStore(tmp_path).write(bad)
     path.write_text(json.dumps(bad))
     assert ResultStore(tmp_path).scan().corrupt and not load_store([tmp_path]).train
+
+
+# -- write errors and leftover temporary files -----------------------------------------------
+
+
+def _run_cli(tmp_path, monkeypatch, capsys, *argv):
+    from bench_suite.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BENCH_SUITE_TRACEBACK", raising=False)
+    (tmp_path / "stub.yaml").write_text(STUB_MATRIX)
+    code = main(["run", "stub.yaml", "--no-progress", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_results_naming_a_file_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
+    (tmp_path / "afile").write_text("mine")
+    code, err = _run_cli(tmp_path, monkeypatch, capsys, "--results", "afile")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "afile/stub" in err and "Not a directory" in err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_read_only_results_directory_is_one_line_before_any_run(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    res = tmp_path / "res"
+    (res / "stub").mkdir(parents=True)
+    (res / "stub").chmod(0o555)
+    if os.geteuid() == 0:  # root ignores the mode bits: fail the way the kernel does for anyone else
+        def refuse(*args, dir=None, **kwargs):
+            raise PermissionError(13, "Permission denied", str(Path(dir) / ".write-check.tmp"))
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    try:
+        code, err = _run_cli(tmp_path, monkeypatch, capsys, "--results", "res")
+    finally:
+        (res / "stub").chmod(0o755)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "cannot write records to res/stub: Permission denied" in err
+    assert not list((res / "stub").iterdir())  # no run started, no record
+
+
+def test_leftover_temp_files_are_swept_on_the_next_run_but_not_fresh_ones(tmp_path):
+    import time
+
+    from bench_suite.runner.matrix import expand_matrix
+    from bench_suite.runner.session import run_specs
+
+    (tmp_path / "stub.yaml").write_text(STUB_MATRIX)
+    specs = expand_matrix(tmp_path / "stub.yaml")[:1]
+    store = ResultStore(tmp_path / "res")
+    store.root.mkdir()
+    old = store.root / f".{specs[0].run_id}.json.k1lled.tmp"
+    fresh = store.root / ".other.json.wr1ting.tmp"  # another runner's write in progress
+    old.write_text("{")
+    fresh.write_text("{")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    run_specs(specs, store, InProcess(), matrix="stub", progress=False, log=open(os.devnull, "w"))
+    assert not old.exists() and fresh.exists()
+    assert store.read(specs[0].run_id)["status"] == "ok"

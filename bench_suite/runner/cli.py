@@ -127,6 +127,7 @@ def execute(args: argparse.Namespace) -> int:
     reusable = find_reusable(_without_record(specs, store.scan()), sources) if sources else {}
     check_dataset_files([s for s in plan(specs, store, args.retry_failed).todo if s.run_id not in reusable],
                         args.data_dir, args.download)
+    store.check_writable()
     if sources:
         copied = reuse_records(_without_record(specs, store.scan()), store, sources, matrix.name)
         print(f"reused {len(copied)} finished records from {', '.join(map(str, sources))}", file=sys.stderr)

@@ -70,6 +70,22 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         pass
 
 
+class StoreWriteError(OSError):
+    """The store's folder cannot be created or written (read-only, full, ``--results`` naming a file)."""
+
+    def __init__(self, root: Path, exc: OSError) -> None:
+        self.root = Path(root)
+        self.cause = exc
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(root) else ""
+        super().__init__(exc.errno, f"cannot write records to {root}: {exc.strerror or exc}{where}")
+
+    def __str__(self) -> str:  # OSError would prefix "[Errno n]"
+        return str(self.args[1])
+
+    def __reduce__(self):  # picklable across process boundaries (executors)
+        return (type(self), (self.root, self.cause))
+
+
 class CorruptRecord(ValueError):
     """A record file that is not valid JSON or not a valid run record (:func:`record_problem`)."""
 
@@ -192,6 +208,32 @@ class ResultStore:
         except FileNotFoundError:
             return None
         return aside
+
+    def check_writable(self) -> None:
+        """Create the store's folder and a temporary file in it now: an unwritable ``--results`` is one
+        :class:`StoreWriteError` before any run instead of a lost record per run."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=self.root)
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as exc:
+            raise StoreWriteError(self.root, exc) from None
+
+    def sweep_temp_files(self, older_than_s: float = CLAIM_STALE_S) -> int:
+        """Remove the ``.*.tmp`` files a killed writer left (untouched for ``older_than_s`` seconds, so a
+        write in progress by another runner is never cut short); returns how many."""
+        if not self.root.is_dir():
+            return 0
+        n, now = 0, time.time()
+        for p in self.root.glob(".*.tmp"):
+            try:
+                if now - p.stat().st_mtime > older_than_s:
+                    p.unlink()
+                    n += 1
+            except FileNotFoundError:
+                pass
+        return n
 
     def files(self) -> List[Path]:
         if not self.root.is_dir():
