@@ -111,9 +111,10 @@ class Param:
         return self.default is inspect.Parameter.empty
 
     def describe(self) -> str:
+        valid = f", {self.range.describe()}" if self.range is not None else ""
         if self.required:
-            return f"{self.name} (required)"
-        return f"{self.name}={self.default!r}"
+            return f"{self.name} (required{valid})"
+        return f"{self.name}={self.default!r}" + (f" ({self.range.describe()})" if self.range is not None else "")
 
 
 @dataclass(frozen=True)

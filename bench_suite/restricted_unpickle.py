@@ -23,7 +23,7 @@ import os
 import pickle
 import types
 import zipfile
-from typing import IO, Any, Dict, FrozenSet, Optional, Tuple
+from typing import IO, Any, Dict, FrozenSet, Optional
 
 import numpy as np
 
@@ -168,6 +168,3 @@ class ModuleOverride(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         return getattr(self._module, name)
 
-
-__all__: Tuple[str, ...] = ("DATA_GLOBALS", "RestrictedUnpickler", "UnsafePickleError", "load_npz", "read_npy",
-                            "restricted_load", "restricted_np_load", "restricted_pickle_module", "ModuleOverride")
