@@ -18,7 +18,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from dataclasses import dataclass
+import math
+import typing
+from dataclasses import dataclass, is_dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 ENTRY_POINT_GROUP = "bench_suite.plugins"
@@ -32,21 +34,87 @@ class RegistryError(KeyError):
 
 
 @dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric parameter: ``low <= value <= high`` (None: no bound).
+
+    A plugin declares one on a constructor keyword with ``Annotated[int, Range(1, None)]``;
+    parameters with a conventional name get :data:`COMMON_RANGES` without declaring anything.
+    ``None`` as a value (an optional parameter left unset) is always accepted.
+    """
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+
+    def __contains__(self, value: Any) -> bool:
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value is None  # a wrong type is reported by the type check, not here
+        if math.isnan(value):
+            return False
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def describe(self) -> str:
+        if self.high is None:
+            return f">= {self.low:g}" if self.low is not None else "any number"
+        if self.low is None:
+            return f"<= {self.high:g}"
+        return f"in {self.low:g}..{self.high:g}"
+
+
+#: Ranges of parameter names that mean the same in every plugin (and the training protocol),
+#: so a plugin's ``hidden`` or an executor's ``workers`` is checked without declaring it.
+COMMON_RANGES: Dict[str, Range] = {
+    "hidden": Range(1), "heads": Range(1), "mlp_layers": Range(1),
+    "dropout": Range(0, 1), "attn_dropout": Range(0, 1),
+    "workers": Range(0), "threads": Range(0), "cpus_per_task": Range(1), "time_min": Range(1),
+}
+
+
+def range_message(name: str, value: Any, rng: Range, where: str = "", owner: str = "") -> str:
+    """``hidden=0 (from …) is out of range for model 'gcn': use a value >= 1``."""
+    loc = f" (from {where})" if where else ""
+    of = f" for {owner}" if owner else ""
+    return f"{name}={value!r}{loc} is out of range{of}: use a value {rng.describe()}"
+
+
+def declared_ranges(obj: Callable[..., Any]) -> Dict[str, Range]:
+    """``keyword -> Range`` of ``obj``'s constructor (or function) keywords: an ``Annotated[…, Range]``
+    on the keyword wins, else :data:`COMMON_RANGES` by name."""
+    target = obj.__init__ if inspect.isclass(obj) and not is_dataclass(obj) else obj
+    try:
+        names = [p.name for p in inspect.signature(target).parameters.values()]
+    except (TypeError, ValueError):
+        return {}
+    try:
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve: no declared ranges
+        hints = {}
+    out = {}
+    for name in names:
+        declared = [m for m in getattr(hints.get(name), "__metadata__", ()) if isinstance(m, Range)]
+        rng = declared[0] if declared else COMMON_RANGES.get(name)
+        if rng is not None:
+            out[name] = rng
+    return out
+
+
+@dataclass(frozen=True)
 class Param:
     """One constructor keyword of a plugin."""
 
     name: str
     default: Any
     annotation: str
+    range: Optional[Range] = None
 
     @property
     def required(self) -> bool:
         return self.default is inspect.Parameter.empty
 
     def describe(self) -> str:
+        valid = f", {self.range.describe()}" if self.range is not None else ""
         if self.required:
-            return f"{self.name} (required)"
-        return f"{self.name}={self.default!r}"
+            return f"{self.name} (required{valid})"
+        return f"{self.name}={self.default!r}" + (f" ({self.range.describe()})" if self.range is not None else "")
 
 
 @dataclass(frozen=True)
@@ -126,13 +194,16 @@ class Registry:
         return plugin_params(self.get(key), self.context_args)
 
     def check_params(self, key: str, params: Mapping[str, Any], where: str = "") -> None:
-        """Raise if ``params`` has a key the plugin does not accept."""
-        valid = {p.name for p in self.params(key)}
-        for name in params:
+        """Raise if ``params`` has a key the plugin does not accept, or a value outside its range."""
+        valid = {p.name: p for p in self.params(key)}
+        for name, value in params.items():
             if name not in valid:
                 raise RegistryError(
                     unknown_message(f"parameter of {self.kind} {key!r}", name, sorted(valid), where)
                 )
+            rng = valid[name].range
+            if rng is not None and value not in rng:
+                raise RegistryError(range_message(name, value, rng, where, f"{self.kind} {key!r}"))
 
     def create(self, key: str, /, *, where: str = "", **kwargs: Any) -> Any:
         obj = self.get(key, where)
@@ -183,6 +254,7 @@ def closest(word: str, choices: Iterable[str]) -> Optional[str]:
 def plugin_params(obj: Callable[..., Any], context_args: Tuple[str, ...] = ()) -> List[Param]:
     target = obj.__init__ if inspect.isclass(obj) else obj
     sig = inspect.signature(target)
+    ranges = declared_ranges(obj)
     out = []
     for p in sig.parameters.values():
         if p.name in ("self",) or p.name in context_args:
@@ -190,7 +262,7 @@ def plugin_params(obj: Callable[..., Any], context_args: Tuple[str, ...] = ()) -
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
-        out.append(Param(p.name, p.default, "" if ann is inspect.Parameter.empty else str(ann)))
+        out.append(Param(p.name, p.default, "" if ann is inspect.Parameter.empty else str(ann), ranges.get(p.name)))
     return out
 
 

@@ -14,7 +14,7 @@ import hashlib
 import inspect
 import json
 from dataclasses import dataclass, fields
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Annotated, Any, Dict, Mapping, Optional, Tuple
 
 import yaml
 
@@ -24,8 +24,11 @@ from bench_suite.registry import (
     PROPAGATIONS,
     QUANTIZERS,
     TRANSFORMS,
+    Range,
     Registry,
     RegistryError,
+    declared_ranges,
+    range_message,
     unknown_message,
 )
 
@@ -43,11 +46,11 @@ class SpecError(ValueError):
 class TrainConfig:
     """The training protocol (METHOD.md §10): Adam, best-validation model selection."""
 
-    epochs: int = 200
-    lr: float = 0.01
-    weight_decay: float = 5e-4
-    patience: int = 100
-    quant_lr: float = 1e-4
+    epochs: Annotated[int, Range(1)] = 200
+    lr: Annotated[float, Range(0)] = 0.01
+    weight_decay: Annotated[float, Range(0)] = 5e-4
+    patience: Annotated[int, Range(0)] = 100
+    quant_lr: Annotated[float, Range(0)] = 1e-4
     seed: int = 0
 
 
@@ -233,9 +236,17 @@ def resolve_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
             out[sec] = None
             continue
         vals = {}
+        if sec == "train":
+            ranges = declared_ranges(TrainConfig)
+        else:  # fp32 is no registered quantizer and has no keys
+            ranges = {p.name: p.range for p in reg.params(name)} if defaults else {}
         for k, default in defaults.items():
             if k in chosen[sec]:
                 vals[k] = _coerce(chosen[sec][k], default, k, where)
+                rng = ranges.get(k)
+                if rng is not None and vals[k] not in rng:
+                    raise SpecError(range_message(k, vals[k], rng, where, "training" if sec == "train"
+                                                  else f"{sec} {name!r}"))
             elif default is inspect.Parameter.empty:
                 raise SpecError(f"{sec} {name!r} needs {k}=…{_where(where)}")
             else:
@@ -276,14 +287,24 @@ def validate_spec(spec: RunSpec, where: str = "") -> None:
                 raise SpecError(f"{sec} {part['name']!r}{_where(where)}: {exc}") from None
 
 
+def parse_assignments(items, where: str = "command line") -> Dict[str, str]:
+    """``["depth=2", "lr=0.1"]`` → ``{"depth": "2", "lr": "0.1"}``; an item without ``=`` or a key
+    given twice (``depth=2 depth=3``: which one was meant?) is a :class:`SpecError`."""
+    out: Dict[str, str] = {}
+    for item in items:
+        k, eq, v = str(item).partition("=")
+        k = k.strip()
+        if not eq or not k:
+            raise SpecError(f"argument {item!r} ({where}) is not key=value")
+        if k in out:
+            raise SpecError(f"key {k!r} is given twice ({where}): {k}={out[k]} and {k}={v.strip()}; give it once")
+        out[k] = v.strip()
+    return out
+
+
 def spec_from_cli(args: list[str], where: str = "command line", defaults: bool = False) -> RunSpec:
     """``key=value`` arguments as a spec; ``defaults``: fill in the tuned defaults as a matrix run does."""
-    flat = {}
-    for a in args:
-        if "=" not in a:
-            raise SpecError(f"argument {a!r} ({where}) is not key=value")
-        k, _, v = a.partition("=")
-        flat[k.strip()] = v.strip()
+    flat = parse_assignments(args, where)
     if defaults:
         from bench_suite.defaults import apply_defaults
 

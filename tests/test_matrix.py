@@ -200,3 +200,32 @@ def test_only_selects_a_subset_of_the_matrix_with_the_same_run_ids(tmp_path):
         expand_matrix(p, only=parse_only(["model=sgc", "propagation=appnp"]))
     with pytest.raises(SpecError, match="not KEY=VALUE"):
         parse_only(["model"])
+
+
+@pytest.mark.parametrize("name", ["../../x", "ABSOLUTE", "a/b", "..", "x/../y", "-x", "x y"])
+def test_matrix_name_that_is_not_a_plain_identifier_is_refused_before_anything_is_written(
+        tmp_path, monkeypatch, capsys, name):
+    """Records go to RESULTS/<name>/: a name with a separator or '..' would write outside --results."""
+    import json
+
+    from bench_suite.cli import main
+
+    if name == "ABSOLUTE":
+        name = str(tmp_path / "elsewhere")
+    p = matrix(tmp_path, f"name: {json.dumps(name)}\nseeds: [0]\nfixed: {{dataset: csbm, model: gcn, epochs: 1}}\n")
+    work = tmp_path / "work" / "deep"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("BENCH_SUITE_TRACEBACK", raising=False)
+    assert main(["run", str(p), "--results", "res", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and repr(name) in err and str(p) in err and "letters, digits" in err
+    assert sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*")) == ["m.yaml", "work", "work/deep"]
+
+
+def test_matrix_name_plain_identifier_or_file_stem_accepted(tmp_path):
+    assert load_matrix(matrix(tmp_path, "name: depth-quant_v1.2\nfixed: {dataset: csbm, model: gcn}\n")).name \
+        == "depth-quant_v1.2"
+    assert load_matrix(matrix(tmp_path, "fixed: {dataset: csbm, model: gcn}\n", "from-stem.yaml")).name == "from-stem"
+    with pytest.raises(MatrixError, match="from the file name"):
+        load_matrix(matrix(tmp_path, "fixed: {dataset: csbm, model: gcn}\n", "has space.yaml"))

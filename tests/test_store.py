@@ -173,3 +173,148 @@ def test_a_claim_keeps_other_runners_off_until_released_or_stale(tmp_path, monke
     assert time.time() - path.stat().st_mtime < 5
     taken.release()
     assert not path.exists()
+
+
+# -- one definition of a valid record ------------------------------------------------------
+
+
+STUB_MATRIX = """
+name: stub
+seeds: [0, 1]
+fixed: {dataset: csbm, dataset.nodes: 200, model: gcn, depth: 2, epochs: 3}
+"""
+
+
+class InProcess:
+    """An executor running each spec in this process (no pool: fast)."""
+
+    def run(self, canonicals, cfg):
+        for c in canonicals:
+            yield c, execute_spec(c, cfg)
+
+
+def test_stub_record_is_corrupt_for_status_rerun_by_run_and_skipped_by_report(tmp_path, capsys):
+    import io
+
+    from bench_suite.cli import main
+    from bench_suite.report.aggregate import load_store
+    from bench_suite.runner.matrix import expand_matrix
+    from bench_suite.runner.session import run_specs
+
+    mfile = tmp_path / "stub.yaml"
+    mfile.write_text(STUB_MATRIX)
+    specs = expand_matrix(mfile)
+    store = ResultStore(tmp_path / "res" / "stub")
+    stub = {"run_id": specs[0].run_id, "status": "ok"}
+    store.root.mkdir(parents=True)
+    store.path(specs[0].run_id).write_text(json.dumps(stub))
+
+    assert main(["status", str(mfile), "--results", str(tmp_path / "res"), "--json"]) == 0
+    out = capsys.readouterr()
+    counts = json.loads(out.out)
+    assert counts["done"] == 0 and counts["corrupt"] == 1 and counts["pending"] == 2
+    assert "spec must be an object" in out.err and specs[0].run_id in out.err
+
+    report = load_store([store.root])
+    assert not report.train and [(p, why) for p, why in report.skipped] == [
+        (str(store.path(specs[0].run_id)), "not a run record (spec must be an object with dataset, model, train sections)")]
+
+    log = io.StringIO()
+    summary = run_specs(specs, store, InProcess(), matrix="stub", progress=False, log=log)
+    assert summary.counts["ok"] == 2 and "kept as" in log.getvalue()
+    rec = store.read(specs[0].run_id)
+    assert rec["status"] == "ok" and 0 <= rec["metrics"]["test_acc"] <= 1 and rec["spec"] == specs[0].data
+    aside = store.root / f"{specs[0].run_id}.json.corrupt"
+    assert json.loads(aside.read_text()) == stub  # the corrupt file is kept, outside the *.json listing
+    assert [p.name for p in store.files()] == sorted(f"{s.run_id}.json" for s in specs)
+    assert len(load_store([store.root]).train) == 2
+
+
+@pytest.mark.parametrize("change,problem", [
+    (lambda r: r.pop("spec"), "spec must be an object"),
+    (lambda r: r["spec"].pop("train"), "spec must be an object"),
+    (lambda r: r["spec"]["model"].pop("name"), "spec.model has no name"),
+    (lambda r: r["metrics"].pop("test_acc"), "metrics.test_acc"),
+    (lambda r: r["metrics"].update(test_acc="0.8"), "metrics.test_acc"),
+    (lambda r: r.update(status="done"), "status 'done'"),
+    (lambda r: r.update(run_id=7), "run_id 7"),
+    (lambda r: r.update(status="failed"), "a failed record without an error"),
+    (lambda r: r.update(run_id="0" * 16), "expected"),
+])
+def test_record_problem_names_what_is_missing_for_store_status_and_report(filled, tmp_path, change, problem):
+    from bench_suite.report.aggregate import load_store
+    from bench_suite.runner.store import record_problem
+
+    root, specs, _, _ = filled
+    good = json.loads((root / f"{specs[0].run_id}.json").read_text())
+    path = tmp_path / f"{specs[0].run_id}.json"
+    assert record_problem(good, path) == ""
+    bad = json.loads(json.dumps(good))
+    change(bad)
+    assert problem in record_problem(bad, path)
+    if bad.get("run_id") == good["run_id"] or not isinstance(bad.get("run_id"), str):  # write names the file itself
+        with pytest.raises(ValueError, match="refusing to write"):
+            ResultStore(tmp_path).write(bad)
+    path.write_text(json.dumps(bad))
+    assert ResultStore(tmp_path).scan().corrupt and not load_store([tmp_path]).train
+
+
+# -- write errors and leftover temporary files -----------------------------------------------
+
+
+def _run_cli(tmp_path, monkeypatch, capsys, *argv):
+    from bench_suite.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BENCH_SUITE_TRACEBACK", raising=False)
+    (tmp_path / "stub.yaml").write_text(STUB_MATRIX)
+    code = main(["run", "stub.yaml", "--no-progress", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_results_naming_a_file_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
+    (tmp_path / "afile").write_text("mine")
+    code, err = _run_cli(tmp_path, monkeypatch, capsys, "--results", "afile")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "afile/stub" in err and "Not a directory" in err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_read_only_results_directory_is_one_line_before_any_run(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    res = tmp_path / "res"
+    (res / "stub").mkdir(parents=True)
+    (res / "stub").chmod(0o555)
+    if os.geteuid() == 0:  # root ignores the mode bits: fail the way the kernel does for anyone else
+        def refuse(*args, dir=None, **kwargs):
+            raise PermissionError(13, "Permission denied", str(Path(dir) / ".write-check.tmp"))
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    try:
+        code, err = _run_cli(tmp_path, monkeypatch, capsys, "--results", "res")
+    finally:
+        (res / "stub").chmod(0o755)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "cannot write records to res/stub: Permission denied" in err
+    assert not list((res / "stub").iterdir())  # no run started, no record
+
+
+def test_leftover_temp_files_are_swept_on_the_next_run_but_not_fresh_ones(tmp_path):
+    import time
+
+    from bench_suite.runner.matrix import expand_matrix
+    from bench_suite.runner.session import run_specs
+
+    (tmp_path / "stub.yaml").write_text(STUB_MATRIX)
+    specs = expand_matrix(tmp_path / "stub.yaml")[:1]
+    store = ResultStore(tmp_path / "res")
+    store.root.mkdir()
+    old = store.root / f".{specs[0].run_id}.json.k1lled.tmp"
+    fresh = store.root / ".other.json.wr1ting.tmp"  # another runner's write in progress
+    old.write_text("{")
+    fresh.write_text("{")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    run_specs(specs, store, InProcess(), matrix="stub", progress=False, log=open(os.devnull, "w"))
+    assert not old.exists() and fresh.exists()
+    assert store.read(specs[0].run_id)["status"] == "ok"

@@ -46,10 +46,18 @@ import torch
 from bench_suite.data.base import DOWNLOAD_ENV, GraphData, cache_dir, resolve_data_dir
 from bench_suite.data.csbm import generate_csbm
 from bench_suite.data.errors import DatasetFileError, DatasetNotFoundError
-from bench_suite.data.files import fingerprint, file_lock, link_layout, load_tensors, save_tensors
+from bench_suite.data.files import (
+    file_lock,
+    fingerprint,
+    link_layout,
+    load_tensors,
+    restricted_dgl_readers,
+    save_tensors,
+)
 from bench_suite.data.ogb import ogb_dir_name, ogb_expected_files, open_ogb
 from bench_suite.data.splits import Masks, fixed_split, index_to_mask, random_split
 from bench_suite.registry import DATASETS
+from bench_suite.restricted_unpickle import UnsafePickleError
 
 __all__ = [
     "DatasetFileError",
@@ -251,6 +259,14 @@ class NodeDataset:
         """Raise :class:`DatasetNotFoundError` now if the files are missing (stat only, no loading)."""
         self._locate()
 
+    def check_readable(self) -> None:
+        """Read the files once now, filling the loaders' caches: a missing, truncated or refused file
+        raises here (:class:`DatasetNotFoundError`, :class:`DatasetFileError`, ``UnsafePickleError``)
+        instead of in every run.  A generated dataset has nothing to check."""
+        source = self._locate()
+        if source.files or source.download_dir is not None:
+            self._checked_build(source)
+
     # -- shared machinery ---------------------------------------------------
     def _locate(self) -> _Source:
         """Find every expected file, or fall back to downloading, or raise; cheap (stat only)."""
@@ -272,6 +288,8 @@ class NodeDataset:
             return self._cached_build(source)
         except DatasetNotFoundError:
             raise
+        except UnsafePickleError as exc:  # already one line naming the file and the global
+            raise UnsafePickleError(exc.path, exc.global_name, exc.allowed, context=f"dataset {self.name!r}") from None
         except Exception as exc:  # noqa: BLE001 - any loader failure on files the user pointed us at
             if not source.files:
                 raise
@@ -302,7 +320,7 @@ class _DGLDataset(NodeDataset):
         else:
             raw_dir = cache_dir() / "dgl" / f"{self.name}-{source.key}"
             link_layout(dgl_raw_path(cls, raw_dir), source.files)
-        with file_lock(raw_dir / ".lock"):
+        with file_lock(raw_dir / ".lock"), restricted_dgl_readers():
             ds = cls(raw_dir=str(raw_dir), verbose=False)
         g = ds[0]
         masks = None

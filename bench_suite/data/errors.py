@@ -53,11 +53,11 @@ class DatasetFileError(ValueError):
         self.files = list(files)
         self.directory = directory
         self.cause = cause
-        listed = "\n".join(f"  {f}" for f in self.files)
+        said = " ".join(str(cause).split())  # one line, whatever the loader's message looked like
         super().__init__(
             f"dataset {dataset!r}: its files in data directory {directory} could not be read "
-            f"(malformed or truncated?):\n{listed}\nloader said: {cause}\n"
-            "Check them against the published files (e.g. `sha256sum -c SHA256SUMS` in the data directory)."
+            f"(malformed or truncated?): {', '.join(self.files)}; loader said: {said}; "
+            "check them against the published files (`sha256sum -c SHA256SUMS` in the data directory)"
         )
 
     def __reduce__(self):  # picklable across process boundaries (executors)

@@ -9,11 +9,17 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from contextlib import contextmanager
+import threading
+import warnings
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional
+from unittest import mock
 
+import numpy as np
 import torch
+
+from bench_suite.restricted_unpickle import ModuleOverride, restricted_load, restricted_np_load
 
 
 def fingerprint(paths: Iterable[Path], *extra: object) -> str:
@@ -56,6 +62,45 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+#: held while DGL's readers are patched, so threads of one process patch and restore in turn
+_PATCH_LOCK = threading.RLock()
+
+
+def _planetoid_pickle_load(fh) -> Any:
+    """What DGL's ``citation_graph._pickle_load`` does (latin-1 Python-2 pickles), restricted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        return restricted_load(fh, encoding="latin1")
+
+
+def _restricted_load_info(path: str) -> Any:
+    """DGL's ``load_info`` (the ``info.pkl`` next to its processed graph), restricted."""
+    with open(path, "rb") as fh:
+        return restricted_load(fh)
+
+
+@contextmanager
+def restricted_dgl_readers() -> Iterator[None]:
+    """While it lasts, DGL's dataset classes read pickles only through the restricted unpickler.
+
+    DGL opens the Planetoid ``ind.*`` files with ``pickle.load`` and the Amazon/Coauthor
+    npz with ``np.load(allow_pickle=True)``; both can run code from a replaced file.  The
+    module globals those readers use are swapped for
+    :mod:`bench_suite.restricted_unpickle`'s (same results on the real files), so a file
+    that needs any other global raises :class:`~bench_suite.restricted_unpickle.UnsafePickleError`.
+    The geom-gcn and heterophilous readers call ``np.load`` without ``allow_pickle`` and
+    need nothing.
+    """
+    import dgl.data.citation_graph as citation
+    import dgl.data.gnn_benchmark as gnn_benchmark
+
+    with _PATCH_LOCK, ExitStack() as stack:
+        stack.enter_context(mock.patch.object(citation, "_pickle_load", _planetoid_pickle_load))
+        stack.enter_context(mock.patch.object(citation, "load_info", _restricted_load_info))
+        stack.enter_context(mock.patch.object(gnn_benchmark, "np", ModuleOverride(np, load=restricted_np_load)))
+        yield
 
 
 def save_tensors(path: Path, tensors: Dict[str, torch.Tensor]) -> None:

@@ -8,12 +8,16 @@ written into the layout first.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import List
 from unittest import mock
 
 import pandas as pd
+import torch
+
+from bench_suite.restricted_unpickle import ModuleOverride
 
 
 def ogb_meta(name: str) -> pd.Series:
@@ -72,5 +76,8 @@ def open_ogb(name: str, root: Path, allow_download: bool):
         if not release.exists():
             release.touch()
     decide = (lambda url: True) if allow_download else _refuse_download
-    with mock.patch.object(dataset_dgl, "decide_download", decide):
+    # OGB reads a ``split/<split>/split_dict.pt`` shortcut with a plain torch.load when one
+    # exists: a dict of index tensors, which ``weights_only=True`` reads without running code
+    safe_torch = ModuleOverride(torch, load=functools.partial(torch.load, weights_only=True))
+    with mock.patch.object(dataset_dgl, "decide_download", decide), mock.patch.object(dataset_dgl, "torch", safe_torch):
         return dataset_dgl.DglNodePropPredDataset(name=name, root=str(root))

@@ -19,6 +19,7 @@ from bench_suite.engine import kernels as K
 from bench_suite.engine.convert import RangeRule, quantize_weight, rule_state, rules
 from bench_suite.engine.packing import PackedTensor, row_bytes
 from bench_suite.engine.profile import stage
+from bench_suite.restricted_unpickle import restricted_pickle_module
 
 F32 = np.float32
 #: stage names for :mod:`bench_suite.engine.profile`
@@ -209,7 +210,8 @@ class IntModel:
 
 
 def load(path) -> IntModel:
-    d = torch.load(path, weights_only=False)
+    # a model file may come from anyone: numpy arrays and plain values only, no code
+    d = torch.load(path, pickle_module=restricted_pickle_module(path))
     classes = {c.kind: c for c in (IntGCN, IntDecoupled)}
     if d.get("kind") not in classes:
         raise ValueError(f"{path}: unknown integer model kind {d.get('kind')!r}; valid: {', '.join(classes)}")

@@ -41,13 +41,24 @@ class Store:
         return not self.train and not self.speed
 
 
-def _kind(rec: Dict[str, Any]) -> Optional[str]:
+def _kind(rec: Any, path: Path) -> Tuple[Optional[str], str]:
+    """``("train" | "speed", "")`` for a record, ``(None, why not)`` for anything else.
+
+    Training records are judged by :func:`bench_suite.runner.store.record_problem`, as ``run``
+    and ``status`` judge them; one without a status is a bare ``train.run`` record (no runner
+    fields) and judged as one found outside a store.
+    """
+    from bench_suite.runner.store import record_problem
+
+    if not isinstance(rec, dict):
+        return None, "not a run record (not a JSON object)"
     kind = rec.get("kind")
-    if kind in ("train", "speed"):
-        return kind
-    if kind is None and isinstance(rec.get("spec"), dict) and ("metrics" in rec or "status" in rec):
-        return "train"  # a bare train.run record (no runner fields)
-    return None
+    if kind == "speed":
+        return "speed", ""
+    if kind not in (None, "train"):
+        return None, f"not a run record (kind {kind!r})"
+    problem = record_problem(rec, path, stored="status" in rec)
+    return (None, problem) if problem else ("train", "")
 
 
 def load_store(roots: Sequence[str | Path]) -> Store:
@@ -69,9 +80,9 @@ def load_store(roots: Sequence[str | Path]) -> Store:
             except (OSError, ValueError) as exc:
                 store.skipped.append((str(path), f"unreadable JSON: {exc}"))
                 continue
-            kind = _kind(rec) if isinstance(rec, dict) else None
+            kind, problem = _kind(rec, path)
             if kind is None:
-                store.skipped.append((str(path), "not a run record (no kind/spec)"))
+                store.skipped.append((str(path), problem))
                 continue
             rec = dict(rec)
             rec["_matrix"] = path.parent.name

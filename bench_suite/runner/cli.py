@@ -44,16 +44,19 @@ EXECUTOR_OPTIONS = {"workers": "workers", "threads": "threads", "scheduler": "sc
 
 
 def build_executor(args: argparse.Namespace, matrix_name: str):
-    from bench_suite.registry import EXECUTORS, RegistryError
+    from bench_suite.registry import EXECUTORS, RegistryError, range_message
 
-    accepted = {p.name for p in EXECUTORS.params(EXECUTORS.entry(args.executor, "--executor").key)}
+    accepted = {p.name: p for p in EXECUTORS.params(EXECUTORS.entry(args.executor, "--executor").key)}
     params: Dict[str, Any] = {}
     for opt, kw in EXECUTOR_OPTIONS.items():
         value = getattr(args, opt)
+        option = f"--{opt.replace('_', '-')}"
+        if kw in accepted and accepted[kw].range is not None and value not in accepted[kw].range:
+            raise RegistryError(range_message(option, value, accepted[kw].range, owner=f"executor {args.executor!r}"))
         if value is None or (value == 0 and opt in ("workers", "threads")):
             continue
         if kw not in accepted:
-            raise RegistryError(f"option --{opt.replace('_', '-')}={value!r} does not apply to executor "
+            raise RegistryError(f"option {option}={value!r} does not apply to executor "
                                 f"{args.executor!r}; it accepts: {', '.join(sorted(accepted)) or '(nothing)'}")
         params[kw] = value
     if "folder" in accepted and "folder" not in params:
@@ -65,10 +68,14 @@ def build_executor(args: argparse.Namespace, matrix_name: str):
 
 
 def check_dataset_files(specs, data_dir, download: bool) -> None:
-    """Stop before any run when a dataset the pending runs need has missing files (stat only).
+    """Stop before any run when a dataset the pending runs need has missing, unreadable or refused
+    files: each is read once here (``check_readable``, which fills the loaders' caches for the
+    workers), so a truncated file is one error now instead of one failed record per run.
 
-    Datasets that are not file-backed (csbm, plugins without ``check_files``) pass.
+    Datasets that are not file-backed (csbm) pass; a plugin dataset is checked with
+    ``check_readable`` or else ``check_files`` when it has one.
     """
+    from bench_suite.data.datasets import clear_memory_cache
     from bench_suite.registry import DATASETS
 
     seen = set()
@@ -80,9 +87,10 @@ def check_dataset_files(specs, data_dir, download: bool) -> None:
             continue
         seen.add(key)
         ds = DATASETS.create(name, data_dir=data_dir, download=download, **params)
-        check = getattr(ds, "check_files", None)
+        check = getattr(ds, "check_readable", None) or getattr(ds, "check_files", None)
         if check is not None:
             check()
+    clear_memory_cache()  # the runner itself trains nothing: keep no graph in memory
 
 
 def _without_record(specs, status):
@@ -95,7 +103,11 @@ def execute(args: argparse.Namespace) -> int:
     from bench_suite.runner.reuse import check_sources, find_reusable, reuse_records
     from bench_suite.runner.session import plan, run_specs
     from bench_suite.runner.store import ResultStore
+    from bench_suite.spec import SpecError
 
+    if args.timeout is not None and not args.timeout > 0:
+        raise SpecError(f"--timeout {args.timeout:g} is not valid: give a positive number of seconds per run "
+                        "(or leave it out for no limit)")
     matrix = load_matrix(args.matrix)
     specs = expand_matrix(matrix, parse_overrides(args.overrides), parse_only(args.only))
     store = ResultStore(Path(args.results) / matrix.name)
@@ -112,10 +124,13 @@ def execute(args: argparse.Namespace) -> int:
               + f"; {len(p.todo) - len(reusable)} would run", file=sys.stderr)
         return 0
     executor = build_executor(args, matrix.name)
+    reusable = find_reusable(_without_record(specs, store.scan()), sources) if sources else {}
+    check_dataset_files([s for s in plan(specs, store, args.retry_failed).todo if s.run_id not in reusable],
+                        args.data_dir, args.download)
+    store.check_writable()
     if sources:
         copied = reuse_records(_without_record(specs, store.scan()), store, sources, matrix.name)
         print(f"reused {len(copied)} finished records from {', '.join(map(str, sources))}", file=sys.stderr)
-    check_dataset_files(plan(specs, store, args.retry_failed).todo, args.data_dir, args.download)
     print(f"matrix {matrix.name}: {len(specs)} runs -> {store.root} on {args.executor}", file=sys.stderr)
     summary = run_specs(specs, store, executor, plugins=args.plugin, data_dir=args.data_dir, download=args.download,
                         timeout=args.timeout, retry_failed=args.retry_failed, matrix=matrix.name,

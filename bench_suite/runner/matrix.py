@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -31,10 +32,12 @@ import yaml
 
 from bench_suite.defaults import apply_defaults
 from bench_suite.registry import REGISTRIES, RegistryError, unknown_message
-from bench_suite.spec import RunSpec, SpecError, parse_value, resolve_spec
+from bench_suite.spec import RunSpec, SpecError, parse_assignments, parse_value, resolve_spec
 
 MATRIX_KEYS = ("name", "description", "seeds", "fixed", "axes", "include", "exclude", "defaults")
 DEFAULT_SEEDS = tuple(range(10))
+#: a matrix name is a folder name under ``--results``: a plain identifier, never a path
+MATRIX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: flat keys whose values name a plugin, checked in ``defaults`` sections
 _PLUGIN_KEYS = {"dataset": "datasets", "model": "models", "propagation": "propagations",
                 "quant": "quantizers", "transform": "transforms"}
@@ -126,8 +129,20 @@ def parse_matrix(raw: Any, path: Path) -> Matrix:
                 except RegistryError as exc:
                     raise MatrixError(str(exc)) from None
             _mapping(settings, f"{where}: defaults.{key}.{value}")
-    return Matrix(name=str(raw.get("name") or path.stem), path=path, seeds=tuple(seeds), fixed=fixed, axes=axes,
+    return Matrix(name=matrix_name(raw.get("name"), path), path=path, seeds=tuple(seeds), fixed=fixed, axes=axes,
                   include=include, exclude=exclude, defaults=defaults, description=str(raw.get("description", "")))
+
+
+def matrix_name(name: Any, path: Path) -> str:
+    """The matrix's ``name:`` (else the file's stem), checked to be a plain identifier: records go
+    to ``RESULTS/<name>/``, so a name with a separator or ``..`` would write outside ``--results``."""
+    text = str(path.stem if name is None or name == "" else name)
+    if not MATRIX_NAME.fullmatch(text) or ".." in text:
+        source = f"name: in matrix {path}" if name not in (None, "") else f"the file name of matrix {path}"
+        raise MatrixError(f"matrix name {text!r} (from {source}) is not valid: it names the folder RESULTS/<name>/, "
+                          "so use letters, digits, '_', '-' and '.' only, starting with a letter or digit, "
+                          "without '..'")
+    return text
 
 
 def _mapping(value: Any, where: str) -> Dict[str, Any]:
@@ -287,10 +302,4 @@ def expand_matrix(m: Matrix | str | Path, overrides: Optional[Mapping[str, Any]]
 
 
 def parse_overrides(items: Iterable[str], where: str = "command line") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise SpecError(f"argument {item!r} ({where}) is not key=value")
-        k, _, v = item.partition("=")
-        out[k.strip()] = parse_value(v.strip())
-    return out
+    return {k: parse_value(v) for k, v in parse_assignments(items, where).items()}

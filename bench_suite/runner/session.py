@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from bench_suite.env import environment
 from bench_suite.runner.executors import Executor
-from bench_suite.runner.store import ResultStore, sweep_stale_claims, utc_now
+from bench_suite.runner.store import ResultStore, StoreWriteError, sweep_stale_claims, utc_now
 from bench_suite.runner.worker import WorkerConfig, base_record
 from bench_suite.spec import RunSpec
 
@@ -56,13 +56,17 @@ class Summary:
 def run_specs(specs: Sequence[RunSpec], store: ResultStore, executor: Executor, *, plugins: Sequence[str] = (),
               data_dir: Optional[str] = None, download: bool = False, timeout: Optional[float] = None,
               retry_failed: bool = False, matrix: str = "", progress: bool = True,
-              log=sys.stderr) -> Summary:
-    """Run every pending spec (and failed ones with ``retry_failed``); Ctrl-C stops cleanly."""
+              log=None) -> Summary:
+    """Run every pending spec (and failed ones with ``retry_failed``); Ctrl-C stops cleanly.
+    Messages go to ``log`` (default: the ``sys.stderr`` of the moment of the call)."""
+    log = sys.stderr if log is None else log
     t0 = time.perf_counter()
     sweep_stale_claims(store.root)
+    store.sweep_temp_files()
     p = plan(specs, store, retry_failed)
     for run_id, reason in p.corrupt.items():
-        print(f"warning: {reason}; the run will be repeated", file=log)
+        print(f"warning: {reason}; the run will be repeated (the file is kept as "
+              f"{store.path(run_id).name}.corrupt)", file=log)
     skipped = len(p.specs) - len(p.todo)
     if skipped:
         print(f"{skipped} of {len(p.specs)} runs already finished in {store.root}, skipping them", file=log)
@@ -78,7 +82,7 @@ def run_specs(specs: Sequence[RunSpec], store: ResultStore, executor: Executor, 
     try:
         for canonical, outcome in executor.run([s.canonical for s in p.todo], cfg):
             if isinstance(outcome, BaseException):
-                status = _record_lost(store, by_canonical[canonical], cfg, outcome)
+                status = _record_lost(store, by_canonical[canonical], cfg, outcome, log)
             else:
                 status = outcome["status"]
                 summary.run_seconds.append(float(outcome.get("seconds", 0.0)))
@@ -100,8 +104,9 @@ def run_specs(specs: Sequence[RunSpec], store: ResultStore, executor: Executor, 
     return summary
 
 
-def _record_lost(store: ResultStore, spec: RunSpec, cfg: WorkerConfig, exc: BaseException) -> str:
-    """A task lost with its worker: keep a record the worker wrote this session, else write a failed one."""
+def _record_lost(store: ResultStore, spec: RunSpec, cfg: WorkerConfig, exc: BaseException, log=None) -> str:
+    """A task lost with its worker: keep a record the worker wrote this session, else write a failed one
+    (when even that cannot be written, e.g. a full disk, say so in one line: the run stays pending)."""
     old = store.read(spec.run_id)
     if old is not None and old.get("session") == cfg.session:
         return old["status"]
@@ -109,7 +114,11 @@ def _record_lost(store: ResultStore, spec: RunSpec, cfg: WorkerConfig, exc: Base
     rec.update({"status": "failed", "finished": utc_now(), "timings": {}, "env": environment(),
                 "error": {"type": type(exc).__name__, "message": str(exc),
                           "traceback": "".join(traceback.format_exception(exc))}})
-    store.write(rec)
+    try:
+        store.write(rec)
+    except OSError as write_exc:
+        print(f"error: {spec.label()}: {type(exc).__name__}: {exc}; its failed record could not be written either "
+              f"({StoreWriteError(store.root, write_exc)}); the run stays pending", file=log or sys.stderr)
     return "failed"
 
 

@@ -4,7 +4,9 @@ A record is written once, by whoever ran the spec (a local worker, a dask worker
 Slurm job), through a temporary file in the same directory, ``fsync`` and
 ``os.replace`` — so a killed runner leaves either the whole record or none, and an
 interrupted matrix resumes by skipping every run whose record says ``ok``.
-A file that cannot be read as a record is reported and treated as pending.
+What a valid record holds is defined once, by :func:`record_problem`, for ``run``, ``status``
+and ``report`` alike.  A file that is not a valid record is corrupt: reported, treated as
+pending, and moved aside to ``<run_id>.json.corrupt`` by the worker that re-runs it.
 
 Several runners may work on one store at once (two terminals, Slurm jobs on a shared file
 system): a worker first *claims* its run, ``<root>/.claims/<run_id>``, created exclusively
@@ -68,19 +70,81 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         pass
 
 
+class StoreWriteError(OSError):
+    """The store's folder cannot be created or written (read-only, full, ``--results`` naming a file)."""
+
+    def __init__(self, root: Path, exc: OSError) -> None:
+        self.root = Path(root)
+        self.cause = exc
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(root) else ""
+        super().__init__(exc.errno, f"cannot write records to {root}: {exc.strerror or exc}{where}")
+
+    def __str__(self) -> str:  # OSError would prefix "[Errno n]"
+        return str(self.args[1])
+
+    def __reduce__(self):  # picklable across process boundaries (executors)
+        return (type(self), (self.root, self.cause))
+
+
 class CorruptRecord(ValueError):
-    """A record file that is not valid JSON or lacks the record keys."""
+    """A record file that is not valid JSON or not a valid run record (:func:`record_problem`)."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_problem(rec: Any, path: Optional[Path] = None, *, stored: bool = True) -> str:
+    """Why ``rec`` is not a valid run record, or ``""`` when it is.
+
+    A run record, as :mod:`bench_suite.runner.worker` writes it, is a JSON object with
+
+    * ``run_id``: a string, the record's file name without ``.json`` (when read from ``path``);
+    * ``status``: one of :data:`FINISHED`;
+    * ``spec``: the resolved spec, an object whose ``dataset``, ``model`` and ``train``
+      sections are objects (dataset and model with a ``name``);
+    * ``metrics`` with a numeric ``test_acc`` when ``ok``; an ``error`` when failed or timed out.
+
+    ``stored=False`` judges a record found outside a store (the output of ``bench-suite train``,
+    or of an older suite): ``run_id``, ``status`` and the ``train`` section may be missing, and a
+    missing status means ``ok``.
+    """
+    if not isinstance(rec, dict):
+        return f"not a run record (a JSON {type(rec).__name__}, expected an object)"
+    run_id = rec.get("run_id")
+    if stored or run_id is not None:
+        if not isinstance(run_id, str) or not run_id:
+            return f"not a run record (run_id {run_id!r} is not a non-empty string)"
+        if path is not None and run_id != Path(path).stem:
+            return f"holds run_id {run_id!r}, expected {Path(path).stem!r} (its file name)"
+    status = rec.get("status", None if stored else "ok")
+    if status not in FINISHED:
+        return f"not a run record (status {status!r}, expected one of {', '.join(FINISHED)})"
+    spec = rec.get("spec")
+    sections = ("dataset", "model", "train") if stored else ("dataset", "model")
+    if not isinstance(spec, dict) or not all(isinstance(spec.get(k), dict) for k in sections):
+        return f"not a run record (spec must be an object with {', '.join(sections)} sections)"
+    for k in ("dataset", "model"):
+        if not isinstance(spec[k].get("name"), str):
+            return f"not a run record (spec.{k} has no name)"
+    if status == "ok":
+        metrics = rec.get("metrics")
+        if not isinstance(metrics, dict) or not _is_number(metrics.get("test_acc")):
+            return "an ok record without a numeric metrics.test_acc"
+    elif not rec.get("error"):
+        return f"a {status} record without an error"
+    return ""
 
 
 def read_record(path: Path) -> Dict[str, Any]:
+    """The valid run record in ``path``; :class:`CorruptRecord` naming the file and the problem otherwise."""
     try:
         rec = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptRecord(f"{path}: unreadable record ({exc})") from None
-    if not isinstance(rec, dict) or rec.get("status") not in FINISHED or "run_id" not in rec:
-        raise CorruptRecord(f"{path}: not a run record (needs run_id and status in {FINISHED})")
-    if rec["run_id"] != Path(path).stem:
-        raise CorruptRecord(f"{path}: holds run_id {rec['run_id']!r}, expected {Path(path).stem!r}")
+    problem = record_problem(rec, path)
+    if problem:
+        raise CorruptRecord(f"{path}: {problem}")
     return rec
 
 
@@ -108,9 +172,10 @@ class ResultStore:
         return self.root / f"{run_id}.json"
 
     def write(self, record: Mapping[str, Any]) -> Path:
-        if record.get("status") not in FINISHED or not record.get("run_id"):
-            raise ValueError(f"record must have run_id and status in {FINISHED}, got "
-                             f"run_id={record.get('run_id')!r} status={record.get('status')!r}")
+        """Write ``record`` as ``<run_id>.json``; a record that would read back as corrupt is a ValueError."""
+        problem = record_problem(dict(record))
+        if problem:
+            raise ValueError(f"refusing to write record {record.get('run_id')!r} to {self.root}: {problem}")
         path = self.path(record["run_id"])
         write_json_atomic(path, dict(record))
         return path
@@ -125,6 +190,50 @@ class ResultStore:
         except CorruptRecord as exc:
             warnings.warn(f"{exc}; treating the run as pending", stacklevel=2)
             return None
+
+    def set_aside(self, run_id: str) -> Optional[Path]:
+        """Move the record file of ``run_id`` to ``<run_id>.json.corrupt`` when it is corrupt (the run is
+        about to be repeated; the file stays for inspection, outside every ``*.json`` listing).
+        Returns the new path, or None when the file is missing or a valid record."""
+        path = self.path(run_id)
+        try:
+            read_record(path)
+            return None
+        except CorruptRecord:
+            if not path.exists():
+                return None
+        aside = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return None
+        return aside
+
+    def check_writable(self) -> None:
+        """Create the store's folder and a temporary file in it now: an unwritable ``--results`` is one
+        :class:`StoreWriteError` before any run instead of a lost record per run."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=self.root)
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as exc:
+            raise StoreWriteError(self.root, exc) from None
+
+    def sweep_temp_files(self, older_than_s: float = CLAIM_STALE_S) -> int:
+        """Remove the ``.*.tmp`` files a killed writer left (untouched for ``older_than_s`` seconds, so a
+        write in progress by another runner is never cut short); returns how many."""
+        if not self.root.is_dir():
+            return 0
+        n, now = 0, time.time()
+        for p in self.root.glob(".*.tmp"):
+            try:
+                if now - p.stat().st_mtime > older_than_s:
+                    p.unlink()
+                    n += 1
+            except FileNotFoundError:
+                pass
+        return n
 
     def files(self) -> List[Path]:
         if not self.root.is_dir():

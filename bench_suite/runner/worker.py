@@ -218,6 +218,7 @@ def execute_spec(canonical: str, cfg: WorkerConfig | Dict[str, Any]) -> Dict[str
         if done is not None:
             return done
         claim.heartbeat()
+        store.set_aside(spec.run_id)  # a corrupt record file is kept for inspection, not overwritten
         return _execute(spec, store, cfg)
     finally:
         claim.release()
