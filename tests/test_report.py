@@ -379,3 +379,22 @@ def test_smp_constraint_per_step_is_read_from_the_records_and_drawn_for_deep_smp
     # the figure is drawn for K = 16, not for K = 2 (below min_depth)
     assert (rendered / "figures" / "smp_constraint_cora_K16.png").is_file()
     assert not (rendered / "figures" / "smp_constraint_cora_K2.png").exists()
+
+
+def test_report_defaults_to_each_datasets_own_metric(tmp_path):
+    """A binary dataset's records hold ROC-AUC as their ``test_score``: the tables show it by default,
+    not the accuracy (which the majority class makes high); ``--metric test_acc`` still shows accuracy."""
+    d = tmp_path / "results" / "fixture"
+    d.mkdir(parents=True)
+    for seed in fx.SEEDS:
+        rec = fx.train_record("gcn", "FP32", 2, seed)
+        rec["spec"]["dataset"]["name"] = "minesweeper"
+        rec["run_id"] = f"{seed:016x}"
+        rec["metrics"].update({"metric": "roc_auc", "test_acc": 0.80, "test_roc_auc": 0.9, "test_score": 0.9,
+                               "train_score": 0.95})
+        (d / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    render_report([d], tmp_path / "out", figures=False)
+    table = (tmp_path / "out" / "tables" / "acc_by_depth_minesweeper_fp32.md").read_text()
+    assert "90.0 ± 0.0" in table and "80.0" not in table
+    render_report([d], tmp_path / "acc", figures=False, metric="test_acc")
+    assert "80.0 ± 0.0" in (tmp_path / "acc" / "tables" / "acc_by_depth_minesweeper_fp32.md").read_text()
