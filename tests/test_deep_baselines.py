@@ -232,11 +232,23 @@ def test_jknet_matches_jumping_knowledge_rule(mode):
         np.testing.assert_allclose(model(g, x).numpy(), expected, **TOL)
 
 
-def test_dropedge_drops_about_p_and_keeps_symmetry():
+def test_dropedge_as_the_authors_sample_keeps_a_fraction_of_directed_entries():
+    """randomedge_sampler keeps int(nnz * (1 - p)) entries of the symmetric adjacency, each direction
+    on its own: some edges keep one direction only."""
+    graph, _, _ = testing.tiny_graph(n=200)
+    torch.manual_seed(0)
+    out = DropEdge(p=0.4)(graph)
+    pairs = set(zip(*(e.tolist() for e in out.edges())))
+    assert out.num_edges() == int(graph.num_edges() * 0.6) and len(pairs) == out.num_edges()
+    assert pairs <= set(zip(*(e.tolist() for e in graph.edges())))
+    assert any((v, u) not in pairs for u, v in pairs)  # not symmetric
+
+
+def test_symmetric_dropedge_drops_about_p_and_keeps_symmetry():
     graph, _, _ = testing.tiny_graph(n=200)
     und = graph.num_edges() // 2
     torch.manual_seed(0)
-    t = DropEdge(p=0.4)
+    t = DropEdge(p=0.4, symmetric=True)
     out = t(graph)
     src, dst = out.edges()
     pairs = set(zip(src.tolist(), dst.tolist()))
@@ -270,7 +282,7 @@ def test_dropedge_is_applied_to_training_epochs_only():
         DropEdge.__call__ = orig
     assert len(seen) == 3 and rec["metrics"]["epochs_run"] == 3
     full = rec["data"]["edges"]  # directed edge count of the symmetric graph
-    assert all(e == 2 * (full // 2 - round(0.5 * (full // 2))) for e in seen)
+    assert all(e == int(full * 0.5) for e in seen)  # the authors' sampler: int(nnz * (1 - p)) entries kept
     assert TRANSFORMS.get("dropedge") is DropEdge
 
 
