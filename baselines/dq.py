@@ -32,6 +32,7 @@ from torch import Tensor
 from bench_suite.quant.base import NODE_ROLES
 from bench_suite.quant.ranges import TrackedRangeQuantizer
 from bench_suite.registry import QUANTIZERS
+from bench_suite.sparse import aminmax, implicit_zeros, is_sparse, values_at
 
 #: Percentile p per bit width (p-th and (1−p)-th quantiles); INT2's is the suite's choice.
 DEFAULT_PERCENTILE: Dict[int, float] = {8: 0.001, 4: 0.01, 2: 0.05}
@@ -55,21 +56,51 @@ def sample_quantiles(x: Tensor, p: float, sample_size: int) -> Tuple[Tensor, Ten
     of the sample are those ``torch.kthvalue`` returns (exact values, so the result does not
     depend on the method).  A float CPU sample is selected with one ``np.partition`` for both
     (~3x faster than two ``kthvalue`` calls; a deep GNN calls this ~100 times a step).
+
+    A sparse CSR ``x`` is sampled over all its entries, implicit zeros included (the same random
+    indices, hence the same sample, as its dense form); without sampling its quantiles are exact
+    (:func:`sparse_quantiles`).
     """
-    v = x.detach().reshape(-1)
+    if is_sparse(x):
+        if x.numel() <= sample_size:
+            return sparse_quantiles(x, p)
+        v = values_at(x, torch.randint(0, x.numel(), (sample_size,)))
+    else:
+        v = x.detach().reshape(-1)
     if v.numel() > sample_size:
         idx = torch.randint(0, v.numel(), (sample_size,), device=v.device)
         if v.device.type == "cpu" and v.dtype in _NP_SELECT:
             v = torch.from_numpy(v.contiguous().numpy()[idx.numpy()])
         else:
             v = v[idx]
-    n = v.numel()
-    k_lo = min(max(int(round(p * (n - 1))) + 1, 1), n)
-    k_hi = min(max(int(round((1.0 - p) * (n - 1))) + 1, 1), n)
+    k_lo, k_hi = _order_ranks(v.numel(), p)
     if v.device.type == "cpu" and v.dtype in _NP_SELECT and not torch.isnan(v).any():
         part = np.partition(v.contiguous().numpy(), (k_lo - 1, k_hi - 1))
         return torch.tensor(part[k_lo - 1], dtype=v.dtype), torch.tensor(part[k_hi - 1], dtype=v.dtype)
     return torch.kthvalue(v, k_lo).values, torch.kthvalue(v, k_hi).values
+
+
+def _order_ranks(n: int, p: float) -> Tuple[int, int]:
+    """The 1-based ranks of the p-th and (1−p)-th quantiles among n values (as ``kthvalue`` takes them)."""
+    return (min(max(int(round(p * (n - 1))) + 1, 1), n), min(max(int(round((1.0 - p) * (n - 1))) + 1, 1), n))
+
+
+def sparse_quantiles(x: Tensor, p: float) -> Tuple[Tensor, Tensor]:
+    """The p-th and (1−p)-th quantiles of every entry of CSR ``x`` (the same order statistics as
+    :func:`sample_quantiles` of its dense form), counting the implicit zeros instead of listing them:
+    sorted, the entries are the negative stored values, the zeros, then the other stored values."""
+    v = torch.sort(x.values().detach().reshape(-1)).values
+    nz = implicit_zeros(x)
+    neg = int((v < 0).sum())
+
+    def kth(k: int) -> Tensor:
+        if k <= neg:
+            return v[k - 1].clone()
+        if k <= neg + nz:
+            return torch.zeros((), dtype=v.dtype)
+        return v[k - 1 - nz].clone()
+
+    return tuple(kth(k) for k in _order_ranks(x.numel(), p))
 
 
 #: dtypes :func:`sample_quantiles` selects with numpy (elsewhere: ``torch.kthvalue``).
@@ -134,7 +165,7 @@ class DegreeQuantQuantizer(TrackedRangeQuantizer):
     def observe(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         lo, hi = sample_quantiles(x, self.percentile, self.sample_size)
         if self.fallback == "minmax" and bool(lo == hi):
-            lo, hi = torch.aminmax(x)
+            lo, hi = aminmax(x)
         return lo, hi
 
     def protective_mask(self, graph: Any) -> Tensor:

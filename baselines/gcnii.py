@@ -13,6 +13,7 @@ from bench_suite.nn.layers import QLinear, make_quantizers
 from bench_suite.nn.models import GraphModel, check_depth
 from bench_suite.quant.base import QuantFactory, quantized_matmul
 from bench_suite.registry import MODELS
+from bench_suite.sparse import dropout
 
 
 def gcnii_beta(lam: float, layer: int) -> float:
@@ -63,6 +64,8 @@ class GCNII(GraphModel):
     linear ones (5e-4); the suite's trainer has one weight decay for all weights.
     """
 
+    sparse_input = True
+
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
                  hidden: int = 64, dropout: float = 0.6, alpha: float = 0.1, lamda: float = 0.5):
         self.validate_params(hidden=hidden, dropout=dropout, alpha=alpha, lamda=lamda)
@@ -84,7 +87,7 @@ class GCNII(GraphModel):
             raise ValueError(f"gcnii lamda={lamda!r} must be > 0 (β_l = log(lamda/l + 1))")
 
     def forward(self, g: dgl.DGLGraph, x: Tensor, return_hidden: bool = False):
-        h0 = F.relu(self.lin_in(F.dropout(x, self.dropout, self.training)))
+        h0 = F.relu(self.lin_in(dropout(x, self.dropout, self.training)))
         h, hidden = h0, []
         for layer in self.layers:
             h = F.relu(layer(g, F.dropout(h, self.dropout, self.training), h0))

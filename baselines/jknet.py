@@ -11,6 +11,7 @@ from bench_suite.nn.layers import QGraphConv, QLinear
 from bench_suite.nn.models import GraphModel, check_depth
 from bench_suite.quant.base import QuantFactory
 from bench_suite.registry import MODELS
+from bench_suite.sparse import dropout
 
 JK_MODES = ("concat", "max")
 
@@ -27,6 +28,8 @@ class JKNet(GraphModel):
 
     Hidden states: the L layer outputs.
     """
+
+    sparse_input = True
 
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
                  hidden: int = 64, dropout: float = 0.5, mode: str = "concat", norm: str = "sym"):
@@ -49,7 +52,7 @@ class JKNet(GraphModel):
     def forward(self, g: dgl.DGLGraph, x: Tensor, return_hidden: bool = False):
         hidden, h = [], x
         for layer in self.layers:
-            h = F.relu(layer(g, F.dropout(h, self.dropout, self.training)))
+            h = F.relu(layer(g, dropout(h, self.dropout, self.training)))
             hidden.append(h)
         z = torch.cat(hidden, 1) if self.mode == "concat" else torch.stack(hidden, 0).amax(0)
         logits = self.out(F.dropout(z, self.dropout, self.training))

@@ -10,6 +10,7 @@ from bench_suite.nn.layers import QGraphConv
 from bench_suite.nn.models import GraphModel, check_depth, widths
 from bench_suite.quant.base import QuantFactory
 from bench_suite.registry import MODELS
+from bench_suite.sparse import dropout
 
 PN_MODES = ("PN", "PN-SI", "PN-SCS", "None")
 PN_EPS = 1e-6
@@ -61,6 +62,8 @@ class PairNormGCN(GraphModel):
     normalized adjacency") and initialises U(±1/√out) (``init="uniform"``).  ``mode`` is PN, PN-SI or PN-SCS (or None), ``scale`` is s.
     """
 
+    sparse_input = True
+
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
                  hidden: int = 64, dropout: float = 0.5, mode: str = "PN", scale: float = 1.0,
                  norm: str = "row", init: str = "uniform"):
@@ -87,7 +90,7 @@ class PairNormGCN(GraphModel):
         hidden, h = [], x
         last = len(self.layers) - 1
         for k, layer in enumerate(self.layers):
-            h = layer(g, F.dropout(h, self.dropout, self.training))
+            h = layer(g, dropout(h, self.dropout, self.training))
             if k < last:
                 h = F.relu(self.norm(h))
             hidden.append(h)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Tuple
 
-import torch
 from torch import Tensor
 
 from bench_suite.quant.ranges import TrackedRangeQuantizer
 from bench_suite.registry import QUANTIZERS
+from bench_suite.sparse import aminmax
 
 
 @QUANTIZERS.register("qat")
@@ -33,4 +33,4 @@ class QATQuantizer(TrackedRangeQuantizer):
         super().__init__(bits, role, momentum=momentum)
 
     def observe(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        return torch.aminmax(x)
+        return aminmax(x)

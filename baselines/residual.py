@@ -32,6 +32,8 @@ class ResGCN(GraphModel):
     Hidden states: every layer's output.
     """
 
+    sparse_input = True
+
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
                  hidden: int = 64, dropout: float = 0.5, block: int = 0, init: str = "uniform",
                  norm: str = "sym"):

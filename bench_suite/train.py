@@ -23,6 +23,7 @@ from bench_suite.env import environment
 from bench_suite.nn.graph import layer_metrics, prepare_graph
 from bench_suite.quant.base import QuantFactory, Quantizer
 from bench_suite.registry import MODELS, TRANSFORMS
+from bench_suite.sparse import features_for
 from bench_suite.spec import RunSpec
 
 
@@ -114,7 +115,7 @@ def scores(logits: torch.Tensor, data: GraphData, split: str) -> Dict[str, float
 def fit(model: torch.nn.Module, data: GraphData, cfg, transform=None, progress=None) -> Dict[str, Any]:
     """Train ``model`` on ``data``; returns metrics and leaves the best state loaded."""
     g = prepare_graph(data.graph)
-    x, y = data.features, data.labels
+    x, y = features_for(model, data.features), data.labels
     train_idx = data.train_mask & (y >= 0)
     opt = optimizer_for(model, cfg)
     best = (-1.0, math.inf)
@@ -172,7 +173,7 @@ def evaluate_layers(model: torch.nn.Module, data: GraphData) -> list:
     g = prepare_graph(data.graph)
     model.eval()
     with torch.no_grad():
-        _, hidden = model(g, data.features, return_hidden=True)
+        _, hidden = model(g, features_for(model, data.features), return_hidden=True)
     return layer_metrics(g, hidden)
 
 

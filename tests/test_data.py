@@ -64,8 +64,9 @@ def test_all_datasets_registered():
         "minesweeper", "tolokers", "ogbn-arxiv", "ogbn-products", "csbm",
     }
     assert expected <= set(DATASETS.keys())
-    assert {p.name for p in DATASETS.params("cora")} == {"split"}
-    assert {p.name for p in DATASETS.params("texas")} == {"split_index"}
+    assert {p.name for p in DATASETS.params("cora")} == {"split", "sparse_features"}
+    assert {p.name for p in DATASETS.params("texas")} == {"split_index", "sparse_features"}
+    assert all("sparse_features" in {p.name for p in DATASETS.params(k)} for k in DATASETS.keys())
 
 
 def test_unknown_dataset_lists_valid_names():

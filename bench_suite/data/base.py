@@ -40,7 +40,7 @@ class GraphData:
 
     name: str
     graph: "dgl.DGLGraph"  # noqa: F821
-    features: torch.Tensor  # float32 [N, F]
+    features: torch.Tensor  # float32 [N, F]; a CSR tensor if loaded with sparse_features=True
     labels: torch.Tensor  # int64 [N]; -1 for unlabelled nodes
     train_mask: torch.Tensor  # bool [N]
     val_mask: torch.Tensor

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from bench_suite.nn.graph import check_adj_norm, normalized_aggregate
 from bench_suite.quant.base import ROLES, QuantFactory, RoleQuantizers, quantized_matmul
+from bench_suite.sparse import dropout
 
 
 def make_quantizers(quant: QuantFactory, layer, roles=ROLES) -> RoleQuantizers:
@@ -120,8 +121,9 @@ class QGATConv(nn.Module):
         nn.init.zeros_(self.bias)
 
     def forward(self, g: dgl.DGLGraph, x: Tensor) -> Tensor:
-        x = self.q["input"](self.feat_drop(x))
-        h = self.q["feature"](x @ self.q["weight"](self.weight)).view(-1, self.heads, self.out_dim)
+        x = dropout(x, self.feat_drop.p, self.training)
+        h = self.q["feature"](quantized_matmul(self.q["input"], x, self.q["weight"], self.weight))
+        h = h.view(-1, self.heads, self.out_dim)
         with g.local_scope():
             g.ndata["el"] = (h * self.attn_l).sum(-1, keepdim=True)
             g.ndata["er"] = (h * self.attn_r).sum(-1, keepdim=True)

@@ -3,7 +3,8 @@
 Every model is built as ``cls(in_dim, num_classes, depth, quant, **params)`` and
 called as ``model(g, x, return_hidden=False)`` on a prepared graph; with
 ``return_hidden=True`` it also returns the per-layer node representations that
-the oversmoothing metrics read.
+the oversmoothing metrics read.  A model with ``sparse_input = True`` also takes ``x``
+as a CSR tensor (sparse features, :mod:`bench_suite.sparse`); the others are given it dense.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from bench_suite.nn.layers import QGATConv, QGraphConv, QLinear, QSAGEConv
 from bench_suite.quant.base import QuantFactory
 from bench_suite.registry import MODELS, PROPAGATIONS
+from bench_suite.sparse import dropout
 
 MAX_DEPTH = 128
 
@@ -29,6 +31,10 @@ def check_depth(depth: int, model: str) -> int:
 
 class GraphModel(nn.Module):
     """Base class: ``forward(g, x, return_hidden=False)`` and optional run extras."""
+
+    #: whether ``forward`` takes the features as a CSR tensor: true when ``x`` only meets
+    #: :func:`bench_suite.sparse.dropout` and a first layer's :func:`quantized_matmul`
+    sparse_input: bool = False
 
     def extra_metrics(self) -> dict:
         """Model-specific values recorded with a run (e.g. SMP's multipliers)."""
@@ -52,6 +58,8 @@ class DeepGCN(GraphModel):
     :class:`~bench_suite.nn.layers.QGraphConv`.
     """
 
+    sparse_input = True
+
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
                  hidden: int = 64, dropout: float = 0.5, input_dropout: bool = True,
                  init: str = "xavier", norm: str = "sym"):
@@ -68,7 +76,7 @@ class DeepGCN(GraphModel):
         h = x
         for k, layer in enumerate(self.layers):
             if k > 0 or getattr(self, "input_dropout", True):
-                h = F.dropout(h, self.dropout, self.training)
+                h = dropout(h, self.dropout, self.training)
             h = layer(g, h)
             hidden.append(h)
             if k < len(self.layers) - 1:
@@ -79,6 +87,8 @@ class DeepGCN(GraphModel):
 @MODELS.register("gat")
 class DeepGAT(GraphModel):
     """GAT (Veličković et al. 2018): ``heads`` attention heads in hidden layers, one head at the output."""
+
+    sparse_input = True
 
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
                  hidden: int = 8, heads: int = 8, dropout: float = 0.6, attn_dropout: float = 0.6):
@@ -106,7 +116,11 @@ class DeepGAT(GraphModel):
 
 @MODELS.register("sage")
 class DeepSAGE(GraphModel):
-    """GraphSAGE with the mean aggregator (Hamilton et al. 2017), full-batch."""
+    """GraphSAGE with the mean aggregator (Hamilton et al. 2017), full-batch.
+
+    Dense input only: the first layer averages the raw features over neighbours."""
+
+    sparse_input = False
 
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
                  hidden: int = 64, dropout: float = 0.5):
@@ -134,7 +148,7 @@ class QMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = x
         for k, lin in enumerate(self.lins):
-            h = lin(F.dropout(h, self.dropout, self.training))
+            h = lin(dropout(h, self.dropout, self.training))
             if k < len(self.lins) - 1:
                 h = F.relu(h)
         return h
@@ -148,6 +162,8 @@ class Decoupled(GraphModel):
     ``propagation='appnp'`` or ``propagation='smp'``; the propagation's own
     parameters are spec keys too.
     """
+
+    sparse_input = True
 
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
                  propagation: str = "appnp", propagation_params: dict | None = None,

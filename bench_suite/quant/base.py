@@ -12,6 +12,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from bench_suite.sparse import csr_matmul, densify, is_sparse
+
 ROLES: Tuple[str, ...] = ("input", "weight", "feature", "message", "aggregate", "update")
 NODE_ROLES: Tuple[str, ...] = ("message", "aggregate", "update")
 VALID_BITS: Tuple[int, ...] = (2, 4, 8, 32)
@@ -75,7 +77,13 @@ class Quantizer(nn.Module):
     def matmul(self, x: Tensor, weight: Callable[[], Tensor]) -> Tensor:
         """``self(x) @ weight()``, evaluated in that order (a layer's ``q_input(x) · q_weight(W)``).
         A quantizer may compute it its own way with the same values and gradients (QLR does
-        for a constant sparse input)."""
+        for a constant sparse input).
+
+        ``x`` may be a CSR tensor (sparse features, :mod:`bench_suite.sparse`): a quantizer that
+        does not override this sees it densified; the built-in ones quantize the stored values
+        with range statistics over the whole tensor, implicit zeros included."""
+        if is_sparse(x):
+            x = densify(x)
         return self(x) @ weight()
 
     def qparams(self, x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -95,10 +103,11 @@ class Quantizer(nn.Module):
 
 
 def quantized_matmul(q_input: Any, x: Tensor, q_weight: Any, weight: Tensor) -> Tensor:
-    """``q_input(x) @ q_weight(weight)`` through :meth:`Quantizer.matmul` (plain modules: directly)."""
+    """``q_input(x) @ q_weight(weight)`` through :meth:`Quantizer.matmul` (plain modules: directly,
+    on the densified ``x`` if it is sparse)."""
     mm = getattr(q_input, "matmul", None)
     if mm is None:
-        return q_input(x) @ q_weight(weight)
+        return q_input(densify(x)) @ q_weight(weight)
     return mm(x, lambda: q_weight(weight))
 
 
@@ -114,6 +123,11 @@ class IdentityQuantizer(Quantizer):
 
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:
         return x
+
+    def matmul(self, x: Tensor, weight: Callable[[], Tensor]) -> Tensor:
+        if is_sparse(x):
+            return csr_matmul(x, x.values(), weight())
+        return x @ weight()
 
 
 class RoleQuantizers(nn.Module):

@@ -36,6 +36,7 @@ from bench_suite.quant.base import EPS, Quantizer, qmax, quantize_codes, scale_z
 from bench_suite.quant import fused as _fused
 from bench_suite.quant.fused import fake_quant_fused
 from bench_suite.registry import QUANTIZERS
+from bench_suite.sparse import aminmax, implicit_zeros, is_sparse, moments_skewness, quantized_product
 
 TRUNCATIONS: Tuple[str, ...] = ("none", "bt", "bt*")
 #: 8-bit codes kept by bit truncation: 0, 85, 170, 255 (= 255/3 apart).
@@ -51,7 +52,10 @@ def alpha_grid(bits: int) -> Tensor:
 
 
 def skewness(x: Tensor) -> float:
-    """Fisher–Pearson sample skewness g1 = m3 / m2^{3/2} (0 for a constant tensor)."""
+    """Fisher–Pearson sample skewness g1 = m3 / m2^{3/2} (0 for a constant tensor); of the whole
+    tensor for a sparse one, its implicit zeros included."""
+    if is_sparse(x):
+        return moments_skewness(x)
     v = x.detach().reshape(-1).double()
     d = v - v.mean()
     m2 = d.square().mean()
@@ -230,7 +234,7 @@ class QLRQuantizer(Quantizer):
 
     def range_for(self, x: Tensor, alpha: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """``[min(0, α·min x), max(0, α·max x)]``; differentiable in α, not in x."""
-        mn, mx = torch.aminmax(x.detach())
+        mn, mx = aminmax(x)
         a = self._alpha(x) if alpha is None else alpha
         return torch.clamp(a * mn, max=0.0), torch.clamp(a * mx, min=0.0)
 
@@ -248,7 +252,7 @@ class QLRQuantizer(Quantizer):
         """(scale as one :class:`_AlphaScale` node carrying α's gradient, the same scale without it, zero)
         for the range :meth:`range_for` gives ``x``."""
         Q = qmax(self.range_bits)
-        mn, mx = (float(v) for v in torch.aminmax(x.detach()))
+        mn, mx = (float(v) for v in aminmax(x))
         s, z, pre, amn, amx = scale_chain(float(self.alpha), mn, mx, Q)
         s_t = _AlphaScale.apply(self.alpha, s, (pre, amn, amx, np.float32(mn), np.float32(mx), np.float32(Q)))
         return s_t, s_t.detach(), torch.full(self.alpha.shape, z, dtype=torch.float32)
@@ -314,10 +318,20 @@ class QLRQuantizer(Quantizer):
         with torch.no_grad():
             for a in alpha_grid(self.bits).tolist():
                 at = torch.tensor(a, dtype=x.dtype)
-                err = float((self._quantize(x, *self.range_for(x, at)) - x).abs().mean())
+                err = self._mean_abs_error(x, *self.range_for(x, at))
                 if err < best_err:
                     best, best_err = a, err
         return best
+
+    def _mean_abs_error(self, x: Tensor, lo: Tensor, hi: Tensor) -> float:
+        """mean |x̂ − x| over the whole tensor; for a sparse one, the stored values plus the implicit
+        zeros' |x̂(0)| (0 when 0 is on the grid), summed in float64."""
+        if not is_sparse(x):
+            return float((self._quantize(x, lo, hi) - x).abs().mean())
+        v = x.values()
+        total = (self._quantize(v, lo, hi) - v).abs().double().sum()
+        zero_err = float(self._quantize(torch.zeros(1, dtype=v.dtype), lo, hi).abs())
+        return float(total + implicit_zeros(x) * zero_err) / x.numel()
 
     def _track(self, x: Tensor) -> None:
         """Per-call bookkeeping of a forward pass: lazy initialisation, BT* skewness refresh, step count."""
@@ -339,7 +353,18 @@ class QLRQuantizer(Quantizer):
         """``self(x) @ weight()`` (in that order).  For a constant sparse input (a first layer's
         bag-of-words features: Cora's are 98.7% zeros) with a learned α, α's gradient comes from
         :class:`_SparseInputAlphaGrad` instead of the dense ∂ℒ/∂x̂: the same values, without a
-        product FP32 training never computes (16-layer GCN on Cora: ~28 of QLR's ~73 ms over FP32)."""
+        product FP32 training never computes (16-layer GCN on Cora: ~28 of QLR's ~73 ms over FP32).
+
+        A CSR ``x`` (sparse features) is quantized on its stored values with the range of the whole
+        tensor (:func:`bench_suite.sparse.quantized_product`); α's gradient comes through them."""
+        if is_sparse(x):
+            self._track(x)
+            if (self.learn_alpha and not self.lsq_scale and torch.is_grad_enabled() and self.alpha.requires_grad
+                    and x.dtype == torch.float32):
+                s, _, z = self._learned_scale(x)
+            else:
+                s, z = scale_zero(*self.range_for(x), self.range_bits)
+            return quantized_product(x, lambda v: self._quantize_sz(v, s, z), weight())
         if not self._sparse_input(x):
             return self(x) @ weight()
         self._track(x)

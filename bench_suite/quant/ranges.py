@@ -7,13 +7,14 @@ percentiles) and the gradient (plain STE or clipped STE).
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from bench_suite.quant.base import Quantizer, quantize_codes, scale_zero
 from bench_suite.quant.fused import fake_quant_fused
+from bench_suite.sparse import is_sparse, quantized_product
 
 
 class TrackedRangeQuantizer(Quantizer):
@@ -35,7 +36,8 @@ class TrackedRangeQuantizer(Quantizer):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def observe(self, x: Tensor) -> Tuple[Tensor, Tensor]:  # pragma: no cover - abstract
-        """The (low, high) statistic of this batch."""
+        """The (low, high) statistic of this batch (of the whole tensor, implicit zeros included,
+        for a sparse CSR ``x``: see :meth:`matmul`)."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -69,10 +71,23 @@ class TrackedRangeQuantizer(Quantizer):
 
     def quantize(self, x: Tensor, keep: Optional[Tensor] = None) -> Tensor:
         """Fake-quantized ``x`` with this quantizer's gradient rule; rows with ``keep`` stay full precision."""
+        return self._quantizer_for(x)(x, keep)
+
+    def _quantizer_for(self, x: Tensor) -> Callable[..., Tensor]:
+        """Fake quantization with the range :meth:`range_for` gives ``x``, applicable to any tensor."""
         lo, hi = self.range_for(x)
         s, z = scale_zero(lo, hi, self.bits)
-        return fake_quant_fused(x, s, z, self.bits, grad_x="range" if self.clip_grad else "ste", lo=lo, hi=hi,
-                                keep=keep)
+        grad_x = "range" if self.clip_grad else "ste"
+        return lambda t, keep=None: fake_quant_fused(t, s, z, self.bits, grad_x=grad_x, lo=lo, hi=hi, keep=keep)
+
+    def matmul(self, x: Tensor, weight: Callable[[], Tensor]) -> Tensor:
+        """``self(x) @ weight()``; for a CSR ``x`` the range statistic is observed on the whole tensor and
+        the stored values are quantized with it (an input role: no node is kept in full precision)."""
+        if not is_sparse(x):
+            return super().matmul(x, weight)
+        if self.training:
+            self.update_range(x)
+        return quantized_product(x, self._quantizer_for(x), weight())
 
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:
         if self.training:
