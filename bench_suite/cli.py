@@ -85,7 +85,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from bench_suite.spec import SpecError
 
     try:
-        load_all(args.plugin)
+        if not getattr(args, "_loads_plugins", False):  # `list` loads them itself, only when its index is stale
+            load_all(args.plugin)
         return int(args._module.execute(args) or 0)
     except (RegistryError, SpecError, FileNotFoundError, ValueError, StoreWriteError) as exc:
         # bad input (unknown key, bad value, missing or malformed file): a clear message, exit 2.

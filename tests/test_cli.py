@@ -85,3 +85,73 @@ def test_epoch_progress_is_a_bar_on_a_terminal_lines_with_verbose_and_nothing_ot
     verbose(1, 1.2, 0.7)
     assert [line.split("  ")[3] for line in lines.getvalue().splitlines()] == ["best nan", "best 0.7000"]
     assert epoch_progress(3, verbose=False, stream=io.StringIO()) is None
+
+
+# -- list and its cached plugin index -----------------------------------------------------------
+
+def test_list_from_the_cached_index_prints_what_the_registries_give(tmp_path, monkeypatch, capsys):
+    from bench_suite import plugin_index
+    from bench_suite.registry import load_all
+
+    monkeypatch.setenv("BENCH_SUITE_CACHE", str(tmp_path))
+    load_all()
+    assert main(["list", "--plugin", "bench_suite.nn.models"]) == 0  # with --plugin: no index, the registries
+    slow = capsys.readouterr().out
+    assert main(["list"]) == 0  # builds and stores the index
+    assert capsys.readouterr().out == slow and plugin_index.index_path().is_file()
+
+    def no_import(*args, **kwargs):
+        raise AssertionError("the index is current: nothing should be imported or rebuilt")
+
+    monkeypatch.setattr(plugin_index, "build_index", no_import)
+    monkeypatch.setattr("bench_suite.registry.load_all", no_import)
+    assert main(["list"]) == 0
+    assert capsys.readouterr().out == slow
+    assert main(["list", "quantizer"]) == 0
+    quantizers = capsys.readouterr().out
+    assert quantizers.startswith("quantizers:\n") and quantizers.strip() in slow
+    assert "  qlr " in quantizers
+
+
+def test_list_index_is_rebuilt_when_a_plugin_file_changes(tmp_path):
+    """A third-party plugin package (entry point) is listed from the index until its file changes."""
+    import subprocess
+    import textwrap
+    from pathlib import Path
+
+    plug = tmp_path / "site" / "ux_plugin"
+    plug.mkdir(parents=True)
+    meta = tmp_path / "site" / "ux_plugin-0.1.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: ux-plugin\nVersion: 0.1\n")
+    (meta / "entry_points.txt").write_text("[bench_suite.plugins]\nux_plugin = ux_plugin\n")
+    source = textwrap.dedent('''
+        from bench_suite.registry import TRANSFORMS
+
+        @TRANSFORMS.register("ux-shuffle")
+        class Shuffle:
+            """DOC."""
+
+            def __init__(self, p: float = 0.25) -> None:
+                self.p = p
+    ''')
+    (plug / "__init__.py").write_text(source.replace("DOC", "Version one"))
+    code = ("import sys; from bench_suite.cli import main; rc = main(['list', 'transforms']); "
+            "print('imported torch:', 'torch' in sys.modules, file=sys.stderr); sys.exit(rc)")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "site"), "BENCH_SUITE_CACHE": str(tmp_path / "cache"),
+           "OUTDATED_IGNORE": "1", "OMP_NUM_THREADS": "1"}
+
+    def listing():
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                             cwd=Path(__file__).resolve().parents[1])
+        assert out.returncode == 0, out.stderr
+        return out.stdout, "imported torch: True" in out.stderr
+
+    first, imported = listing()
+    assert "ux-shuffle" in first and "Version one." in first and "p=0.25" in first and imported
+    again, imported = listing()
+    assert again == first and not imported  # from the index: no plugin, no torch
+    (plug / "__init__.py").write_text(source.replace("DOC", "Version two").replace("0.25", "0.5"))
+    changed, imported = listing()
+    assert "Version two." in changed and "p=0.5" in changed and "Version one." not in changed and imported
+    assert changed.replace("Version two", "Version one").replace("p=0.5", "p=0.25") == first
