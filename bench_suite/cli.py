@@ -31,8 +31,23 @@ def common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="allow loaders to download missing datasets")
 
 
+class VersionAction(argparse.Action):
+    """``--version``: the lines of :func:`bench_suite.env.version_lines` (torch and dgl are imported only here)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from bench_suite.env import version_lines
+
+        print("\n".join(version_lines()))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench-suite", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=VersionAction,
+                        help="print the package version, git commit, torch and dgl versions, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -70,7 +85,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from bench_suite.spec import SpecError
 
     try:
-        load_all(args.plugin)
+        if not getattr(args, "_loads_plugins", False):  # `list` loads them itself, only when its index is stale
+            load_all(args.plugin)
         return int(args._module.execute(args) or 0)
     except (RegistryError, SpecError, FileNotFoundError, ValueError, StoreWriteError) as exc:
         # bad input (unknown key, bad value, missing or malformed file): a clear message, exit 2.

@@ -56,6 +56,13 @@ def versions() -> dict:
     }
 
 
+def version_lines() -> list[str]:
+    """What ``bench-suite --version`` prints, one line each: the package, this checkout's commit, torch, dgl."""
+    v = versions()
+    return [f"bench-suite {v['bench_suite']}", f"git commit {git_commit()}", f"torch {v['torch']}",
+            f"dgl {v['dgl']}"]
+
+
 def environment() -> dict:
     import torch
 

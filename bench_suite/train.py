@@ -178,8 +178,10 @@ def evaluate_layers(model: torch.nn.Module, data: GraphData) -> list:
 
 
 def run(spec: RunSpec, data_dir: Optional[str] = None, download: bool = False,
-        data: Optional[GraphData] = None, keep_model: bool = False) -> Dict[str, Any]:
-    """Execute one run and return its record (without status/timestamps, see runner)."""
+        data: Optional[GraphData] = None, keep_model: bool = False, progress=None) -> Dict[str, Any]:
+    """Execute one run and return its record (without status/timestamps, see runner).
+
+    ``progress(epoch, train_loss, val_score)`` is called after every epoch (see :func:`fit`)."""
     d = spec.data
     cfg = spec.train
     t0 = time.perf_counter()
@@ -193,7 +195,7 @@ def run(spec: RunSpec, data_dir: Optional[str] = None, download: bool = False,
     model = build_model(spec, data)
     transform = build_transform(spec)
     t1 = time.perf_counter()
-    metrics = fit(model, data, cfg, transform)
+    metrics = fit(model, data, cfg, transform, progress=progress)
     t_train = time.perf_counter() - t1
     layers = evaluate_layers(model, data)
     record = {

@@ -20,16 +20,6 @@ def resolve_data_dir(data_dir: Optional[str | os.PathLike] = None) -> Optional[P
     return Path(env).expanduser().resolve() if env else None
 
 
-def cache_dir() -> Path:
-    """Where processed graphs are cached (``$BENCH_SUITE_CACHE`` or ~/.cache/bench_suite)."""
-    root = os.environ.get("BENCH_SUITE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bench_suite"
-    )
-    p = Path(root)
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
 @dataclass
 class GraphData:
     """One node-classification problem with one split.

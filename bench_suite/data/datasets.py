@@ -3,7 +3,7 @@
 Every dataset is read by DGL's or OGB's own loader (or, for chameleon/squirrel, a
 small loader over the heterophilous-graphs npz files), from files in a data
 directory (``--data-dir DIR`` or ``$BENCH_SUITE_DATA``).  The loaders are pointed at
-a folder in :func:`~bench_suite.data.base.cache_dir` holding symlinks, under the
+a folder in :func:`~bench_suite.cache.cache_dir` holding symlinks, under the
 names they expect, to the real files; nothing is copied.  A missing file raises
 :class:`~bench_suite.data.errors.DatasetNotFoundError` before any work is done,
 unless downloads are allowed (``download=True`` or ``$BENCH_SUITE_DOWNLOAD=1``), in
@@ -49,7 +49,8 @@ import dgl
 import numpy as np
 import torch
 
-from bench_suite.data.base import DOWNLOAD_ENV, GraphData, cache_dir, resolve_data_dir
+from bench_suite.cache import cache_dir
+from bench_suite.data.base import DOWNLOAD_ENV, GraphData, resolve_data_dir
 from bench_suite.data.csbm import generate_csbm
 from bench_suite.data.errors import DatasetFileError, DatasetNotFoundError
 from bench_suite.data.files import (

@@ -64,8 +64,9 @@ def _kind(rec: Any, path: Path) -> Tuple[Optional[str], str]:
 def load_store(roots: Sequence[str | Path]) -> Store:
     """Read every ``*.json`` record under ``roots`` (recursively, sorted paths).
 
-    A record's *matrix* is the name of the directory holding it.  Files that are not
-    records (manifests, partial writes) are listed in ``Store.skipped`` with the reason.
+    A record's *matrix* is the name of the directory holding it, its *root* the one of ``roots``
+    it was found under.  Files that are not records (manifests, partial writes) are listed in
+    ``Store.skipped`` with the reason.
     """
     store = Store(roots=[str(r) for r in roots])
     for root in roots:
@@ -87,6 +88,7 @@ def load_store(roots: Sequence[str | Path]) -> Store:
             rec = dict(rec)
             rec["_matrix"] = path.parent.name
             rec["_path"] = str(path)
+            rec["_root"] = str(root)
             (store.train if kind == "train" else store.speed).append(rec)
     return store
 
@@ -185,12 +187,34 @@ def _disambiguate(groups: pd.DataFrame, params: Dict[str, Dict[str, Any]]) -> pd
 
 # --------------------------------------------------------------------------- frames
 
-def runs_frame(store: Store, seeds: Optional[Sequence[int]] = None) -> pd.DataFrame:
-    """One row per training run (deduplicated by run id: an ``ok`` record wins, then the newest).
+RUN_COLS = ["run_id", "group_key", "group"] + GROUP_COLS + ["quant_name", "seed", "status", "error", "matrix",
+                                                           "finished", "git_commit", "cpu", "host",
+                                                           "torch_threads", "versions", "layers", "extra"]
 
-    Columns: the group columns, ``group`` (id), ``seed``, ``status``, ``error``, ``matrix``,
-    ``finished``, env fields and one ``metric.<name>`` column per numeric metric.
+
+def _group_cols(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """The group columns of a spec, before :func:`group_labels` tells colliding groups apart."""
+    return {"dataset": str((spec.get("dataset") or {}).get("name", "?")),
+            "method": method_label(spec),
+            "quantizer": quantizer_label(spec),
+            "bits": int((spec.get("quant") or {}).get("bits", 32) or 32),
+            "depth": int((spec.get("model") or {}).get("depth", 0) or 0)}
+
+
+def group_labels(keys: Iterable[str]) -> pd.DataFrame:
+    """Per group key (:func:`group_key`): ``group`` (its short hash) and the group columns, the labels
+    carrying the spec keys that tell apart groups sharing dataset/method/quantizer/depth.
+
+    Labels depend on which groups are shown together: pass every key of one table at once.
     """
+    keys = sorted(set(keys))
+    specs = {short_hash(k): json.loads(k) for k in keys}
+    groups = pd.DataFrame([{"group": g, **_group_cols(s)} for g, s in specs.items()], columns=["group"] + GROUP_COLS)
+    return _disambiguate(groups, {g: _flat_params(s) for g, s in specs.items()})
+
+
+def _run_rows(store: Store, seeds: Optional[Sequence[int]] = None) -> pd.DataFrame:
+    """One row per training record of ``store`` (duplicates kept), plus its ``root`` and the ``_ok`` flag."""
     rows = []
     for rec in store.train:
         spec = rec.get("spec") or {}
@@ -200,16 +224,13 @@ def runs_frame(store: Store, seeds: Optional[Sequence[int]] = None) -> pd.DataFr
         row = {
             "run_id": rec.get("run_id") or short_hash(json.dumps(spec, sort_keys=True), 16),
             "group_key": group_key(spec),
-            "dataset": str((spec.get("dataset") or {}).get("name", "?")),
-            "method": method_label(spec),
-            "quantizer": quantizer_label(spec),
+            **_group_cols(spec),
             "quant_name": str((spec.get("quant") or {}).get("name", "fp32")),
-            "bits": int((spec.get("quant") or {}).get("bits", 32) or 32),
-            "depth": int((spec.get("model") or {}).get("depth", 0) or 0),
             "seed": int(train.get("seed", 0)),
             "status": str(rec.get("status") or (OK if metrics else "failed")),
             "error": rec.get("error"),
             "matrix": rec.get("_matrix", ""),
+            "root": rec.get("_root", ""),
             "finished": str(rec.get("finished") or ""),
             "git_commit": str(env.get("git_commit") or "unknown"),
             "cpu": str(env.get("cpu") or "unknown"),
@@ -226,25 +247,50 @@ def runs_frame(store: Store, seeds: Optional[Sequence[int]] = None) -> pd.DataFr
             if f"{split}_score" not in metrics and isinstance(metrics.get(f"{split}_acc"), (int, float)):
                 row[f"metric.{split}_score"] = float(metrics[f"{split}_acc"])
         rows.append(row)
-    cols = ["run_id", "group_key", "group"] + GROUP_COLS + ["quant_name", "seed", "status", "error", "matrix",
-                                                           "finished", "git_commit", "cpu", "host",
-                                                           "torch_threads", "versions", "layers", "extra"]
-    if not rows:
-        return pd.DataFrame(columns=cols)
     df = pd.DataFrame(rows)
-    if seeds is not None:
+    if rows and seeds is not None:
         df = df[df["seed"].isin(list(seeds))]
-    # dedupe: same run id in several places → ok first, then newest finished
+    return df
+
+
+def _dedupe(df: pd.DataFrame) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """(kept, dropped): one row per run id, an ``ok`` record first, then the newest finished, then the
+    first matrix by name, then the first read (the store given first); ``dropped`` holds the other copies."""
     df = df.assign(_ok=(df["status"] == OK).astype(int))
     df = df.sort_values(["run_id", "_ok", "finished", "matrix"], ascending=[True, False, False, True])
-    df = df.drop_duplicates("run_id").drop(columns="_ok")
+    dup = df.duplicated("run_id")
+    return df[~dup].drop(columns="_ok"), df[dup].drop(columns="_ok")
+
+
+def duplicate_runs(store: Store, seeds: Optional[Sequence[int]] = None) -> pd.DataFrame:
+    """The copies :func:`runs_frame` drops (a run id found more than once): ``run_id``, ``root`` and
+    ``matrix`` of each dropped copy, ``kept_root`` and ``kept_matrix`` of the copy kept."""
+    cols = ["run_id", "root", "matrix", "kept_root", "kept_matrix"]
+    df = _run_rows(store, seeds)
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    kept, dropped = _dedupe(df)
+    kept = kept[["run_id", "root", "matrix"]].rename(columns={"root": "kept_root", "matrix": "kept_matrix"})
+    return dropped[["run_id", "root", "matrix"]].merge(kept, on="run_id", how="left")[cols].reset_index(drop=True)
+
+
+def runs_frame(store: Store, seeds: Optional[Sequence[int]] = None) -> pd.DataFrame:
+    """One row per training run (deduplicated by run id: an ``ok`` record wins, then the newest; the
+    copies dropped are :func:`duplicate_runs`).
+
+    Columns: the group columns, ``group`` (id), ``seed``, ``status``, ``error``, ``matrix``,
+    ``finished``, env fields and one ``metric.<name>`` column per numeric metric.
+    """
+    df = _run_rows(store, seeds)
+    if df.empty:
+        return pd.DataFrame(columns=RUN_COLS)
+    df, _ = _dedupe(df)
     df["group"] = [short_hash(k) for k in df["group_key"]]
-    params = {g: _flat_params(json.loads(k)) for g, k in zip(df["group"], df["group_key"])}
-    labels = _disambiguate(df.drop_duplicates("group")[["group"] + GROUP_COLS], params)
+    labels = group_labels(df["group_key"])
     df = df.drop(columns=["dataset", "method", "quantizer"]).merge(
         labels[["group", "dataset", "method", "quantizer"]], on="group", how="left")
     metric_cols = sorted(c for c in df.columns if c.startswith("metric."))
-    df = df[cols + metric_cols]
+    df = df[RUN_COLS + metric_cols]
     return df.sort_values(GROUP_COLS + ["seed", "run_id"]).reset_index(drop=True)
 
 

@@ -36,6 +36,19 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="matrix the records come from (name or YAML, repeatable): its runs without a record "
                         "are listed as not run")
     p.add_argument("--no-figures", action="store_true", help="skip the figures (tables and index only)")
+    p.add_argument("--against", action="append", default=[], metavar="RESULTS_DIR",
+                   help="compare with another result store (repeatable: merged): per group (spec without the seed), "
+                        "both means, the difference and its Welch 95%% interval, n of each, and the groups found in "
+                        "one store only (tables/comparison.*, a section of README.md)")
+
+
+def duplicates_message(dups, what: str) -> str:
+    """``report: 3 run ids found more than once in the records read; kept ... from A, ... from B``."""
+    kept = dups.drop_duplicates("run_id")["kept_root"].value_counts().sort_index()
+    n = dups["run_id"].nunique()
+    return (f"report: {n} run id{'s' if n != 1 else ''} found more than once in {what}; one record kept for each "
+            "(an ok record first, then the newest finished): " + ", ".join(f"{n} from {root}" for root, n in kept.items())
+            + f"; {len(dups)} duplicate record{'s' if len(dups) != 1 else ''} dropped")
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -52,8 +65,14 @@ def execute(args: argparse.Namespace) -> int:
         argv += ["--matrix", m]
     if args.no_figures:
         argv.append("--no-figures")
+    for b in args.against:
+        argv += ["--against", b]
     res = render_report(args.results, args.out, seeds=args.seeds, depth=args.depth, metric=args.metric,
-                        command=shlex.join(argv), figures=not args.no_figures, matrices=args.matrix)
+                        command=shlex.join(argv), figures=not args.no_figures, matrices=args.matrix,
+                        against=args.against)
+    for dups, what in ((res.duplicates, "the records read"), (res.duplicates_against, "the records of --against")):
+        if len(dups):
+            print(duplicates_message(dups, what), file=sys.stderr)
     msg = f"report: {res.n_train} training and {res.n_speed} speed records → {len(res.files)} files in {res.out}"
     if res.incomplete_groups:
         msg += f"; {res.incomplete_groups} groups with missing or failed seeds (see README.md)"
@@ -61,5 +80,9 @@ def execute(args: argparse.Namespace) -> int:
         msg += f"; {res.not_run} runs of the matrix not run yet"
     if not res.n_train and not res.n_speed:
         msg += "; no records found"
+    if res.comparison is not None:
+        c = res.comparison
+        msg += (f"; against {', '.join(c.roots_b)}: {c.count('both')} groups in both, {c.count('A')} only here, "
+                f"{c.count('B')} only there")
     print(msg, file=sys.stderr)
     return 0

@@ -13,6 +13,7 @@ from typing import List, Sequence
 import pandas as pd
 
 from bench_suite.report.aggregate import OK, Store
+from bench_suite.report.compare import Comparison
 from bench_suite.report.figures import Figure
 from bench_suite.report.tables import Table
 
@@ -46,9 +47,20 @@ def _environment(runs: pd.DataFrame, store: Store) -> List[str]:
     return lines or ["No environment recorded (no records)."]
 
 
+def _comparison_section(c: Comparison) -> List[str]:
+    lines = ["## Comparison with another result store", "",
+             f"- A (this report): {', '.join(f'`{r}`' for r in c.roots_a)}",
+             f"- B (`--against`): {', '.join(f'`{r}`' for r in c.roots_b)}",
+             f"- {c.count('both')} groups in both, {c.count('A')} only in A, {c.count('B')} only in B "
+             "(a group: the spec without the seed)", "",
+             "Cells: mean over the finished seeds of each store and their count; A − B, the difference of the "
+             "means, with its Welch 95% interval (– when a side has fewer than two seeds).", ""]
+    return lines + _table_block(c.table)
+
+
 def write_index(out: Path, store: Store, runs: pd.DataFrame, status: pd.DataFrame, tables: Sequence[Table],
                 speed: Sequence[Table], figures: Sequence[Figure], command: str, commit: str,
-                table_note: str, not_run: pd.DataFrame | None = None) -> Path:
+                table_note: str, not_run: pd.DataFrame | None = None, comparison: Comparison | None = None) -> Path:
     """Write ``out/README.md`` and return its path."""
     newest = max([str(r.get("finished") or r.get("timestamp") or "") for r in store.train + store.speed] + [""])
     lines = ["# Benchmark report", "",
@@ -72,6 +84,9 @@ def write_index(out: Path, store: Store, runs: pd.DataFrame, status: pd.DataFram
         lines += [line for t in tables for line in _table_block(t)]
     else:
         lines += ["No training records: no accuracy tables.", ""]
+
+    if comparison is not None:
+        lines += _comparison_section(comparison)
 
     lines += ["## Speed and size", ""]
     if speed:

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
 
 import pandas as pd
 
-from bench_suite.report.aggregate import (Store, aggregate, group_key, group_status, layers_frame, load_store,
-                                          method_label, short_hash,
+from bench_suite.report.aggregate import (Store, aggregate, duplicate_runs, group_key, group_status, layers_frame,
+                                          load_store, method_label, short_hash,
                                           quantizer_label, runs_frame, smp_frame)
+from bench_suite.report.compare import Comparison, compare_stores
 from bench_suite.report.reproduce import reproduction_tables
 from bench_suite.report.tables import bits_tables, depth_tables, gap_tables
 
@@ -32,6 +33,10 @@ class ReportResult:
     n_speed: int = 0
     incomplete_groups: int = 0
     not_run: int = 0
+    #: copies of a run id dropped from the records read (:func:`duplicate_runs`), and from ``against``'s
+    duplicates: pd.DataFrame = field(default_factory=pd.DataFrame)
+    duplicates_against: pd.DataFrame = field(default_factory=pd.DataFrame)
+    comparison: Optional[Comparison] = None
 
 
 NOT_RUN_COLUMNS = ["matrix", "dataset", "method", "quantizer", "depth", "runs"]
@@ -83,10 +88,13 @@ def _seeds_by_group(specs) -> Dict[str, Set[int]]:
 
 def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optional[Sequence[int]] = None,
                   depth: Optional[int] = None, metric: str = "test_score", command: Optional[str] = None,
-                  figures: bool = True, matrices: Sequence[str | Path] = ()) -> ReportResult:
+                  figures: bool = True, matrices: Sequence[str | Path] = (),
+                  against: Sequence[str | Path] = ()) -> ReportResult:
     """Read records under ``results`` and write the report into ``out`` (its generated parts replaced).
 
     ``matrices``: matrices the records belong to; their runs without a record are listed as not run.
+    ``against``: another store to compare with, group by group (``tables/comparison.*`` and a section
+    of the README).
     """
     from bench_suite.env import git_commit
     from bench_suite.report.index import write_index
@@ -111,7 +119,12 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
     tables = (reproduction_tables(runs, metric) + bits_tables(agg, metric, depth) + depth_tables(agg, metric)
               + gap_tables(runs, metric))
     speed = speed_tables(speed_frame(store)) + breakdown_tables(store)
-    for t in tables + speed:
+    comparison, dups_against = None, pd.DataFrame()
+    if against:
+        store_b = load_store(against)
+        comparison = compare_stores(runs, runs_frame(store_b, seeds), results, against, metric)
+        dups_against = duplicate_runs(store_b, seeds)
+    for t in tables + speed + ([comparison.table] if comparison else []):
         written += t.write(out / "tables")
     figs = []
     if figures and not runs.empty:
@@ -126,7 +139,8 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
     note = DEPTH_NOTE if depth is None else f"Tables by bit width show every method at depth {depth}."
     cmd = command or "bench-suite report " + " ".join(map(str, results)) + f" --out {out}"
     written.append(write_index(out, store, runs, status, tables, speed, figs, cmd, git_commit(), note,
-                               pending))
+                               pending, comparison))
     return ReportResult(out, sorted(p.relative_to(out).as_posix() for p in written), len(store.train),
                         len(store.speed), int((~status["complete"].astype(bool)).sum()) if len(status) else 0,
-                        int(pending["runs"].sum()) if len(pending) else 0)
+                        int(pending["runs"].sum()) if len(pending) else 0,
+                        duplicate_runs(store, seeds), dups_against, comparison)

@@ -80,7 +80,7 @@ class Table:
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-          "±": r"$\pm$", "×": r"$\times$", DAGGER: r"$^\dagger$", EMPTY: "--"}
+          "±": r"$\pm$", "×": r"$\times$", "−": r"$-$", DAGGER: r"$^\dagger$", EMPTY: "--"}
 
 
 def latex_escape(text: str) -> str:
