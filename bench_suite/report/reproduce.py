@@ -7,7 +7,8 @@ The published numbers, their sources and the spec keys that select the matching 
   published single run or an unstated std, the suite's own std over seeds, since one run scatters
   by that much);
 * ``MISS`` — outside it (a reference row may carry an ``explanation`` of a miss, with the run that
-  shows it: the verdict is then ``miss, explained``);
+  shows it: the verdict is then ``miss, explained``; a ``note`` — what was checked, say — is shown
+  as a footnote without changing the verdict);
 * ``meets target`` / ``below target`` — no published number could be read, the row has ``at_least``;
 * ``no published value`` — nothing to compare with (the source says why); ``not run`` — no record.
 """
@@ -30,7 +31,7 @@ REFERENCES = Path(__file__).with_name("references.yaml")
 MIN_TOLERANCE = 1.5
 #: spec sections whose plugin name is a match key; left out of a reference it means none / fp32
 PLUGIN_KEYS = {"dataset": None, "model": None, "propagation": "none", "quant": "fp32", "transform": "none"}
-REFERENCE_KEYS = {"method", "match", "value", "std", "runs", "source", "setting", "at_least", "explanation"}
+REFERENCE_KEYS = {"method", "match", "value", "std", "runs", "source", "setting", "at_least", "explanation", "note"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Reference:
     runs: Optional[int] = None
     at_least: Optional[float] = None
     explanation: str = ""
+    note: str = ""
     _order: int = field(default=0, compare=False)
 
 
@@ -132,7 +134,7 @@ def _row(ref: Reference, sub: Optional[pd.DataFrame], col: str) -> Dict[str, Any
             "setting": ref.setting, "n": n, "failed": failed, "mean": mean, "std": std, "train": train,
             "published": ref.value, "published_std": ref.std, "published_runs": ref.runs, "at_least": ref.at_least,
             "delta": delta, "tolerance": tol, "verdict": verdict, "source": ref.source,
-            "explanation": ref.explanation}
+            "explanation": ref.explanation, "note": ref.note}
 
 
 def _num(v, fmt: str = ".1f") -> str:
@@ -157,8 +159,9 @@ def reproduction_table(frame: pd.DataFrame) -> Table:
         delta = EMPTY if pd.isna(r["delta"]) else f"{r['delta']:+.1f}"
         rows.append([r["method"], str(r["dataset"]), str(r["depth"]), suite, _num(r["train"]), pub, r["source"], delta,
                      _num(r["tolerance"]), r["verdict"]])
-        if r["explanation"]:
-            notes.append(f"{r['method']}, {r['dataset']}, depth {r['depth']}: {r['explanation']}")
+        for text in (r["explanation"], r["note"]):
+            if text:
+                notes.append(f"{r['method']}, {r['dataset']}, depth {r['depth']}: {text}")
     counts = frame["verdict"].value_counts().to_dict() if len(frame) else {}
     title = ("Reproduction: the suite in each method's own setting against its published number "
              f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}); train: the mean training score "
