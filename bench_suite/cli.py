@@ -66,13 +66,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"bench-suite {args.command}: not available in this build ({args._missing} missing)", file=sys.stderr)
         return 2
     from bench_suite.registry import RegistryError, load_all
+    from bench_suite.runner.executors import ExecutorError
     from bench_suite.runner.store import StoreWriteError
     from bench_suite.spec import SpecError
 
     try:
         load_all(args.plugin)
         return int(args._module.execute(args) or 0)
-    except (RegistryError, SpecError, FileNotFoundError, ValueError, StoreWriteError) as exc:
+    except (RegistryError, SpecError, FileNotFoundError, ValueError, StoreWriteError, ExecutorError) as exc:
         # bad input (unknown key, bad value, missing or malformed file): a clear message, exit 2.
         # ValueError covers plugin constructors refusing a value; BENCH_SUITE_TRACEBACK=1 shows where.
         if os.environ.get("BENCH_SUITE_TRACEBACK"):
