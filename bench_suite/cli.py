@@ -65,19 +65,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     if getattr(args, "_missing", None):
         print(f"bench-suite {args.command}: not available in this build ({args._missing} missing)", file=sys.stderr)
         return 2
-    from bench_suite.registry import RegistryError, load_all
+    from bench_suite.registry import RegistryError, load_all, report_load_failures
     from bench_suite.runner.executors import ExecutorError
     from bench_suite.runner.store import StoreWriteError
     from bench_suite.spec import SpecError
 
     try:
+        # a plugin that fails to import is left out; the warning naming it comes once the command
+        # has checked its input (an error that names the plugin already says it all)
         load_all(args.plugin)
-        return int(args._module.execute(args) or 0)
+        code = int(args._module.execute(args) or 0)
+        report_load_failures()
+        return code
     except (RegistryError, SpecError, FileNotFoundError, ValueError, StoreWriteError, ExecutorError) as exc:
         # bad input (unknown key, bad value, missing or malformed file): a clear message, exit 2.
         # ValueError covers plugin constructors refusing a value; BENCH_SUITE_TRACEBACK=1 shows where.
         if os.environ.get("BENCH_SUITE_TRACEBACK"):
             raise
+        report_load_failures(skip_named_in=str(exc))
         print(f"bench-suite {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

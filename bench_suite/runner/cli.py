@@ -115,6 +115,7 @@ def execute(args: argparse.Namespace) -> int:
     from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_only, parse_overrides
     from bench_suite.runner.reuse import check_sources, find_reusable, reuse_records
     from bench_suite.runner.session import plan, run_specs
+    from bench_suite.registry import plugin_refs, report_load_failures
     from bench_suite.runner.store import ResultStore
     from bench_suite.spec import SpecError
 
@@ -148,8 +149,9 @@ def execute(args: argparse.Namespace) -> int:
         if sources:
             copied = reuse_records(_without_record(specs, store.scan()), store, sources, matrix.name)
             print(f"reused {len(copied)} finished records from {', '.join(map(str, sources))}", file=sys.stderr)
+        report_load_failures()  # before a long run, not after it
         print(f"matrix {matrix.name}: {len(specs)} runs -> {store.root} on {args.executor}", file=sys.stderr)
-        summary = run_specs(specs, store, executor, plugins=args.plugin, data_dir=args.data_dir,
+        summary = run_specs(specs, store, executor, plugins=plugin_refs(args.plugin), data_dir=args.data_dir,
                             download=args.download, timeout=args.timeout, retry_failed=args.retry_failed,
                             matrix=matrix.name, progress=not args.no_progress, retries=args.retries)
     finally:

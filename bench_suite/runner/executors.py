@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Dict, Iterator, List, Optional, Tuple
 
-from bench_suite.registry import EXECUTORS, Range
+from bench_suite.registry import EXECUTORS, Range, one_line_error as _one_line
 from bench_suite.runner.worker import THREAD_ENV, WorkerConfig, available_cores, execute_spec, pool_initializer
 
 Outcome = Tuple[str, Any]  # (canonical spec JSON, summary dict or exception)
@@ -318,11 +318,6 @@ def _lost_on_dask(exc: BaseException) -> BaseException:
     if type(exc).__name__ == "KilledWorker" and worker:
         return WorkerLost(f"dask worker {worker} died while running it")
     return exc
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @EXECUTORS.register("slurm")
