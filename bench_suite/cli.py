@@ -24,6 +24,13 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors (an unknown option, ``--workers abc``) in one line naming the command, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import a local plugin module (repeatable)")
@@ -45,10 +52,10 @@ class VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench-suite", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="bench-suite", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=VersionAction,
                         help="print the package version, git commit, torch and dgl versions, and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         common_options(p)
@@ -80,19 +87,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     if getattr(args, "_missing", None):
         print(f"bench-suite {args.command}: not available in this build ({args._missing} missing)", file=sys.stderr)
         return 2
-    from bench_suite.registry import RegistryError, load_all
+    from bench_suite.registry import RegistryError, load_all, report_load_failures
+    from bench_suite.runner.executors import ExecutorError
     from bench_suite.runner.store import StoreWriteError
     from bench_suite.spec import SpecError
 
     try:
+        # a plugin that fails to import is left out; the warning naming it comes once the command
+        # has checked its input (an error that names the plugin already says it all)
         if not getattr(args, "_loads_plugins", False):  # `list` loads them itself, only when its index is stale
             load_all(args.plugin)
-        return int(args._module.execute(args) or 0)
-    except (RegistryError, SpecError, FileNotFoundError, ValueError, StoreWriteError) as exc:
+        code = int(args._module.execute(args) or 0)
+        report_load_failures()
+        return code
+    except (RegistryError, SpecError, FileNotFoundError, ValueError, StoreWriteError, ExecutorError) as exc:
         # bad input (unknown key, bad value, missing or malformed file): a clear message, exit 2.
         # ValueError covers plugin constructors refusing a value; BENCH_SUITE_TRACEBACK=1 shows where.
         if os.environ.get("BENCH_SUITE_TRACEBACK"):
             raise
+        report_load_failures(skip_named_in=str(exc))
         print(f"bench-suite {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -11,16 +11,30 @@ Discovery is explicit:
 * built-ins are imported by ``bench_suite`` itself;
 * installed packages register through the entry-point group ``bench_suite.plugins``
   (each entry point names a module, or a callable taking no arguments);
-* local code is imported with ``--plugin some.module`` on the command line.
+* local code is imported with ``--plugin some.module`` (found on ``sys.path``, then in the
+  current folder) or ``--plugin path/to/file.py`` on the command line.
+
+A plugin that fails to import is named in one warning line and left out
+(:func:`load_failures`); the error of a key it would have registered names it too.
+Each entry knows the module that registered it, and :func:`provenance` says which
+distribution and version (or, for a plugin outside any distribution, which file and
+its SHA-256) that module came from: records keep it, and the run id of a spec that
+uses a third-party plugin depends on it (:func:`spec_plugins`).
 """
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import math
+import os
+import sys
 import typing
 from dataclasses import dataclass, is_dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 ENTRY_POINT_GROUP = "bench_suite.plugins"
@@ -123,6 +137,7 @@ class Entry:
     obj: Callable[..., Any]
     kind: str
     source: str  # module that registered it
+    plugin: str = ""  # the plugin being loaded when it was registered ("" outside a plugin load)
 
     @property
     def doc(self) -> str:
@@ -148,17 +163,20 @@ class Registry:
         """Register ``obj`` under ``key``; usable as ``@REG.register("name")``."""
         if not isinstance(key, str) or not key:
             raise RegistryError(f"{self.kind} key must be a non-empty string, got {key!r}")
+        # the module whose code calls register (decorator or call form): the one that owns the key,
+        # even when it registers a class defined elsewhere
+        caller = sys._getframe(1).f_globals.get("__name__", "?")
 
         def _do(o: Callable[..., Any]) -> Callable[..., Any]:
             if key in self._entries:
                 prev = self._entries[key]
                 raise RegistryError(
-                    f"duplicate {self.kind} key {key!r}: already registered by "
-                    f"{prev.source} ({prev.obj.__qualname__}), now again by "
-                    f"{getattr(o, '__module__', '?')} ({getattr(o, '__qualname__', o)})"
+                    f"duplicate {self.kind} key {key!r}: already registered by module {prev.source}"
+                    f"{_plugin_note(prev.plugin)} ({prev.obj.__qualname__}), now again by module {caller}"
+                    f"{_plugin_note(_loading[-1] if _loading else '')} ({getattr(o, '__qualname__', o)})"
                 )
             _check_keyword_only_config(self.kind, key, o, self.context_args)
-            self._entries[key] = Entry(key, o, self.kind, getattr(o, "__module__", "?"))
+            self._entries[key] = Entry(key, o, self.kind, caller, _loading[-1] if _loading else "")
             return o
 
         return _do(obj) if obj is not None else _do
@@ -218,7 +236,13 @@ def unknown_message(kind: str, key: object, valid: List[str], where: str = "") -
     close = closest(str(key), valid)
     if close:
         msg += f". Did you mean {close!r}?"
+    if _failed:  # the key may be one the broken plugin would have registered
+        msg += "; not loaded: " + "; ".join(f"{name}, which failed ({err})" for name, err in _failed.items())
     return msg
+
+
+def _plugin_note(plugin: str) -> str:
+    return f" (loading {plugin})" if plugin else ""
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -305,6 +329,12 @@ REGISTRIES: Dict[str, Registry] = {
 
 _loaded_modules: set = set()
 _entry_points_loaded = False
+#: the plugins being imported now (innermost last): entries registered meanwhile belong to it
+_loading: List[str] = []
+#: plugin description -> one-line error, for plugins that failed to load (left out)
+_failed: Dict[str, str] = {}
+#: failures already shown to the user (a warning or an error naming them)
+_reported: set = set()
 
 
 def registry(kind: str) -> Registry:
@@ -314,15 +344,79 @@ def registry(kind: str) -> Registry:
     return REGISTRIES[key]
 
 
-def load_plugin_module(name: str) -> None:
-    """Import a local plugin module (``--plugin some.module``) once."""
-    if name in _loaded_modules:
-        return
+def is_plugin_path(ref: str) -> bool:
+    """``--plugin`` names a file (``./my_plugin.py``, ``plugins/x.py``) rather than a module."""
+    return ref.endswith(".py") or os.sep in ref or (os.altsep is not None and os.altsep in ref)
+
+
+def plugin_refs(refs: Iterable[str]) -> List[str]:
+    """``--plugin`` values as a worker elsewhere can load them: a file as its absolute path."""
+    return [str(Path(r).expanduser().resolve()) if is_plugin_path(r) else r for r in refs]
+
+
+def one_line_error(exc: BaseException) -> str:
+    """``Type: message`` with the message's line breaks folded, for one-line reports."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _load(description: str, importer: Callable[[], Any]) -> bool:
+    """Run ``importer`` as plugin ``description``; on any error remove what it registered, remember
+    the failure (:func:`load_failures`) and return False: the other plugins and commands go on."""
+    before = {kind: set(reg._entries) for kind, reg in REGISTRIES.items()}
+    _loading.append(description)
     try:
-        importlib.import_module(name)
-    except ImportError as exc:
-        raise RegistryError(f"cannot import plugin module {name!r} (from --plugin): {exc}") from exc
-    _loaded_modules.add(name)
+        importer()
+        return True
+    except Exception as exc:  # noqa: BLE001 - any error of third-party code: name it, go on without it
+        for kind, reg in REGISTRIES.items():
+            for key in set(reg._entries) - before[kind]:
+                reg.unregister(key)
+        _failed[description] = one_line_error(exc)
+        return False
+    finally:
+        _loading.pop()
+
+
+def _import_file(path: Path) -> None:
+    name = path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # classes defined there pickle by reference, like any module's
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+
+
+def _import_module(name: str) -> None:
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # `--plugin module` from the current folder, also for the console script
+    importlib.import_module(name)
+
+
+def load_plugin_module(ref: str) -> None:
+    """Import a local plugin once: a module name (``--plugin some.module``) or a file (``--plugin ./x.py``).
+    A failure is remembered and reported (:func:`load_failures`), not raised."""
+    if is_plugin_path(ref):
+        path = Path(ref).expanduser().resolve()
+        key = str(path)
+        if key in _loaded_modules:
+            return
+        if not path.is_file():
+            _failed[f"--plugin {ref}"] = f"FileNotFoundError: no such file {str(path)!r}"
+            return
+        ok = _load(f"--plugin {ref}", lambda: _import_file(path))
+    else:
+        key = ref
+        if key in _loaded_modules:
+            return
+        ok = _load(f"--plugin {ref}", lambda: _import_module(ref))
+    if ok:
+        _loaded_modules.add(key)
 
 
 def load_entry_points() -> None:
@@ -336,14 +430,98 @@ def load_entry_points() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.value in _loaded_modules:
             continue
-        obj = ep.load()
-        _loaded_modules.add(ep.value)
-        if callable(obj) and not inspect.ismodule(obj):
-            obj()
+        dist = getattr(ep, "dist", None)
+        where = f" of distribution {dist.name} {dist.version}" if dist is not None else ""
+        if _load(f"entry point {ep.name!r} ({ep.value}{where})", lambda ep=ep: _call_entry_point(ep.load())):
+            _loaded_modules.add(ep.value)
+
+
+def _call_entry_point(obj: Any) -> None:
+    if callable(obj) and not inspect.ismodule(obj):
+        obj()
+
+
+def load_failures() -> Dict[str, str]:
+    """``plugin description -> error`` of every plugin that failed to load in this process."""
+    return dict(_failed)
+
+
+def report_load_failures(file=None, skip_named_in: str = "") -> None:
+    """One warning line per failed plugin not reported yet (nor named in ``skip_named_in``, an error
+    message about to be shown)."""
+    for name, err in _failed.items():
+        if name in _reported or name in skip_named_in:
+            continue
+        _reported.add(name)
+        print(f"bench-suite: warning: plugin {name} failed to load and is left out: {err}",
+              file=file or sys.stderr)
+
+
+# -- provenance ---------------------------------------------------------------
+CORE_PACKAGES = ("bench_suite", "baselines")
+
+
+def is_core(entry: Entry) -> bool:
+    """Registered by the suite itself or its ``baselines`` plugin package."""
+    return entry.source.split(".")[0] in CORE_PACKAGES
+
+
+@functools.lru_cache(maxsize=None)
+def _distributions() -> Dict[str, List[str]]:
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
+
+
+@functools.lru_cache(maxsize=None)
+def _module_provenance(module: str) -> Tuple[Tuple[str, Any], ...]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    top = module.split(".")[0]
+    if top in CORE_PACKAGES:
+        import bench_suite
+
+        return (("distribution", "bench-suite"), ("version", bench_suite.__version__))
+    for dist in _distributions().get(top, []):
+        try:
+            return (("distribution", dist), ("version", version(dist)))
+        except PackageNotFoundError:
+            continue
+    path = getattr(sys.modules.get(module), "__file__", None)
+    if path and os.path.isfile(path):
+        return (("module", module), ("file", str(path)))
+    return (("module", module),)
+
+
+def _sha256(path: str) -> str:
+    st = os.stat(path)
+    return _sha256_of(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256_of(path: str, mtime_ns: int, size: int) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def provenance(entry: Entry) -> Dict[str, Any]:
+    """Where ``entry``'s code came from: ``{distribution, version}`` for an installed package, or
+    ``{module, file, sha256}`` for a module or file outside any distribution."""
+    out = dict(_module_provenance(entry.source), registered_by=entry.source)
+    if "file" in out:
+        out["sha256"] = _sha256(out["file"])
+    return out
+
+
+def run_id_provenance(entry: Entry) -> Dict[str, Any]:
+    """The part of :func:`provenance` a third-party plugin puts into the run id: no path, no module
+    that registered it (a moved file with the same content is the same plugin)."""
+    return {k: v for k, v in provenance(entry).items() if k in ("distribution", "version", "module", "sha256")}
 
 
 def load_all(plugins: Tuple[str, ...] | List[str] = ()) -> None:
-    """Built-ins, entry points, then ``--plugin`` modules (in that order)."""
+    """Built-ins, entry points, then ``--plugin`` modules (in that order); a plugin that fails
+    is left out and remembered (:func:`load_failures`, :func:`report_load_failures`)."""
     import bench_suite.builtins  # noqa: F401  (registers the built-in plugins)
 
     load_entry_points()

@@ -28,7 +28,10 @@ from bench_suite.registry import (
     Registry,
     RegistryError,
     declared_ranges,
+    is_core,
+    provenance,
     range_message,
+    run_id_provenance,
     unknown_message,
 )
 
@@ -264,9 +267,37 @@ def resolve_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
         out[sec] = vals
     out["model"]["depth"] = depth
     out["quant"]["bits"] = bits
+    third_party = spec_plugins(out, third_party_only=True)
+    if third_party:  # a changed third-party plugin is another run; core specs keep their ids
+        out["plugins"] = third_party
     spec = RunSpec.from_dict(out)
     validate_spec(spec, where)
     return spec
+
+
+PLUGIN_SECTIONS = (("dataset", DATASETS), ("model", MODELS), ("propagation", PROPAGATIONS),
+                   ("quant", QUANTIZERS), ("transform", TRANSFORMS))
+
+
+def spec_plugins(data: Mapping[str, Any], third_party_only: bool = False) -> Dict[str, Dict[str, Any]]:
+    """``section -> provenance`` of the registered object each section of a spec uses.
+
+    ``third_party_only``: only plugins outside the suite and its ``baselines`` package, with what
+    goes into the run id (distribution and version, or module and file SHA-256); otherwise every
+    section, with the file and registering module too (what a record's ``env.plugins`` keeps).
+    """
+    out = {}
+    for sec, reg in PLUGIN_SECTIONS:
+        part = data.get(sec)
+        if not part or part.get("name") == "fp32" or part.get("name") not in reg:
+            continue
+        entry = reg.entry(part["name"])
+        if third_party_only:
+            if not is_core(entry):
+                out[sec] = run_id_provenance(entry)
+        else:
+            out[sec] = dict(provenance(entry), key=part["name"])
+    return out
 
 
 def _same_value(a: Any, b: Any) -> bool:

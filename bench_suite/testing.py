@@ -35,6 +35,66 @@ def tiny_graph(n: int = 40, classes: int = 3, features: int = 8, seed: int = 0):
     return graph, x, y
 
 
+#: the constructor's leading arguments the framework passes (``cls(*CONTRACT, **params)``) and
+#: the ``forward`` arguments after ``self``, per plugin kind (README: "Writing a plugin")
+CONSTRUCTOR_CONTRACT = {"model": ("in_dim", "num_classes", "depth", "quant"),
+                        "propagation": ("depth", "quant"), "quantizer": ("bits", "role")}
+FORWARD_CONTRACT = {"model": ("g", "x", "return_hidden"), "propagation": ("g", "h"),
+                    "quantizer": ("x", "graph")}
+
+
+def check_contract(reg: Registry, key: str) -> None:
+    """The constructor takes the framework's arguments first, by these names (``cls(in_dim,
+    num_classes, depth, quant, **params)`` for a model), and ``forward`` has the contract's
+    arguments (a model's ``return_hidden`` and a quantizer's ``graph`` default to False / None)."""
+    obj = reg.get(key)
+    what = f"{reg.kind} {key!r} ({getattr(obj, '__qualname__', obj)})"
+    params = [p for p in inspect.signature(obj).parameters.values()]
+    want = CONSTRUCTOR_CONTRACT[reg.kind]
+    got = tuple(p.name for p in params[:len(want)])
+    assert got == want, f"{what}: constructor must start with ({', '.join(want)}), has ({', '.join(got)})"
+    assert all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.POSITIONAL_ONLY) for p in params[:len(want)]), \
+        f"{what}: ({', '.join(want)}) must be positional arguments"
+    forward = getattr(obj, "forward", None)
+    assert callable(forward), f"{what} has no forward method"
+    fparams = [p for p in inspect.signature(forward).parameters.values() if p.name != "self"]
+    fwant = FORWARD_CONTRACT[reg.kind]
+    fgot = tuple(p.name for p in fparams[:len(fwant)])
+    assert fgot == fwant, f"{what}: forward must take ({', '.join(fwant)}), takes ({', '.join(fgot)})"
+    if reg.kind in ("model", "quantizer"):
+        last = fparams[len(fwant) - 1]
+        assert last.default in (False, None), f"{what}: forward's {last.name} must default to {False if reg.kind == 'model' else None}"
+
+
+def check_range_rule(key: str, bits_list: Iterable[int] = (8, 4, 2)) -> None:
+    """``bench-suite speed`` can run the quantizer: in evaluation mode its range is a
+    :class:`~bench_suite.engine.convert.RangeRule` (declared by a ``range_rule()`` method, else found
+    by probing ``qparams``: static, or α·[min, max] of the tensor), for every role and width."""
+    from dataclasses import fields
+
+    from bench_suite.engine.convert import RangeRule, rule_of
+
+    graph = prepare_graph(tiny_graph()[0])
+    allowed = {f.name for f in fields(RangeRule)} - {"bits"}
+    for bits in bits_list:
+        factory = QuantFactory(key, bits)
+        for role in ROLES:
+            torch.manual_seed(0)
+            q = factory(role, layer=0)
+            q.train()
+            q(torch.randn(graph.num_nodes(), 6), graph if role in NODE_ROLES else None)  # initialise its range
+            declared = getattr(q, "range_rule", None)
+            if callable(declared):
+                extra = set(declared()) - allowed
+                assert not extra, f"quantizer {key!r}: range_rule() returns unknown fields {sorted(extra)}"
+            try:
+                rule = rule_of(q, f"quantizer {key!r} role {role!r}")
+            except ValueError as exc:
+                raise AssertionError(f"quantizer {key!r} at {bits} bits, role {role!r}: no range rule for the "
+                                     f"integer engine ({exc})") from None
+            assert rule.kind in ("static", "scaled_minmax"), f"quantizer {key!r}: range rule kind {rule.kind!r}"
+
+
 def check_params_declared(reg: Registry, key: str) -> None:
     """Every user-settable parameter is an explicit keyword with a JSON-able default."""
     for p in reg.params(key):
@@ -43,7 +103,8 @@ def check_params_declared(reg: Registry, key: str) -> None:
 
 
 def check_quantizer(key: str, bits_list: Iterable[int] = (8, 4, 2)) -> None:
-    """Shape, finiteness, at most 2^b levels in eval, gradients, state_dict round trip."""
+    """Contract, shape, finiteness, at most 2^b levels in eval, gradients, state_dict round trip."""
+    check_contract(QUANTIZERS, key)
     check_params_declared(QUANTIZERS, key)
     graph = prepare_graph(tiny_graph()[0])
     n = graph.num_nodes()
@@ -92,7 +153,8 @@ def _model_forward_checks(model: torch.nn.Module, g, x, classes: int, what: str)
 
 def check_model(key: str, depths: Iterable[int] = (1, 2, 5), quant: Optional[str] = None,
                 extra: Optional[dict] = None) -> None:
-    """Builds at several depths, trains a step, returns per-layer states; optionally quantized."""
+    """Contract; builds at several depths, trains a step, returns per-layer states; optionally quantized."""
+    check_contract(MODELS, key)
     check_params_declared(MODELS, key)
     graph, x, y = tiny_graph()
     g = prepare_graph(graph)
@@ -108,18 +170,19 @@ def check_model(key: str, depths: Iterable[int] = (1, 2, 5), quant: Optional[str
 
 
 def check_propagation(key: str, depths: Iterable[int] = (1, 3), quant: Optional[str] = None) -> None:
-    """A propagation runs inside the decoupled model."""
+    """Contract; a propagation runs inside the decoupled model."""
+    check_contract(PROPAGATIONS, key)
     check_params_declared(PROPAGATIONS, key)
     check_model("decoupled", depths=depths, quant=quant, extra={"propagation": key})
 
 
-def check_transform(key: str) -> None:
+def check_transform(key: str, params: Optional[dict] = None) -> None:
     """A transform returns a graph with the same nodes and no self-loops (the backbone adds Ã's);
     it must stay symmetric unless the transform says it need not (``symmetric=False``, as DropEdge
     samples each direction of an edge on its own in its authors' code)."""
     check_params_declared(TRANSFORMS, key)
     graph, _, _ = tiny_graph()
-    t = TRANSFORMS.create(key)
+    t = TRANSFORMS.create(key, **(params or {}))
     out = t(graph)
     assert out.num_nodes() == graph.num_nodes(), f"transform {key!r} changed the node count"
     src, dst = out.edges()

@@ -24,7 +24,7 @@ from bench_suite.nn.graph import layer_metrics, prepare_graph
 from bench_suite.quant.base import QuantFactory, Quantizer
 from bench_suite.registry import MODELS, TRANSFORMS
 from bench_suite.sparse import features_for
-from bench_suite.spec import RunSpec
+from bench_suite.spec import RunSpec, spec_plugins
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -207,7 +207,7 @@ def run(spec: RunSpec, data_dir: Optional[str] = None, download: bool = False,
         "extra": _jsonable(model.extra_metrics() if hasattr(model, "extra_metrics") else {}),
         "data": data.summary(),
         "timings": {"load_s": t_load, "train_s": t_train, "total_s": time.perf_counter() - t0},
-        "env": environment(),
+        "env": dict(environment(), plugins=spec_plugins(d)),
     }
     if keep_model:
         record["_model"] = model

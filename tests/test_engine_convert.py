@@ -120,10 +120,12 @@ def test_speed_cli_prints_json_lines(tmp_path) -> None:
     assert len(files) == 3 and all(json.loads(f.read_text())["kind"] == "speed" for f in files)
 
 
-def test_speed_cli_rejects_bad_key() -> None:
+def test_speed_cli_rejects_bad_key(capsys) -> None:
     from bench_suite.cli import main
 
     assert main(["speed", "modle=gcn", "graph=tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'modle=gcn'" in err
 
 
 @pytest.mark.parametrize("form,bits", [("exact", 4), ("released", 2), ("exact", 8)])
@@ -179,11 +181,15 @@ def test_speed_on_a_trained_dataset_model_records_accuracy_and_agreement(data_di
     assert dgl_rec["speedup_vs_dgl"] == 1.0 and int_rec["median_ms"] > 0
 
 
-def test_speed_rejects_unknown_graph_and_training_on_generated_graphs() -> None:
+def test_speed_rejects_unknown_graph_and_training_on_generated_graphs(capsys) -> None:
     from bench_suite.cli import main
 
     assert main(["speed", "graph=arxiv-lik"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "arxiv-lik" in err
     assert main(["speed", "graph=tiny", "train_epochs=5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train_epochs" in err
 
 
 def test_smp_lambda_min_is_applied_by_the_integer_model(cora) -> None:

@@ -172,7 +172,8 @@ def test_missing_results_directory_is_an_error(tmp_path, capsys):
     from bench_suite.cli import main
 
     assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
-    assert "nope" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "nope" in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
 def test_labels_name_the_keys_that_tell_colliding_groups_apart(tmp_path):

@@ -59,7 +59,11 @@ PLANTED = textwrap.dedent('''
             return self.lin(x)
 ''')
 
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
+#: subprocesses import this checkout's bench_suite, whatever their working directory (an editable
+#: install may point at another checkout)
+ENV = dict(os.environ, OMP_NUM_THREADS="1",
+           PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                    os.environ.get("PYTHONPATH")])))
 
 
 def bench(*args: str, cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:

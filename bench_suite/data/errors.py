@@ -24,7 +24,7 @@ class DatasetNotFoundError(FileNotFoundError):
         self.dataset = dataset
         self.missing = list(missing)
         self.directory = directory
-        files = "\n".join(f"  {f}" for f in self.missing)
+        files = ", ".join(self.missing)  # one line: the command-line error is one line
         if directory is None:
             where = (
                 f"no data directory was given (neither --data-dir nor ${DATA_ENV} is set); "
@@ -32,7 +32,7 @@ class DatasetNotFoundError(FileNotFoundError):
             )
         else:
             where = f"missing {len(self.missing)} file(s) in data directory {directory}:"
-        super().__init__(f"dataset {dataset!r}: {where}\n{files}\n{HOW_TO_FIX}")
+        super().__init__(f"dataset {dataset!r}: {where} {files}. {HOW_TO_FIX}")
 
     def __str__(self) -> str:  # FileNotFoundError would format (errno, strerror)
         return str(self.args[0])

@@ -24,21 +24,34 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="copy the ok record of a pending run from another matrix's results directory DIR when it "
                         "holds the same spec (same run id), instead of training it again (repeatable)")
     p.add_argument("--retry-failed", action="store_true", help="re-run failed and timed-out runs")
+    p.add_argument("--retries", type=int, default=1, metavar="N",
+                   help="re-submit a run whose worker was lost (process killed, dask worker died, Slurm job "
+                        "ended without a result) up to N times (default 1), on every executor; after that it "
+                        "is stored as a failed record, which --retry-failed runs again. A run that raises or "
+                        "exceeds --timeout is recorded at once")
     p.add_argument("--dry-run", action="store_true", help="list the specs and their status, run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("dask")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask scheduler (default: a LocalCluster)")
+    g.add_argument("--dask-wait", type=float, default=None, metavar="SECONDS",
+                   help="with --scheduler: wait this long for a first worker, and give the unfinished runs up as "
+                        "lost when no worker is left for this long (default 60)")
+    g.add_argument("--dask-connect-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --scheduler: give up connecting after this long (default 10)")
     g = p.add_argument_group("slurm (submitit)")
     g.add_argument("--partition", default=None)
     g.add_argument("--time-min", type=int, default=None, help="job time limit in minutes")
     g.add_argument("--cpus-per-task", type=int, default=None)
     g.add_argument("--mem-gb", type=float, default=None)
     g.add_argument("--slurm-folder", default=None, help="submitit log folder (default: RESULTS/.slurm/<matrix>)")
-    g.add_argument("--slurm-cluster", default=None, help="submitit cluster: slurm (default when available) or local")
+    g.add_argument("--slurm-cluster", default=None,
+                   help="submitit cluster: slurm (the default; refused when sbatch/srun are not on PATH), or local "
+                        "/ debug to run the jobs on this machine through submitit")
 
 
 #: CLI option -> executor constructor keyword
-EXECUTOR_OPTIONS = {"workers": "workers", "threads": "threads", "scheduler": "scheduler", "partition": "partition",
+EXECUTOR_OPTIONS = {"workers": "workers", "threads": "threads", "scheduler": "scheduler",
+                    "dask_wait": "wait", "dask_connect_timeout": "connect_timeout", "partition": "partition",
                     "time_min": "time_min", "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb",
                     "slurm_folder": "folder", "slurm_cluster": "cluster"}
 
@@ -102,12 +115,15 @@ def execute(args: argparse.Namespace) -> int:
     from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_only, parse_overrides
     from bench_suite.runner.reuse import check_sources, find_reusable, reuse_records
     from bench_suite.runner.session import plan, run_specs
+    from bench_suite.registry import plugin_refs, report_load_failures
     from bench_suite.runner.store import ResultStore
     from bench_suite.spec import SpecError
 
     if args.timeout is not None and not args.timeout > 0:
         raise SpecError(f"--timeout {args.timeout:g} is not valid: give a positive number of seconds per run "
                         "(or leave it out for no limit)")
+    if args.retries < 0:
+        raise SpecError(f"--retries {args.retries} is not valid: give a number of retries >= 0 (0: none)")
     matrix = load_matrix(args.matrix)
     specs = expand_matrix(matrix, parse_overrides(args.overrides), parse_only(args.only))
     store = ResultStore(Path(args.results) / matrix.name)
@@ -127,14 +143,19 @@ def execute(args: argparse.Namespace) -> int:
     reusable = find_reusable(_without_record(specs, store.scan()), sources) if sources else {}
     check_dataset_files([s for s in plan(specs, store, args.retry_failed).todo if s.run_id not in reusable],
                         args.data_dir, args.download)
-    store.check_writable()
-    if sources:
-        copied = reuse_records(_without_record(specs, store.scan()), store, sources, matrix.name)
-        print(f"reused {len(copied)} finished records from {', '.join(map(str, sources))}", file=sys.stderr)
-    print(f"matrix {matrix.name}: {len(specs)} runs -> {store.root} on {args.executor}", file=sys.stderr)
-    summary = run_specs(specs, store, executor, plugins=args.plugin, data_dir=args.data_dir, download=args.download,
-                        timeout=args.timeout, retry_failed=args.retry_failed, matrix=matrix.name,
-                        progress=not args.no_progress)
+    executor.start()  # an executor that cannot run here (no Slurm, no scheduler) stops before a write
+    try:
+        store.check_writable()
+        if sources:
+            copied = reuse_records(_without_record(specs, store.scan()), store, sources, matrix.name)
+            print(f"reused {len(copied)} finished records from {', '.join(map(str, sources))}", file=sys.stderr)
+        report_load_failures()  # before a long run, not after it
+        print(f"matrix {matrix.name}: {len(specs)} runs -> {store.root} on {args.executor}", file=sys.stderr)
+        summary = run_specs(specs, store, executor, plugins=plugin_refs(args.plugin), data_dir=args.data_dir,
+                            download=args.download, timeout=args.timeout, retry_failed=args.retry_failed,
+                            matrix=matrix.name, progress=not args.no_progress, retries=args.retries)
+    finally:
+        executor.close()
     c = summary.counts
     print(f"finished in {summary.seconds:.1f} s: {c['ok']} ok, {c['failed']} failed, {c['timeout']} timeout"
           + (f", {c['elsewhere']} taken by another runner on {store.root}" if c.get("elsewhere") else "")

@@ -93,7 +93,7 @@ def load_matrix(name_or_path: str | Path) -> Matrix:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise MatrixError(f"matrix {path}: not valid YAML: {exc}") from None
+        raise MatrixError(f"matrix {path}: not valid YAML: {' '.join(str(exc).split())}") from None
     return parse_matrix(raw, path)
 
 
@@ -207,6 +207,12 @@ def combinations(m: Matrix, overrides: Optional[Mapping[str, Any]] = None) -> Li
     # no axes: the fixed keys are one run, unless ``include`` lists the runs (a matrix of includes only)
     explicit = ([dict(m.fixed, **c) for c in product_of(m.axes)] if m.axes
                 else [] if m.include else [dict(m.fixed)])
+    keys = {k for c in explicit for k in c}
+    for rule in m.exclude:  # a typo in a rule's key would exclude nothing, silently
+        for k in rule:
+            if k not in keys:
+                raise MatrixError(f"matrix {m.path}: exclude rule {rule} has key {k!r}, which no run of the "
+                                  f"axes and fixed keys has; they have: {', '.join(sorted(keys))}")
     explicit = [c for c in explicit if not any(_matches(c, r) for r in m.exclude)]
     for inc in m.include:
         explicit.extend(dict(m.fixed, **c) for c in product_of(inc))

@@ -1,6 +1,7 @@
 """Run a list of specs through an executor into a store: skip finished runs, count, show progress."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from bench_suite.env import environment
-from bench_suite.runner.executors import Executor
+from bench_suite.runner.executors import Executor, WorkerLost
 from bench_suite.runner.store import ResultStore, StoreWriteError, sweep_stale_claims, utc_now
 from bench_suite.runner.worker import WorkerConfig, base_record
 from bench_suite.spec import RunSpec
@@ -56,8 +57,13 @@ class Summary:
 def run_specs(specs: Sequence[RunSpec], store: ResultStore, executor: Executor, *, plugins: Sequence[str] = (),
               data_dir: Optional[str] = None, download: bool = False, timeout: Optional[float] = None,
               retry_failed: bool = False, matrix: str = "", progress: bool = True,
-              log=None) -> Summary:
+              retries: int = 1, log=None) -> Summary:
     """Run every pending spec (and failed ones with ``retry_failed``); Ctrl-C stops cleanly.
+
+    A run whose worker was lost (the executor yields :class:`WorkerLost`: a killed process, a
+    dead dask worker, a Slurm job that ended without a result) is re-submitted up to ``retries``
+    times, on every executor alike; then it is stored as a failed record (``--retry-failed``
+    runs it again).  A run that raises or times out is recorded at once, never retried here.
     Messages go to ``log`` (default: the ``sys.stderr`` of the moment of the call)."""
     log = sys.stderr if log is None else log
     t0 = time.perf_counter()
@@ -79,21 +85,39 @@ def run_specs(specs: Sequence[RunSpec], store: ResultStore, executor: Executor, 
         return summary
     by_canonical = {s.canonical: s for s in p.todo}
     bar = _progress(len(p.todo), progress, log)
+    submit = [s.canonical for s in p.todo]
     try:
-        for canonical, outcome in executor.run([s.canonical for s in p.todo], cfg):
-            if isinstance(outcome, BaseException):
-                status = _record_lost(store, by_canonical[canonical], cfg, outcome, log)
-            else:
-                status = outcome["status"]
-                summary.run_seconds.append(float(outcome.get("seconds", 0.0)))
-            counts[status] = counts.get(status, 0) + 1
-            if status not in ("ok", "elsewhere"):  # elsewhere: another runner on the store ran or runs it
+        for attempt in range(retries + 1):
+            resubmit = []
+            for canonical, outcome in executor.run(submit, dataclasses.replace(cfg, attempt=attempt)):
                 spec = by_canonical[canonical]
-                print(f"{status}: {spec.label()} ({store.path(spec.run_id)})", file=log)
-            if bar is not None:
-                bar.set_postfix(done=counts["ok"], failed=counts["failed"] + counts["timeout"],
-                                left=len(p.todo) - bar.n - 1, refresh=False)
-                bar.update(1)
+                if isinstance(outcome, BaseException):
+                    mine = store.read(spec.run_id)
+                    if mine is not None and mine.get("session") == cfg.session:
+                        status = mine["status"]  # the worker wrote its record before it went (hard timeout)
+                    elif isinstance(outcome, WorkerLost) and attempt < retries:
+                        print(f"lost: {spec.label()} ({spec.run_id}): {outcome}; re-submitting it "
+                              f"(retry {attempt + 1} of {retries})", file=log)
+                        resubmit.append(canonical)
+                        continue
+                    else:
+                        if isinstance(outcome, WorkerLost):
+                            print(f"lost: {spec.label()} ({spec.run_id}): {outcome}; no retry left "
+                                  f"(--retries {retries}), stored as failed", file=log)
+                        status = _record_lost(store, spec, cfg, outcome, log)
+                else:
+                    status = outcome["status"]
+                    summary.run_seconds.append(float(outcome.get("seconds", 0.0)))
+                counts[status] = counts.get(status, 0) + 1
+                if status not in ("ok", "elsewhere"):  # elsewhere: another runner on the store ran or runs it
+                    print(f"{status}: {spec.label()} ({store.path(spec.run_id)})", file=log)
+                if bar is not None:
+                    bar.set_postfix(done=counts["ok"], failed=counts["failed"] + counts["timeout"],
+                                    left=len(p.todo) - bar.n - 1, refresh=False)
+                    bar.update(1)
+            if not resubmit:
+                break
+            submit = resubmit
     except KeyboardInterrupt:
         summary.interrupted = True
         print("\ninterrupted: finished records are kept; run the same command to resume", file=log)

@@ -327,10 +327,12 @@ def read_claim(root: str | Path, run_id: str) -> Optional[Tuple[Dict[str, Any], 
     return (info if isinstance(info, dict) else {}), age
 
 
-def try_claim(root: str | Path, run_id: str, session: str) -> Tuple[Optional[Claim], Dict[str, Any]]:
+def try_claim(root: str | Path, run_id: str, session: str,
+              take_over_own: bool = False) -> Tuple[Optional[Claim], Dict[str, Any]]:
     """Claim ``run_id`` for this process: ``(claim, {})``, or ``(None, holder)`` when a live claim of
     another runner holds it (``holder``: its host, pid, session, since).  A stale claim is removed
-    and replaced."""
+    and replaced; so is one of the same ``session`` with ``take_over_own`` (a re-submitted run
+    whose lost worker, possibly on another host, could not release its claim)."""
     path = _claims_dir(root) / run_id
     path.parent.mkdir(parents=True, exist_ok=True)
     mine = {"host": platform.node(), "pid": os.getpid(), "session": session, "since": utc_now()}
@@ -341,7 +343,7 @@ def try_claim(root: str | Path, run_id: str, session: str) -> Tuple[Optional[Cla
             held = read_claim(root, run_id)
             if held is None:
                 continue  # released meanwhile: try again
-            if claim_is_live(*held):
+            if claim_is_live(*held) and not (take_over_own and held[0].get("session") == session):
                 return None, held[0]
             try:
                 os.unlink(path)

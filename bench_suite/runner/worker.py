@@ -40,6 +40,7 @@ class WorkerConfig:
     sys_path: Tuple[str, ...] = ()
     matrix: str = ""
     grace: float = 30.0  # seconds after the timeout before the hard watchdog ends the process
+    attempt: int = 0  # 1, 2, ...: a re-submission after the run's worker was lost (``run --retries``)
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -210,7 +211,8 @@ def execute_spec(canonical: str, cfg: WorkerConfig | Dict[str, Any]) -> Dict[str
     done = _finished(store, spec.run_id, cfg.session)
     if done is not None:
         return done
-    claim, holder = try_claim(store.root, spec.run_id, cfg.session)
+    # a re-submission takes over the claim its lost predecessor of this session left behind
+    claim, holder = try_claim(store.root, spec.run_id, cfg.session, take_over_own=cfg.attempt > 0)
     if claim is None:  # another runner is at it now
         return {"run_id": spec.run_id, "status": "elsewhere", "seconds": 0.0, "skipped": True, "holder": holder}
     try:
