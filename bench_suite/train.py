@@ -4,7 +4,8 @@ Adam (a separate group for quantizer parameters such as QLR's α), full-batch,
 model selected at the epoch of the best validation score (the dataset's metric:
 accuracy, or ROC-AUC for the binary heterophilous sets; ties: lower validation
 loss), test scores reported at that epoch (``test_score`` in the dataset's metric,
-``test_acc`` always), early stopping after ``patience`` epochs without improvement.  Fixed seeds give identical results on the CPU.
+``test_acc`` always), early stopping after ``patience`` epochs without improvement.
+Fixed seeds give identical results on the CPU.
 """
 from __future__ import annotations
 
@@ -98,17 +99,17 @@ def roc_auc(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> f
     return float(roc_auc_score(y, torch.softmax(logits[idx].double(), 1)[:, 1].numpy()))
 
 
-#: metric name (a dataset's ``metric``) -> function of (logits, labels, mask)
-METRICS = {"accuracy": accuracy, "roc_auc": roc_auc}
+#: metric name (a dataset's ``metric``) -> (its key in a record, function of (logits, labels, mask))
+METRICS = {"accuracy": ("acc", accuracy), "roc_auc": ("roc_auc", roc_auc)}
 
 
 def scores(logits: torch.Tensor, data: GraphData, split: str) -> Dict[str, float]:
     """``{acc, roc_auc (binary problems), score}`` on one split; ``score`` is the dataset's metric."""
     mask = getattr(data, f"{split}_mask")
-    out = {"acc": accuracy(logits, data.labels, mask)}
-    if data.num_classes == 2:
-        out["roc_auc"] = roc_auc(logits, data.labels, mask)
-    out["score"] = out["acc"] if data.metric == "accuracy" else out[data.metric]
+    names = ["accuracy"] + (["roc_auc"] if data.num_classes == 2 else [])
+    names += [data.metric] if data.metric not in names else []
+    out = {METRICS[n][0]: METRICS[n][1](logits, data.labels, mask) for n in names}
+    out["score"] = out[METRICS[data.metric][0]]
     return out
 
 
