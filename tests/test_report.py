@@ -399,3 +399,16 @@ def test_report_defaults_to_each_datasets_own_metric(tmp_path):
     assert "90.0 ± 0.0" in table and "80.0" not in table
     render_report([d], tmp_path / "acc", figures=False, metric="test_acc")
     assert "80.0 ± 0.0" in (tmp_path / "acc" / "tables" / "acc_by_depth_minesweeper_fp32.md").read_text()
+
+
+def test_report_out_naming_a_file_is_one_line(tmp_path, capsys):
+    """``--out`` that is a file: one line naming it, exit 2, the file untouched."""
+    from bench_suite.cli import main
+
+    store = fx.write_store(tmp_path / "results", speed=False, junk=False)
+    target = tmp_path / "afile"
+    target.write_text("keep")
+    assert main(["report", str(store), "--out", str(target), "--no-figures"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(target) in err[0] and "is a file" in err[0]
+    assert target.read_text() == "keep"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -67,9 +68,16 @@ def execute(args: argparse.Namespace) -> int:
         argv.append("--no-figures")
     for b in args.against:
         argv += ["--against", b]
-    res = render_report(args.results, args.out, seeds=args.seeds, depth=args.depth, metric=args.metric,
-                        command=shlex.join(argv), figures=not args.no_figures, matrices=args.matrix,
-                        against=args.against)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out!r} is a file; name a folder for the report")
+    try:
+        res = render_report(args.results, args.out, seeds=args.seeds, depth=args.depth, metric=args.metric,
+                            command=shlex.join(argv), figures=not args.no_figures, matrices=args.matrix,
+                            against=args.against)
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+        raise ValueError(f"cannot write the report under --out {args.out!r}: {exc.strerror} ({exc.filename})") from None
+    except OSError as exc:  # a full disk, say: the files written so far are a partial report
+        raise ValueError(f"cannot write the report under --out {args.out!r}: {exc.strerror or exc}") from None
     for dups, what in ((res.duplicates, "the records read"), (res.duplicates_against, "the records of --against")):
         if len(dups):
             print(duplicates_message(dups, what), file=sys.stderr)
