@@ -412,3 +412,15 @@ def test_report_out_naming_a_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(target) in err[0] and "is a file" in err[0]
     assert target.read_text() == "keep"
+
+
+@pytest.mark.parametrize("target", ["a_folder", "no_such_folder/x.csv"])
+def test_export_to_a_folder_or_a_missing_folder_is_one_line(tmp_path, capsys, target):
+    from bench_suite.cli import main
+
+    store = fx.write_store(tmp_path / "results", speed=False, junk=False)
+    (tmp_path / "a_folder").mkdir()
+    assert main(["export", str(store), "--csv", str(tmp_path / target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and target in err[0]
+    assert not (tmp_path / "no_such_folder").exists() and not any((tmp_path / "a_folder").iterdir())
