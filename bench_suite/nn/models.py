@@ -75,7 +75,7 @@ class DeepGCN(GraphModel):
         hidden = []
         h = x
         for k, layer in enumerate(self.layers):
-            if k > 0 or getattr(self, "input_dropout", True):
+            if k > 0 or self.input_dropout:
                 h = dropout(h, self.dropout, self.training)
             h = layer(g, h)
             hidden.append(h)
@@ -126,7 +126,7 @@ class DeepSAGE(GraphModel):
                  hidden: int = 64, dropout: float = 0.5):
         super().__init__()
         check_depth(depth, "sage")
-        self.dropout = dropout
+        self.dropout, self.input_dropout = dropout, True  # shares DeepGCN.forward
         self.layers = nn.ModuleList(
             QSAGEConv(i, o, quant, layer=k) for k, (i, o) in enumerate(widths(in_dim, hidden, num_classes, depth))
         )
