@@ -43,7 +43,11 @@ QUANT_BITS = (8, 4, 2)
 #: before them: a key at that default is left out of the canonical spec, so the run ids of
 #: existing records stay valid; set to anything else, it is written (and the run id differs).
 #: The next version bump writes every key and empties this.
-UNVERSIONED_DEFAULTS: Dict[Tuple[str, str], Any] = {("dataset", "sparse_features"): False}
+UNVERSIONED_DEFAULTS: Dict[Tuple[str, str], Any] = {
+    ("dataset", "sparse_features"): False,
+    ("train", "lr_decay"): 1.0,
+    ("train", "lr_decay_every"): 50,
+}
 
 
 class SpecError(ValueError):
@@ -59,6 +63,10 @@ class TrainConfig:
     weight_decay: Annotated[float, Range(0)] = 5e-4
     patience: Annotated[int, Range(0)] = 100
     quant_lr: Annotated[float, Range(0)] = 1e-4
+    #: step schedule: the model parameters' learning rate (not the quantizers') is multiplied by
+    #: ``lr_decay`` after every ``lr_decay_every`` epochs; 1.0 keeps it constant
+    lr_decay: Annotated[float, Range(0, 1)] = 1.0
+    lr_decay_every: Annotated[int, Range(1)] = 50
     seed: int = 0
 
 

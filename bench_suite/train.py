@@ -1,6 +1,7 @@
 """One training run: ``spec → record`` (METHOD.md §10).
 
-Adam (a separate group for quantizer parameters such as QLR's α), full-batch,
+Adam (a separate group for quantizer parameters such as QLR's α; an optional step decay of the
+model parameters' learning rate, ``lr_decay`` every ``lr_decay_every`` epochs), full-batch,
 model selected at the epoch of the best validation score (the dataset's metric:
 accuracy, or ROC-AUC for the binary heterophilous sets; ties: lower validation
 loss), test scores reported at that epoch (``test_score`` in the dataset's metric,
@@ -136,6 +137,8 @@ def fit(model: torch.nn.Module, data: GraphData, cfg, transform=None, progress=N
             raise NonFiniteLoss(f"loss became {loss_val} at epoch {epoch}")
         loss.backward()
         opt.step()
+        if cfg.lr_decay != 1.0 and (epoch + 1) % cfg.lr_decay_every == 0:
+            opt.param_groups[0]["lr"] *= cfg.lr_decay  # the model's group; quantizer ranges keep theirs
         epoch_times.append(time.perf_counter() - t0)
         model.eval()
         with torch.no_grad():

@@ -110,3 +110,27 @@ def test_binary_dataset_records_roc_auc_and_selects_on_it():
     logits = torch.stack([torch.zeros(5), torch.tensor([-3.0, -2.0, -1.0, -0.5, -0.1])], 1)  # argmax: class 0
     assert roc_auc(logits, labels, mask) == 1.0
     assert roc_auc(-logits, labels, mask) == 0.0
+
+
+def test_lr_decay_steps_the_model_group_only_and_leaves_default_run_ids_alone(monkeypatch):
+    import torch
+
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *a, **k):
+        seen.append([g["lr"] for g in self.param_groups])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    base = {"dataset": "csbm", "dataset.nodes": 200, "model": "gcn", "depth": 2, "epochs": 7, "patience": 7,
+            "quant": "qlr", "bits": 4, "lr": 0.01, "quant_lr": 0.001}
+    run(resolve_spec({**base, "lr_decay": 0.5, "lr_decay_every": 3}))
+    # the learning rate seen by the step of epoch e (0-based) is lr * 0.5 ** (e // 3); the quantizers' stays
+    assert [round(lrs[0], 12) for lrs in seen] == [0.01, 0.01, 0.01, 0.005, 0.005, 0.005, 0.0025]
+    assert all(lrs[1] == 0.001 for lrs in seen)
+    # at its default (no decay) the key is left out of the canonical spec, so existing run ids hold
+    plain = resolve_spec(base)
+    assert "lr_decay" not in plain.data["train"] and "lr_decay_every" not in plain.data["train"]
+    assert resolve_spec({**base, "lr_decay": 1.0, "lr_decay_every": 50}).run_id == plain.run_id
+    assert resolve_spec({**base, "lr_decay": 0.7}).run_id != plain.run_id
