@@ -59,13 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         common_options(p)
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if not module.startswith(str(exc.name)):
-                raise
-            p.set_defaults(_missing=module)
-            continue
+        mod = importlib.import_module(module)
         mod.configure(p)
         p.set_defaults(_module=mod)
     return parser
@@ -83,9 +77,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.command:
         parser.print_help()
-        return 2
-    if getattr(args, "_missing", None):
-        print(f"bench-suite {args.command}: not available in this build ({args._missing} missing)", file=sys.stderr)
         return 2
     from bench_suite.registry import RegistryError, load_all, report_load_failures
     from bench_suite.runner.executors import ExecutorError

@@ -82,6 +82,5 @@ def execute(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.close()
-    record["status"] = "ok"
     print_json(record)
     return 0

@@ -130,7 +130,7 @@ def plugin_index(plugins: Sequence[str] = ()) -> Dict[str, Any]:
 
 def _store(index: Dict[str, Any], current: str) -> None:
     """Write the index; a cache that cannot be written only costs the next ``list`` its speed."""
-    from bench_suite.runner.store import write_json_atomic
+    from bench_suite.record import write_json_atomic
 
     try:
         write_json_atomic(index_path(), {"fingerprint": current, "registries": index})

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import List, Optional
 
 import dgl
-import torch
 from torch import Tensor, nn
 
 from bench_suite.nn.graph import normalized_aggregate

@@ -14,10 +14,12 @@ import hashlib
 import inspect
 import json
 from dataclasses import dataclass, fields
-from typing import Annotated, Any, Dict, Mapping, Optional, Tuple
+from typing import Annotated, Any, Dict, Mapping, Tuple
 
 import yaml
 
+from bench_suite.bits import BITS, FP32_BITS
+from bench_suite.record import group_key, run_label
 from bench_suite.registry import (
     DATASETS,
     MODELS,
@@ -38,7 +40,6 @@ from bench_suite.registry import (
 #: 2: the aggregate role quantizes the normalised aggregation (METHOD.md §2), records carry the
 #: dataset's metric, methods train in their own papers' settings (the defaults files)
 SPEC_VERSION = 2
-QUANT_BITS = (8, 4, 2)
 #: keys added since SPEC_VERSION was last bumped, with the default that computes what runs did
 #: before them: a key at that default is left out of the canonical spec, so the run ids of
 #: existing records stay valid; set to anything else, it is written (and the run id differs).
@@ -140,9 +141,6 @@ class RunSpec:
     def run_id(self) -> str:
         return hashlib.sha256(self.canonical.encode()).hexdigest()[:16]
 
-    def section(self, name: str) -> Optional[Dict[str, Any]]:
-        return self.data.get(name)
-
     @property
     def train(self) -> TrainConfig:
         return TrainConfig(**self.data["train"])
@@ -152,23 +150,12 @@ class RunSpec:
         return int(self.data["train"]["seed"])
 
     def group_key(self) -> str:
-        """Everything but the seed: the unit a report aggregates over."""
-        d = self.data
-        d["train"] = {k: v for k, v in d["train"].items() if k != "seed"}
-        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+        """Everything but the seed: the unit a report aggregates over (:func:`bench_suite.record.group_key`)."""
+        return group_key(self.data)
 
     def label(self) -> str:
-        """A short human name, e.g. ``cora/gcn+dropedge/L8/qlr-int2-bt*/s0``: the run id tells runs
-        apart; the label names the choices a matrix usually varies (propagation, transform, bit
-        truncation, SMP's multiplier floor) so a listing of runs does not repeat one name."""
-        d = self.data
-        prop, quant, transform = d.get("propagation") or {}, d["quant"], d.get("transform") or {}
-        m = (d["model"]["name"] + (f"+{prop['name']}" if prop else "")
-             + (f"[lambda_min={prop['lambda_min']:g}]" if prop.get("lambda_min") is not None else "")
-             + (f"+{transform['name']}" if transform else ""))
-        q = (quant["name"] + ("" if quant["name"] == "fp32" else f"-int{quant['bits']}")
-             + (f"-{quant['truncation']}" if quant.get("truncation") not in (None, "none") else ""))
-        return f"{d['dataset']['name']}/{m}/L{d['model']['depth']}/{q}/s{d['train']['seed']}"
+        """A short human name, e.g. ``cora/gcn+dropedge/L8/qlr-int2-bt*/s0`` (:func:`bench_suite.record.run_label`)."""
+        return run_label(self.data)
 
 
 def resolve_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
@@ -196,16 +183,16 @@ def resolve_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
         raise SpecError(f"depth={depth!r}{_where(where)} is not valid; use an integer in 1..128")
 
     if quant == "fp32":
-        if bits_raw not in (None, 32):
+        if bits_raw not in (None, FP32_BITS):
             raise SpecError(f"bits={bits_raw!r}{_where(where)} makes no sense with quant=fp32; "
                             f"drop bits or choose a quantizer ({', '.join(QUANTIZERS.keys())})")
-        bits = 32
+        bits = FP32_BITS
     else:
         if bits_raw is None:
-            raise SpecError(f"quant={quant!r}{_where(where)} needs bits; valid: {', '.join(map(str, QUANT_BITS))}")
-        if bits_raw not in QUANT_BITS:
+            raise SpecError(f"quant={quant!r}{_where(where)} needs bits; valid: {', '.join(map(str, BITS))}")
+        if bits_raw not in BITS:
             raise SpecError(f"bits={bits_raw!r}{_where(where)} is not valid for quant={quant!r}; "
-                            f"valid: {', '.join(map(str, QUANT_BITS))}")
+                            f"valid: {', '.join(map(str, BITS))}")
         bits = int(bits_raw)
 
     model_defaults = _plugin_defaults(MODELS, model, skip=("propagation_params",))

@@ -16,6 +16,7 @@ from typing import Iterable, Optional
 import dgl
 import torch
 
+from bench_suite.bits import BITS
 from bench_suite.nn.graph import prepare_graph
 from bench_suite.quant.base import NODE_ROLES, ROLES, QuantFactory
 from bench_suite.registry import DATASETS, MODELS, PROPAGATIONS, QUANTIZERS, TRANSFORMS, Registry
@@ -66,7 +67,7 @@ def check_contract(reg: Registry, key: str) -> None:
         assert last.default in (False, None), f"{what}: forward's {last.name} must default to {False if reg.kind == 'model' else None}"
 
 
-def check_range_rule(key: str, bits_list: Iterable[int] = (8, 4, 2)) -> None:
+def check_range_rule(key: str, bits_list: Iterable[int] = BITS) -> None:
     """``bench-suite speed`` can run the quantizer: in evaluation mode its range is a
     :class:`~bench_suite.engine.convert.RangeRule` (declared by a ``range_rule()`` method, else found
     by probing ``qparams``: static, or α·[min, max] of the tensor), for every role and width."""
@@ -102,7 +103,7 @@ def check_params_declared(reg: Registry, key: str) -> None:
         json.dumps(p.default)
 
 
-def check_quantizer(key: str, bits_list: Iterable[int] = (8, 4, 2)) -> None:
+def check_quantizer(key: str, bits_list: Iterable[int] = BITS) -> None:
     """Contract, shape, finiteness, at most 2^b levels in eval, gradients, state_dict round trip."""
     check_contract(QUANTIZERS, key)
     check_params_declared(QUANTIZERS, key)

@@ -24,6 +24,7 @@ from bench_suite.data.base import GraphData
 from bench_suite.env import environment
 from bench_suite.nn.graph import layer_metrics, prepare_graph
 from bench_suite.quant.base import QuantFactory, Quantizer
+from bench_suite.record import OK, new_record
 from bench_suite.registry import MODELS, TRANSFORMS
 from bench_suite.sparse import features_for
 from bench_suite.spec import RunSpec, spec_plugins
@@ -182,8 +183,9 @@ def evaluate_layers(model: torch.nn.Module, data: GraphData) -> list:
 
 
 def run(spec: RunSpec, data_dir: Optional[str] = None, download: bool = False,
-        data: Optional[GraphData] = None, keep_model: bool = False, progress=None) -> Dict[str, Any]:
-    """Execute one run and return its record (without status/timestamps, see runner).
+        data: Optional[GraphData] = None, progress=None) -> Dict[str, Any]:
+    """Execute one run and return its ``ok`` record (:func:`bench_suite.record.new_record`; the runner
+    adds where and when it ran).
 
     ``progress(epoch, train_loss, val_score)`` is called after every epoch (see :func:`fit`)."""
     d = spec.data
@@ -202,21 +204,15 @@ def run(spec: RunSpec, data_dir: Optional[str] = None, download: bool = False,
     metrics = fit(model, data, cfg, transform, progress=progress)
     t_train = time.perf_counter() - t1
     layers = evaluate_layers(model, data)
-    record = {
-        "run_id": spec.run_id,
-        "spec": d,
-        "label": spec.label(),
-        "metrics": metrics,
-        "layers": layers,
-        "extra": _jsonable(model.extra_metrics() if hasattr(model, "extra_metrics") else {}),
-        "data": data.summary(),
-        "timings": {"load_s": t_load, "train_s": t_train, "total_s": time.perf_counter() - t0},
-        "env": dict(environment(), plugins=spec_plugins(d)),
-    }
-    if keep_model:
-        record["_model"] = model
-        record["_data"] = data
-    return record
+    return new_record(
+        spec, OK,
+        metrics=metrics,
+        layers=layers,
+        extra=_jsonable(model.extra_metrics() if hasattr(model, "extra_metrics") else {}),
+        data=data.summary(),
+        timings={"load_s": t_load, "train_s": t_train, "total_s": time.perf_counter() - t0},
+        env=dict(environment(), plugins=spec_plugins(d)),
+    )
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,7 +1,6 @@
 """Datasets: DGL/OGB loaders over the offline data directory, splits, CSBM, errors, caches."""
 from __future__ import annotations
 
-import gzip
 import os
 import time
 from pathlib import Path

@@ -16,7 +16,7 @@ from baselines.pairnorm import pair_norm
 from bench_suite import testing
 from bench_suite.nn.graph import prepare_graph
 from bench_suite.quant.base import QuantFactory
-from bench_suite.registry import MODELS, QUANTIZERS, TRANSFORMS, load_all
+from bench_suite.registry import MODELS, TRANSFORMS, load_all
 from bench_suite.spec import SpecError, resolve_spec
 
 load_all()
@@ -294,7 +294,7 @@ def test_bad_mode_values_fail_in_the_spec():
             resolve_spec({"dataset": "csbm", **flat})
 
 
-QUANT = "qlr" if "qlr" in QUANTIZERS else None
+QUANT = "qlr"
 MODEL_KEYS = ["resgcn", "jknet", "pairnorm", "gcnii", "sgc"]
 PROP_KEYS = ["smp", "dagnn", "elastic", "appnp"]
 

@@ -14,7 +14,7 @@ from bench_suite.engine.convert import RangeRule, convert, fp32_bytes, rule_of
 from bench_suite.engine.intmodel import EngineGraph, load
 from bench_suite.nn.graph import prepare_graph
 from bench_suite.quant.base import QuantFactory
-from bench_suite.registry import MODELS, QUANTIZERS, load_all
+from bench_suite.registry import MODELS, load_all
 
 load_all()
 
@@ -63,8 +63,6 @@ def test_agreement_static_quantizer(cora, model: str, bits: int) -> None:
 
 @pytest.mark.parametrize("model,bits", CASES[:3] + [("decoupled", 2)])
 def test_agreement_qlr(cora, model: str, bits: int) -> None:
-    if "qlr" not in QUANTIZERS:
-        pytest.skip("qlr quantizer not registered")
     d, g = cora
     m = trained(d, g, model, "qlr", bits)
     assert rule_of(m.layers[0].q["message"] if model == "gcn" else m.prop.q[0]["message"]).kind == "scaled_minmax"
@@ -131,25 +129,24 @@ def test_speed_cli_rejects_bad_key(capsys) -> None:
 @pytest.mark.parametrize("form,bits", [("exact", 4), ("released", 2), ("exact", 8)])
 def test_agreement_smp(cora, form: str, bits: int) -> None:
     """SMP (both forms) converts; λ0 large enough that the λ·L̃Δ / λ·ÂΔ term matters."""
-    smp = pytest.importorskip("bench_suite.smp")
+    from bench_suite import smp
+
     d, g = cora
-    key = "qlr" if "qlr" in QUANTIZERS else None
-    with temporary_quantizer() as static:
-        torch.manual_seed(0)
-        q = QuantFactory(key or static, bits)
-        m = MODELS.create("decoupled", in_dim=d.features.shape[1], num_classes=d.num_classes, depth=3, quant=q,
-                          propagation="smp")
-        m.prop = smp.SMPPropagation(3, q, form=form, lambda0=0.5)
-        opt = torch.optim.Adam(m.parameters(), lr=0.01)
-        m.train()
-        for _ in range(3):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(m(g, d.features)[d.train_mask], d.labels[d.train_mask]).backward()
-            opt.step()
-        m.eval()
-        im = convert(m)
-        assert im.smp["form"] == form and len(im.delta_aggs) == 3
-        agree, _ = agreement(m, d, g)
+    torch.manual_seed(0)
+    q = QuantFactory("qlr", bits)
+    m = MODELS.create("decoupled", in_dim=d.features.shape[1], num_classes=d.num_classes, depth=3, quant=q,
+                      propagation="smp")
+    m.prop = smp.SMPPropagation(3, q, form=form, lambda0=0.5)
+    opt = torch.optim.Adam(m.parameters(), lr=0.01)
+    m.train()
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(g, d.features)[d.train_mask], d.labels[d.train_mask]).backward()
+        opt.step()
+    m.eval()
+    im = convert(m)
+    assert im.smp["form"] == form and len(im.delta_aggs) == 3
+    agree, _ = agreement(m, d, g)
     assert agree >= 0.999, f"smp {form} at {bits} bits: integer model agrees on {agree:.4%} of nodes"
 
 
@@ -158,8 +155,6 @@ def test_dgl_baselines_compute_the_suite_model(model: str, prop: str) -> None:
     """The DGL FP32 baselines are the same function as the suite's FP32 model (same weights)."""
     from bench_suite.engine.bench import DGLAPPNP, DGLGCN, DGLSMP, build, generated
 
-    if prop == "smp":
-        pytest.importorskip("bench_suite.smp")
     g0, x, classes = generated("tiny")
     g = prepare_graph(g0)
     torch.manual_seed(0)
@@ -194,34 +189,34 @@ def test_speed_rejects_unknown_graph_and_training_on_generated_graphs(capsys) ->
 
 def test_smp_lambda_min_is_applied_by_the_integer_model(cora) -> None:
     """With a tiny budget λ falls below 0 after the first step; lambda_min=0 stops it there.
-    The integer model must apply the same projection (it ignored lambda_min before)."""
-    smp = pytest.importorskip("bench_suite.smp")
+    The integer model must apply the same projection."""
+    from bench_suite import smp
+
     d, g = cora
-    with temporary_quantizer() as static:
-        torch.manual_seed(0)
-        q = QuantFactory("qlr" if "qlr" in QUANTIZERS else static, 8)
-        m = MODELS.create("decoupled", in_dim=d.features.shape[1], num_classes=d.num_classes, depth=4, quant=q,
-                          propagation="smp")
-        m.prop = smp.SMPPropagation(4, q, c=1e-9, eta_lambda=1.0, lambda0=0.5, lambda_min=0.0)
-        opt = torch.optim.Adam(m.parameters(), lr=0.01)
-        m.train()
-        for _ in range(3):  # untrained logits are near ties: agreement ~99.7% with or without SMP
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(m(g, d.features)[d.train_mask], d.labels[d.train_mask]).backward()
-            opt.step()
-        m.eval()
-        with torch.no_grad():
-            m(g, d.features)
-        assert min(m.prop.extra_metrics()["smp_lambda"]) == 0.0  # the projection was active
-        im = convert(m)
-        assert im.smp["lambda_min"] == 0.0
-        agree, _ = agreement(m, d, g)
-        m.prop.lambda_min = None  # without the projection the model computes something else
-        with torch.no_grad():
-            unprojected = m(g, d.features).argmax(1).numpy()
-        m.prop.lambda_min = 0.0
-        with torch.no_grad():
-            projected = m(g, d.features).argmax(1).numpy()
+    torch.manual_seed(0)
+    q = QuantFactory("qlr", 8)
+    m = MODELS.create("decoupled", in_dim=d.features.shape[1], num_classes=d.num_classes, depth=4, quant=q,
+                      propagation="smp")
+    m.prop = smp.SMPPropagation(4, q, c=1e-9, eta_lambda=1.0, lambda0=0.5, lambda_min=0.0)
+    opt = torch.optim.Adam(m.parameters(), lr=0.01)
+    m.train()
+    for _ in range(3):  # untrained logits are near ties: agreement ~99.7% with or without SMP
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(g, d.features)[d.train_mask], d.labels[d.train_mask]).backward()
+        opt.step()
+    m.eval()
+    with torch.no_grad():
+        m(g, d.features)
+    assert min(m.prop.extra_metrics()["smp_lambda"]) == 0.0  # the projection was active
+    im = convert(m)
+    assert im.smp["lambda_min"] == 0.0
+    agree, _ = agreement(m, d, g)
+    m.prop.lambda_min = None  # without the projection the model computes something else
+    with torch.no_grad():
+        unprojected = m(g, d.features).argmax(1).numpy()
+    m.prop.lambda_min = 0.0
+    with torch.no_grad():
+        projected = m(g, d.features).argmax(1).numpy()
     assert agree >= 0.999, f"integer SMP with lambda_min agrees on {agree:.4%} of nodes"
     assert (unprojected != projected).mean() > 0.01  # so the agreement above tests the projection
 
@@ -263,7 +258,6 @@ def test_train_briefly_trains_alpha_at_the_suite_quant_lr(cora) -> None:
 
 def test_speed_dgl_smp_baseline_applies_lambda_min() -> None:
     """``speed lambda_min=0``: the DGL SMP baseline projects λ as the suite's SMP does."""
-    pytest.importorskip("bench_suite.smp")
     from bench_suite.engine.bench import DGLSMP, build, generated
 
     g0, x, classes = generated("tiny")

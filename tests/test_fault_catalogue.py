@@ -230,7 +230,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(cli, tmp_path, argv, n
 
 
 def test_the_catalogue_has_at_least_80_cases():
-    """The README states the count; issue 21's target was 80."""
+    """The README states the count: at least 80 cases."""
     total = len(CASES) + sum(ELSEWHERE.values())
     assert len({c[0] for c in CASES}) == len(CASES)
     assert total >= 80

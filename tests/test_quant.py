@@ -1,4 +1,4 @@
-"""Properties shared by every quantizer of issue 3 (QLR, BT, BT*, QAT, DQ) at every bit width."""
+"""Properties shared by every quantizer (QLR, BT, BT*, QAT, DQ) at every bit width."""
 from __future__ import annotations
 
 import math

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite.registry import MODELS, QUANTIZERS, Registry, RegistryError, load_all
+from bench_suite.registry import MODELS, Registry, RegistryError, load_all
 
 
 def test_register_decorator_and_call_forms():

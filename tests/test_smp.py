@@ -9,7 +9,7 @@ import torch
 from bench_suite.nn.graph import prepare_graph
 from bench_suite.nn.propagations import APPNPPropagation
 from bench_suite.quant.base import QuantFactory
-from bench_suite.registry import PROPAGATIONS, QUANTIZERS, load_all
+from bench_suite.registry import PROPAGATIONS, load_all
 from bench_suite.smp import SMPPropagation, undirected_edge_count
 from bench_suite.spec import SpecError, resolve_spec
 from bench_suite.testing import tiny_graph
@@ -134,7 +134,6 @@ def test_form_is_validated_with_a_helpful_message():
         resolve_spec({"dataset": "csbm", "model": "decoupled", "propagation": "smp", "form": "nope"})
 
 
-@pytest.mark.skipif("qlr" not in QUANTIZERS, reason="QLR quantizer not registered")
 def test_quantized_smp_routes_delta_product_through_its_own_quantizers():
     graph, x, _ = tiny_graph()
     g = prepare_graph(graph)

@@ -11,10 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench_suite.record import write_json_atomic
 from bench_suite.registry import load_all
 from bench_suite.runner.export import records_frame
 from bench_suite.runner.session import plan
-from bench_suite.runner.store import ResultStore, write_json_atomic
+from bench_suite.runner.store import ResultStore
 from bench_suite.runner.worker import WorkerConfig, execute_spec
 from bench_suite.spec import resolve_spec
 
@@ -243,7 +244,7 @@ def test_stub_record_is_corrupt_for_status_rerun_by_run_and_skipped_by_report(tm
 ])
 def test_record_problem_names_what_is_missing_for_store_status_and_report(filled, tmp_path, change, problem):
     from bench_suite.report.aggregate import load_store
-    from bench_suite.runner.store import record_problem
+    from bench_suite.record import record_problem
 
     root, specs, _, _ = filled
     good = json.loads((root / f"{specs[0].run_id}.json").read_text())

@@ -28,7 +28,8 @@ Every dataset takes ``sparse_features`` (default False): True gives the features
 torch CSR tensor (:mod:`bench_suite.sparse`), which models that declare ``sparse_input``
 keep sparse up to their first product — the same results as the dense features up to
 float rounding, far faster for bag-of-words inputs (Planetoid, Amazon, Coauthor,
-geom-gcn).  The dense default is what runs before this option computed.
+geom-gcn).  Dense is the default, so specs that leave it unset keep their run ids
+(:data:`bench_suite.spec.UNVERSIONED_DEFAULTS`).
 
 The built graph of a dataset is cached: DGL and OGB keep their processed files
 in the layout folder, the other loaders in ``cache_dir()/processed`` (keyed by the

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -24,6 +23,8 @@ from typing import Dict, List, Optional
 import dgl
 import numpy as np
 import torch
+
+from bench_suite.record import SPEED
 
 #: generated graphs: (nodes, undirected edges, features, classes)
 GRAPHS: Dict[str, tuple] = {
@@ -347,7 +348,7 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     stages = profile_passes(int_model, eg, xn, repeats, med.get("dgl-fp32")) if breakdown else None
     fp = fp32_bytes(fp_model)
     common = {
-        "kind": "speed", "model": model, "depth": depth, "hidden": hidden, "graph": graph,
+        "kind": SPEED, "model": model, "depth": depth, "hidden": hidden, "graph": graph,
         "nodes": g0.num_nodes(), "edges": g0.num_edges() // 2, "bits": bits,
         "propagation": propagation if model == "decoupled" else None, "quant": qkey,
         "truncation": truncation or "none", "threads": threads, "lambda_min": lambda_min,
@@ -388,18 +389,13 @@ def profile_passes(int_model, eg, xn: np.ndarray, repeats: int, dgl_ms: Optional
 
 
 def write_record(record: dict, results: str | Path) -> Path:
-    """Write one record as ``speed-<id>.json`` in ``results`` atomically (temp file, then rename)."""
+    """Write one speed record as ``speed-<id>.json`` in ``results`` (:func:`bench_suite.record.write_record`:
+    atomic, fsync'd); the id is a hash of the record with its environment and timestamp."""
     from bench_suite.env import environment
+    from bench_suite.record import write_record as write
 
-    results = Path(results)
-    results.mkdir(parents=True, exist_ok=True)
     record = dict(record, env=environment(), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     body = json.dumps(record, sort_keys=True, default=str)
     rid = hashlib.sha256(body.encode()).hexdigest()[:16]
     record["run_id"] = rid
-    path = results / f"speed-{rid}.json"
-    fd, tmp = tempfile.mkstemp(dir=results, prefix=".speed-", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(record, fh, sort_keys=True, indent=1, default=str)
-    os.replace(tmp, path)
-    return path
+    return write(Path(results) / f"speed-{rid}.json", record)

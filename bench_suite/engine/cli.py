@@ -13,7 +13,6 @@ stage, the bytes each stage moves and the floor they imply (:mod:`bench_suite.en
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 
 KEYS = ("model", "depth", "hidden", "graph", "bits", "quant", "truncation", "model_path", "seed", "propagation",

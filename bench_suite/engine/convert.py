@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from bench_suite.engine.packing import PackedTensor, check_bits
-from bench_suite.quant.base import Quantizer, qmax, quantize_codes
+from bench_suite.bits import qmax
+from bench_suite.quant.base import Quantizer, quantize_codes
 from bench_suite.quant.qlr import scale_chain
 
 PROBES = ((-1.0, 1.0), (-3.0, 5.0), (0.0, 2.0), (-0.5, 0.0), (-7.0, 0.25))

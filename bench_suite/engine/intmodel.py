@@ -295,13 +295,10 @@ class IntDecoupled(IntModel):
     @classmethod
     def from_model(cls, model) -> "IntDecoupled":
         from bench_suite.nn.propagations import APPNPPropagation
+        from bench_suite.smp import SMPPropagation
 
-        try:
-            from bench_suite.smp import SMPPropagation
-        except ImportError:  # pragma: no cover - SMP is optional
-            SMPPropagation = None
         kind = type(model.prop)
-        if kind is not APPNPPropagation and (SMPPropagation is None or kind is not SMPPropagation):
+        if kind not in (APPNPPropagation, SMPPropagation):
             raise ValueError(f"integer engine: propagation {kind.__name__} is not supported; "
                              "supported: APPNPPropagation ('appnp'), SMPPropagation ('smp')")
         linears = []

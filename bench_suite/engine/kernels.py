@@ -32,7 +32,11 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from bench_suite.bits import qmax
 from bench_suite.engine.packing import check_bits
+
+#: :func:`bench_suite.bits.qmax` compiled for the kernels (inlined, so no call in the row loops)
+_qmax = njit(inline="always")(qmax)
 
 MASK2 = np.uint64(0x0303030303030303)
 MASK4 = np.uint64(0x0F0F0F0F0F0F0F0F)
@@ -116,7 +120,7 @@ def _aggregate_swar(indptr, indices, words, bits, width, mask, nchunks, out, rmi
     n, nw = words.shape
     c = 8 // bits
     nb = nw * 8
-    limit = 255 // ((1 << bits) - 1)
+    limit = 255 // _qmax(bits)
     chunk = (n + nchunks - 1) // nchunks
     nnz = indices.size
     for t in prange(nchunks):
@@ -169,7 +173,7 @@ def _aggregate_swar_narrow(indptr, indices, words, bits, width, mask, nchunks, o
     row's neighbours once per pair of words this way was 1.5-3.5x slower than the lane array.)"""
     n, nw = words.shape
     c = 8 // bits
-    limit = 255 // ((1 << bits) - 1)
+    limit = 255 // _qmax(bits)
     chunk = (n + nchunks - 1) // nchunks
     nnz = indices.size
     two = nw == 2

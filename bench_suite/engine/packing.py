@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PACKED_BITS = (2, 4, 8)
+from bench_suite.bits import BITS, qmax
 
 
 def check_bits(bits: int, where: str = "") -> int:
-    if bits not in PACKED_BITS:
+    if bits not in BITS:
         loc = f" (from {where})" if where else ""
-        raise ValueError(f"bits={bits!r}{loc} cannot be packed; valid: {', '.join(map(str, PACKED_BITS))}")
+        raise ValueError(f"bits={bits!r}{loc} cannot be packed; valid: {', '.join(map(str, BITS))}")
     return int(bits)
 
 
@@ -43,8 +43,8 @@ def pack(codes: np.ndarray, bits: int) -> np.ndarray:
         raise ValueError(f"pack expects a 2-D [N, F] array of codes, got shape {codes.shape}")
     c = codes_per_byte(bits)
     n, f = codes.shape
-    if codes.size and (codes.min() < 0 or codes.max() > (1 << bits) - 1):
-        raise ValueError(f"codes outside 0..{(1 << bits) - 1} cannot be packed at {bits} bits "
+    if codes.size and (codes.min() < 0 or codes.max() > qmax(bits)):
+        raise ValueError(f"codes outside 0..{qmax(bits)} cannot be packed at {bits} bits "
                          f"(got min {codes.min()}, max {codes.max()})")
     nb = row_bytes(f, bits)
     padded = np.zeros((n, nb * c), dtype=np.uint8)
@@ -63,7 +63,7 @@ def unpack(packed: np.ndarray, bits: int, width: int) -> np.ndarray:
     n, nb = packed.shape
     if nb != row_bytes(width, bits):
         raise ValueError(f"packed rows have {nb} bytes; width {width} at {bits} bits needs {row_bytes(width, bits)}")
-    mask = np.uint8((1 << bits) - 1)
+    mask = np.uint8(qmax(bits))
     shifts = (np.arange(c, dtype=np.uint8) * bits)[None, :, None]
     return ((packed[:, None, :] >> shifts) & mask).reshape(n, c * nb)[:, :width]
 

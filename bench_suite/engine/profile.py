@@ -1,4 +1,4 @@
-"""Where an integer forward pass spends its time, and the floor it cannot go below (issue 7).
+"""Where an integer forward pass spends its time, and the floor it cannot go below.
 
 Inside :func:`profiling`, every stage of :mod:`bench_suite.engine.intmodel` (input codes,
 dense int8 products, range passes, packing, aggregation, epilogues, SMP's elementwise

@@ -21,7 +21,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 import numpy as np
 import pandas as pd
 
-OK = "ok"
+from bench_suite.bits import FP32_BITS
+from bench_suite.record import OK, TRAIN, group_key, iter_records, method_label, quantizer_label, record_kind, record_status
 #: Columns naming one group in every frame, in display order.
 GROUP_COLS = ["dataset", "method", "quantizer", "bits", "depth"]
 STAT_COLS = ["n", "expected", "mean", "std", "ci95_low", "ci95_high", "min", "max"]
@@ -41,28 +42,10 @@ class Store:
         return not self.train and not self.speed
 
 
-def _kind(rec: Any, path: Path) -> Tuple[Optional[str], str]:
-    """``("train" | "speed", "")`` for a record, ``(None, why not)`` for anything else.
-
-    Training records are judged by :func:`bench_suite.runner.store.record_problem`, as ``run``
-    and ``status`` judge them; one without a status is a bare ``train.run`` record (no runner
-    fields) and judged as one found outside a store.
-    """
-    from bench_suite.runner.store import record_problem
-
-    if not isinstance(rec, dict):
-        return None, "not a run record (not a JSON object)"
-    kind = rec.get("kind")
-    if kind == "speed":
-        return "speed", ""
-    if kind not in (None, "train"):
-        return None, f"not a run record (kind {kind!r})"
-    problem = record_problem(rec, path, stored="status" in rec)
-    return (None, problem) if problem else ("train", "")
-
-
 def load_store(roots: Sequence[str | Path]) -> Store:
-    """Read every ``*.json`` record under ``roots`` (recursively, sorted paths).
+    """Read every record under ``roots`` (:func:`bench_suite.record.iter_records`: ``*.json``,
+    recursively, sorted paths), judged by :func:`bench_suite.record.record_problem` as ``run`` and
+    ``status`` judge them.
 
     A record's *matrix* is the name of the directory holding it, its *root* the one of ``roots``
     it was found under.  Files that are not records (manifests, partial writes) are listed in
@@ -74,64 +57,16 @@ def load_store(roots: Sequence[str | Path]) -> Store:
         if not root.exists():
             raise FileNotFoundError(f"results directory {str(root)!r} does not exist; "
                                     f"pass directories written by `bench-suite run` (e.g. results/smoke)")
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*.json") if not p.name.startswith("."))
-        for path in files:
-            try:
-                rec = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
-                store.skipped.append((str(path), f"unreadable JSON: {exc}"))
-                continue
-            kind, problem = _kind(rec, path)
-            if kind is None:
+        for path, rec, problem in iter_records(root):
+            if rec is None:
                 store.skipped.append((str(path), problem))
                 continue
             rec = dict(rec)
             rec["_matrix"] = path.parent.name
             rec["_path"] = str(path)
             rec["_root"] = str(root)
-            (store.train if kind == "train" else store.speed).append(rec)
+            (store.train if record_kind(rec) == TRAIN else store.speed).append(rec)
     return store
-
-
-# --------------------------------------------------------------------------- labels
-
-def method_label(spec: Dict[str, Any]) -> str:
-    """Model (+propagation) (+form) (+transform), e.g. ``decoupled+smp(exact)``."""
-    model = spec.get("model") or {}
-    prop = spec.get("propagation") or {}
-    label = str(model.get("name", "?"))
-    if prop.get("name"):
-        label += f"+{prop['name']}"
-    form = prop.get("form", model.get("form"))
-    if form not in (None, "", "none"):
-        label += f"({form})"
-    transform = spec.get("transform") or {}
-    if transform.get("name"):
-        label += f"+{transform['name']}"
-    return label
-
-
-def quantizer_label(spec: Dict[str, Any]) -> str:
-    """Quantizer name + INT bits (+ truncation when not none), e.g. ``QLR INT2 BT*``."""
-    quant = spec.get("quant") or {}
-    name = str(quant.get("name", "fp32"))
-    bits = quant.get("bits", 32)
-    if name == "fp32" or bits == 32:
-        return "FP32"
-    label = f"{name.upper()} INT{bits}"
-    trunc = quant.get("truncation")
-    if trunc not in (None, "", "none"):
-        label += f" {str(trunc).upper()}"
-    return label
-
-
-def group_key(spec: Dict[str, Any]) -> str:
-    """Canonical JSON of the spec without the seed."""
-    d = json.loads(json.dumps(spec))
-    train = d.get("train")
-    if isinstance(train, dict):
-        train.pop("seed", None)
-    return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
 def short_hash(text: str, n: int = 10) -> str:
@@ -197,7 +132,7 @@ def _group_cols(spec: Dict[str, Any]) -> Dict[str, Any]:
     return {"dataset": str((spec.get("dataset") or {}).get("name", "?")),
             "method": method_label(spec),
             "quantizer": quantizer_label(spec),
-            "bits": int((spec.get("quant") or {}).get("bits", 32) or 32),
+            "bits": int((spec.get("quant") or {}).get("bits", FP32_BITS) or FP32_BITS),
             "depth": int((spec.get("model") or {}).get("depth", 0) or 0)}
 
 
@@ -227,7 +162,7 @@ def _run_rows(store: Store, seeds: Optional[Sequence[int]] = None) -> pd.DataFra
             **_group_cols(spec),
             "quant_name": str((spec.get("quant") or {}).get("name", "fp32")),
             "seed": int(train.get("seed", 0)),
-            "status": str(rec.get("status") or (OK if metrics else "failed")),
+            "status": record_status(rec),
             "error": rec.get("error"),
             "matrix": rec.get("_matrix", ""),
             "root": rec.get("_root", ""),

@@ -1,6 +1,6 @@
 """Two result stores side by side (``bench-suite report A --against B``).
 
-Groups are matched by their group key (the spec without the seed, :func:`~bench_suite.report.aggregate.group_key`),
+Groups are matched by their group key (the spec without the seed, :func:`~bench_suite.record.group_key`),
 so the same configuration run by two versions of the code, or on two machines, lines up.  Per group
 found in both: each store's mean over its finished seeds, the difference A − B and its Welch 95%
 interval (:func:`~bench_suite.report.tables.welch_interval`), and the seed count of each side.  A group
@@ -14,7 +14,8 @@ from typing import Dict, List, Sequence
 
 import pandas as pd
 
-from bench_suite.report.aggregate import GROUP_COLS, OK, group_labels, short_hash
+from bench_suite.record import OK
+from bench_suite.report.aggregate import GROUP_COLS, group_labels, short_hash
 from bench_suite.report.tables import EMPTY, Table, metric_scale, welch_interval
 
 COMPARE_COLS = ["group"] + GROUP_COLS + ["found_in", "n_a", "mean_a", "n_b", "mean_b", "diff", "ci95_low", "ci95_high"]

@@ -15,7 +15,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 import pandas as pd
 
-from bench_suite.report.aggregate import OK, t_interval
+from bench_suite.record import OK
+from bench_suite.report.aggregate import t_interval
 from bench_suite.report.tables import bits_name, is_fraction, metric_scale, quant_family, slug
 
 DPI = 120

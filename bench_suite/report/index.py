@@ -12,7 +12,8 @@ from typing import List, Sequence
 
 import pandas as pd
 
-from bench_suite.report.aggregate import OK, Store
+from bench_suite.record import OK
+from bench_suite.report.aggregate import Store
 from bench_suite.report.compare import Comparison
 from bench_suite.report.figures import Figure
 from bench_suite.report.tables import Table
@@ -32,19 +33,6 @@ def _counts(runs: pd.DataFrame) -> str:
         return "0 training runs"
     c = runs["status"].value_counts().sort_index()
     return f"{len(runs)} training runs (" + ", ".join(f"{n} {s}" for s, n in c.items()) + ")"
-
-
-def _environment(runs: pd.DataFrame, store: Store) -> List[str]:
-    lines = []
-    if not runs.empty:
-        env = runs.groupby(["git_commit", "cpu", "torch_threads", "versions"], dropna=False).size()
-        lines += ["| records | git commit | CPU | torch threads | versions |", "|---:|:---|:---|---:|:---|"]
-        for (commit, cpu, threads, versions), n in sorted(env.items(), key=lambda kv: tuple(map(str, kv[0]))):
-            lines.append(f"| {n} | `{commit}` | {cpu} | {threads} | `{versions}` |")
-    speed_cpus = sorted({str((r.get("env") or {}).get("cpu") or "unknown CPU") for r in store.speed})
-    if speed_cpus:
-        lines += ["", "Speed records measured on: " + "; ".join(speed_cpus)]
-    return lines or ["No environment recorded (no records)."]
 
 
 def _comparison_section(c: Comparison) -> List[str]:

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
 
 import pandas as pd
 
-from bench_suite.report.aggregate import (Store, aggregate, duplicate_runs, group_key, group_status, layers_frame,
-                                          load_store, method_label, short_hash,
-                                          quantizer_label, runs_frame, smp_frame)
+from bench_suite.record import group_key, method_label, quantizer_label
+from bench_suite.report.aggregate import (Store, aggregate, duplicate_runs, group_status, layers_frame, load_store,
+                                          runs_frame, short_hash, smp_frame)
 from bench_suite.report.compare import Comparison, compare_stores
 from bench_suite.report.reproduce import reproduction_tables
 from bench_suite.report.tables import bits_tables, depth_tables, gap_tables

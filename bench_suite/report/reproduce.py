@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import pandas as pd
 import yaml
 
-from bench_suite.report.aggregate import OK
+from bench_suite.record import OK
 from bench_suite.report.tables import EMPTY, Table
 
 REFERENCES = Path(__file__).with_name("references.yaml")

@@ -83,7 +83,7 @@ def build_executor(args: argparse.Namespace, matrix_name: str):
 def check_dataset_files(specs, data_dir, download: bool) -> None:
     """Stop before any run when a dataset the pending runs need has missing, unreadable or refused
     files: each is read once here (``check_readable``, which fills the loaders' caches for the
-    workers), so a truncated file is one error now instead of one failed record per run.
+    workers), so a truncated file is one error instead of one failed record per run.
 
     Datasets that are not file-backed (csbm) pass; a plugin dataset is checked with
     ``check_readable`` or else ``check_files`` when it has one.

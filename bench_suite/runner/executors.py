@@ -27,7 +27,6 @@ import concurrent.futures as cf
 from concurrent.futures.process import BrokenProcessPool
 import dataclasses
 import multiprocessing
-import os
 import platform
 import shutil
 import sys
@@ -65,10 +64,6 @@ class Executor:
 
     def run(self, canonicals: List[str], cfg: WorkerConfig) -> Iterator[Outcome]:  # pragma: no cover
         raise NotImplementedError
-
-    def describe(self) -> str:
-        fields = {k: v for k, v in vars(self).items() if not k.startswith("_")}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
 
 
 def threads_per_worker(workers: int) -> int:

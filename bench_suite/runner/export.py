@@ -6,22 +6,26 @@ import sys
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-from bench_suite.runner.store import iter_record_files
+from bench_suite.record import TRAIN, iter_records, record_kind, record_status
 
 #: list-valued fields kept as JSON text (one row per run)
 JSON_COLUMNS = ("layers",)
 
 
 def load_records(root: str | Path, statuses: Optional[Iterable[str]] = None, warn=sys.stderr) -> List[dict]:
+    """The valid training records under ``root`` with a status in ``statuses`` (all when None); a file
+    that is not a valid record, or a speed record, is skipped with a warning on ``warn``."""
     if not Path(root).exists():
         raise FileNotFoundError(f"results directory {str(root)!r} does not exist")
     wanted = set(statuses) if statuses else None
     out = []
-    for path, rec, problem in iter_record_files(root):
+    for path, rec, problem in iter_records(root):
         if rec is None:
-            print(f"warning: skipping {problem}", file=warn)
-            continue
-        if wanted is None or rec["status"] in wanted:
+            print(f"warning: skipping {path}: {problem}", file=warn)
+        elif record_kind(rec) != TRAIN:
+            print(f"warning: skipping {path}: a {record_kind(rec)} record (export writes training records)",
+                  file=warn)
+        elif wanted is None or record_status(rec) in wanted:
             out.append(rec)
     return out
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from bench_suite.runner.store import CorruptRecord, ResultStore, read_record, utc_now
+from bench_suite.record import CorruptRecord, is_ok, read_record, run_label, utc_now
+from bench_suite.runner.store import ResultStore
 from bench_suite.spec import RunSpec
 
 
@@ -52,7 +53,7 @@ def find_reusable(specs: Sequence[RunSpec], sources: Sequence[Path]) -> Dict[str
                 rec = read_record(path)
             except CorruptRecord:
                 continue
-            if rec["status"] == "ok" and _same_spec(rec, spec):
+            if is_ok(rec) and _same_spec(rec, spec):
                 found[spec.run_id] = (path, rec)
                 break
     return found
@@ -72,7 +73,7 @@ def reuse_records(specs: Sequence[RunSpec], store: ResultStore, sources: Sequenc
         copy["reused"] = {"from": str(path), "matrix": rec.get("matrix", ""), "session": rec.get("session", ""),
                           "copied": utc_now()}
         copy["matrix"] = matrix
-        copy["label"] = by_id[run_id].label()
+        copy["label"] = run_label(by_id[run_id].data)
         store.write(copy)
         copied.append(run_id)
     return copied

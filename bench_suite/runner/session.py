@@ -8,12 +8,13 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from bench_suite.env import environment
+from bench_suite.record import failure_record, record_status, runner_fields, utc_now
 from bench_suite.runner.executors import Executor, WorkerLost
-from bench_suite.runner.store import ResultStore, StoreWriteError, sweep_stale_claims, utc_now
-from bench_suite.runner.worker import WorkerConfig, base_record
+from bench_suite.runner.store import ResultStore, StoreWriteError, sweep_stale_claims
+from bench_suite.runner.worker import WorkerConfig
 from bench_suite.spec import RunSpec
 
 
@@ -94,7 +95,7 @@ def run_specs(specs: Sequence[RunSpec], store: ResultStore, executor: Executor, 
                 if isinstance(outcome, BaseException):
                     mine = store.read(spec.run_id)
                     if mine is not None and mine.get("session") == cfg.session:
-                        status = mine["status"]  # the worker wrote its record before it went (hard timeout)
+                        status = record_status(mine)  # the worker wrote its record before it went (hard timeout)
                     elif isinstance(outcome, WorkerLost) and attempt < retries:
                         print(f"lost: {spec.label()} ({spec.run_id}): {outcome}; re-submitting it "
                               f"(retry {attempt + 1} of {retries})", file=log)
@@ -133,11 +134,10 @@ def _record_lost(store: ResultStore, spec: RunSpec, cfg: WorkerConfig, exc: Base
     (when even that cannot be written, e.g. a full disk, say so in one line: the run stays pending)."""
     old = store.read(spec.run_id)
     if old is not None and old.get("session") == cfg.session:
-        return old["status"]
-    rec = base_record(spec, cfg, started="")
-    rec.update({"status": "failed", "finished": utc_now(), "timings": {}, "env": environment(),
-                "error": {"type": type(exc).__name__, "message": str(exc),
-                          "traceback": "".join(traceback.format_exception(exc))}})
+        return record_status(old)
+    rec = failure_record(spec, "failed", exc, "".join(traceback.format_exception(exc)),
+                         **runner_fields(matrix=cfg.matrix, session=cfg.session, started=""),
+                         finished=utc_now(), timings={}, env=environment())
     try:
         store.write(rec)
     except OSError as write_exc:

@@ -4,9 +4,10 @@ A record is written once, by whoever ran the spec (a local worker, a dask worker
 Slurm job), through a temporary file in the same directory, ``fsync`` and
 ``os.replace`` — so a killed runner leaves either the whole record or none, and an
 interrupted matrix resumes by skipping every run whose record says ``ok``.
-What a valid record holds is defined once, by :func:`record_problem`, for ``run``, ``status``
-and ``report`` alike.  A file that is not a valid record is corrupt: reported, treated as
-pending, and moved aside to ``<run_id>.json.corrupt`` by the worker that re-runs it.
+What a record holds, when it is valid and how it is read and written is defined in
+:mod:`bench_suite.record`, for ``run``, ``status`` and ``report`` alike.  A file that is not a
+valid record is corrupt: reported, treated as pending, and moved aside to
+``<run_id>.json.corrupt`` by the worker that re-runs it.
 
 Several runners may work on one store at once (two terminals, Slurm jobs on a shared file
 system): a worker first *claims* its run, ``<root>/.claims/<run_id>``, created exclusively
@@ -26,48 +27,16 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
-#: statuses a record can carry; anything without a readable record is "pending"
-FINISHED = ("ok", "failed", "timeout")
-STATUSES = FINISHED + ("pending",)
+from bench_suite.record import (FINISHED, TRAIN, CorruptRecord, read_record, record_kind, record_status, utc_now,
+                                write_record)
+
 #: a running worker touches its claim this often
 HEARTBEAT_S = 30.0
 #: a claim not touched for this long belongs to a runner that is gone
 CLAIM_STALE_S = 120.0
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` so that readers see the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True, allow_nan=True, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 class StoreWriteError(OSError):
@@ -84,68 +53,6 @@ class StoreWriteError(OSError):
 
     def __reduce__(self):  # picklable across process boundaries (executors)
         return (type(self), (self.root, self.cause))
-
-
-class CorruptRecord(ValueError):
-    """A record file that is not valid JSON or not a valid run record (:func:`record_problem`)."""
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def record_problem(rec: Any, path: Optional[Path] = None, *, stored: bool = True) -> str:
-    """Why ``rec`` is not a valid run record, or ``""`` when it is.
-
-    A run record, as :mod:`bench_suite.runner.worker` writes it, is a JSON object with
-
-    * ``run_id``: a string, the record's file name without ``.json`` (when read from ``path``);
-    * ``status``: one of :data:`FINISHED`;
-    * ``spec``: the resolved spec, an object whose ``dataset``, ``model`` and ``train``
-      sections are objects (dataset and model with a ``name``);
-    * ``metrics`` with a numeric ``test_acc`` when ``ok``; an ``error`` when failed or timed out.
-
-    ``stored=False`` judges a record found outside a store (the output of ``bench-suite train``,
-    or of an older suite): ``run_id``, ``status`` and the ``train`` section may be missing, and a
-    missing status means ``ok``.
-    """
-    if not isinstance(rec, dict):
-        return f"not a run record (a JSON {type(rec).__name__}, expected an object)"
-    run_id = rec.get("run_id")
-    if stored or run_id is not None:
-        if not isinstance(run_id, str) or not run_id:
-            return f"not a run record (run_id {run_id!r} is not a non-empty string)"
-        if path is not None and run_id != Path(path).stem:
-            return f"holds run_id {run_id!r}, expected {Path(path).stem!r} (its file name)"
-    status = rec.get("status", None if stored else "ok")
-    if status not in FINISHED:
-        return f"not a run record (status {status!r}, expected one of {', '.join(FINISHED)})"
-    spec = rec.get("spec")
-    sections = ("dataset", "model", "train") if stored else ("dataset", "model")
-    if not isinstance(spec, dict) or not all(isinstance(spec.get(k), dict) for k in sections):
-        return f"not a run record (spec must be an object with {', '.join(sections)} sections)"
-    for k in ("dataset", "model"):
-        if not isinstance(spec[k].get("name"), str):
-            return f"not a run record (spec.{k} has no name)"
-    if status == "ok":
-        metrics = rec.get("metrics")
-        if not isinstance(metrics, dict) or not _is_number(metrics.get("test_acc")):
-            return "an ok record without a numeric metrics.test_acc"
-    elif not rec.get("error"):
-        return f"a {status} record without an error"
-    return ""
-
-
-def read_record(path: Path) -> Dict[str, Any]:
-    """The valid run record in ``path``; :class:`CorruptRecord` naming the file and the problem otherwise."""
-    try:
-        rec = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptRecord(f"{path}: unreadable record ({exc})") from None
-    problem = record_problem(rec, path)
-    if problem:
-        raise CorruptRecord(f"{path}: {problem}")
-    return rec
 
 
 @dataclass
@@ -172,13 +79,13 @@ class ResultStore:
         return self.root / f"{run_id}.json"
 
     def write(self, record: Mapping[str, Any]) -> Path:
-        """Write ``record`` as ``<run_id>.json``; a record that would read back as corrupt is a ValueError."""
-        problem = record_problem(dict(record))
-        if problem:
-            raise ValueError(f"refusing to write record {record.get('run_id')!r} to {self.root}: {problem}")
-        path = self.path(record["run_id"])
-        write_json_atomic(path, dict(record))
-        return path
+        """Write ``record`` as ``<run_id>.json`` (:func:`bench_suite.record.write_record`); a record that
+        would read back as corrupt is a ValueError naming the store."""
+        run_id = record.get("run_id")
+        if not isinstance(run_id, str) or not run_id:
+            raise ValueError(f"refusing to write record {run_id!r} to {self.root}: "
+                             f"not a run record (run_id {run_id!r} is not a non-empty string)")
+        return write_record(self.path(run_id), record)
 
     def read(self, run_id: str) -> Optional[Dict[str, Any]]:
         """The record of ``run_id``; None when missing or corrupt (a warning names the file)."""
@@ -241,15 +148,20 @@ class ResultStore:
         return sorted(p for p in self.root.glob("*.json") if not p.name.startswith("."))
 
     def scan(self) -> StoreScan:
+        """The status of every training record (speed records in the folder are no runs of its matrix)."""
         out = StoreScan()
         for p in self.files():
             try:
-                out.status[p.stem] = read_record(p)["status"]
+                rec = read_record(p)
             except CorruptRecord as exc:
                 out.corrupt[p.stem] = str(exc)
+                continue
+            if record_kind(rec) == TRAIN:
+                out.status[p.stem] = record_status(rec)
         return out
 
     def records(self, statuses: Iterable[str] = FINISHED) -> Iterator[Dict[str, Any]]:
+        """The valid training records whose status is one of ``statuses`` (a corrupt file is a warning)."""
         wanted = set(statuses)
         for p in self.files():
             try:
@@ -257,7 +169,7 @@ class ResultStore:
             except CorruptRecord as exc:
                 warnings.warn(str(exc), stacklevel=2)
                 continue
-            if rec["status"] in wanted:
+            if record_kind(rec) == TRAIN and record_status(rec) in wanted:
                 yield rec
 
 
@@ -385,17 +297,3 @@ def sweep_stale_claims(root: str | Path) -> int:
             except FileNotFoundError:
                 pass
     return n
-
-
-def iter_record_files(root: str | Path) -> Iterator[Tuple[Path, Optional[Dict[str, Any]], str]]:
-    """Every ``*.json`` under ``root`` (recursively): ``(path, record or None, problem)``."""
-    root = Path(root)
-    if root.is_file():
-        paths = [root]
-    else:
-        paths = sorted(p for p in root.rglob("*.json") if not p.name.startswith("."))
-    for p in paths:
-        try:
-            yield p, read_record(p), ""
-        except CorruptRecord as exc:
-            yield p, None, str(exc)

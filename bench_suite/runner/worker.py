@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -182,17 +182,6 @@ class _Deadline:
         os._exit(WATCHDOG_EXIT)
 
 
-def base_record(spec, cfg: WorkerConfig, started: str) -> Dict[str, Any]:
-    return {"run_id": spec.run_id, "spec": spec.data, "label": spec.label(), "matrix": cfg.matrix,
-            "session": cfg.session, "started": started, "host": _host(), "pid": os.getpid()}
-
-
-def _host() -> str:
-    import platform
-
-    return platform.node()
-
-
 def execute_spec(canonical: str, cfg: WorkerConfig | Dict[str, Any]) -> Dict[str, Any]:
     """Run one spec (its canonical JSON) and store its record; returns a short outcome.
 
@@ -229,40 +218,40 @@ def execute_spec(canonical: str, cfg: WorkerConfig | Dict[str, Any]) -> Dict[str
 def _finished(store, run_id: str, session: str) -> Optional[Dict[str, Any]]:
     """The outcome of a run needing no work: its record is ``ok`` (``elsewhere`` when another
     runner wrote it) or was written by this session (a task re-sent after its worker died)."""
+    from bench_suite.record import is_ok, record_status
+
     old = store.read(run_id)
     if old is None:
         return None
     if old.get("session") == session:
-        return {"run_id": run_id, "status": old["status"], "seconds": 0.0, "skipped": True}
-    if old["status"] == "ok":
+        return {"run_id": run_id, "status": record_status(old), "seconds": 0.0, "skipped": True}
+    if is_ok(old):
         return {"run_id": run_id, "status": "elsewhere", "seconds": 0.0, "skipped": True}
     return None
 
 
 def _execute(spec, store, cfg: WorkerConfig) -> Dict[str, Any]:
     from bench_suite.env import environment
-    from bench_suite.runner.store import utc_now
+    from bench_suite.record import failure_record, runner_fields, utc_now
 
     started = utc_now()
+    where = runner_fields(matrix=cfg.matrix, session=cfg.session, started=started)
     t0 = time.perf_counter()
     written = threading.Lock()
     state = {"written": False}
 
-    def write_failure(status: str, exc: BaseException | None, tb: str) -> None:
+    def write_failure(status: str, exc: BaseException, tb: str) -> None:
         with written:
             if state["written"]:
                 return
-            rec = base_record(spec, cfg, started)
-            rec.update({"status": status, "finished": utc_now(),
-                        "error": {"type": type(exc).__name__ if exc else "RunTimeout",
-                                  "message": str(exc) if exc else f"exceeded {cfg.timeout:g} s", "traceback": tb},
-                        "timings": {"total_s": time.perf_counter() - t0}, "env": environment()})
-            store.write(rec)
+            store.write(failure_record(spec, status, exc, tb, **where, finished=utc_now(),
+                                       timings={"total_s": time.perf_counter() - t0}, env=environment()))
             state["written"] = True
 
     def hard_timeout() -> None:
-        write_failure("timeout", None, "run did not stop within the grace period after its timeout; "
-                                       "the worker process was ended by the watchdog")
+        write_failure("timeout", RunTimeout(f"exceeded {cfg.timeout:g} s"),
+                      "run did not stop within the grace period after its timeout; "
+                      "the worker process was ended by the watchdog")
 
     status = "ok"
     try:
@@ -270,11 +259,8 @@ def _execute(spec, store, cfg: WorkerConfig) -> Dict[str, Any]:
             from bench_suite.train import run
 
             record = run(spec, data_dir=cfg.data_dir, download=cfg.download)
-        rec = base_record(spec, cfg, started)
-        rec.update(record)
-        rec.update({"status": "ok", "finished": utc_now()})
         with written:
-            store.write(rec)
+            store.write(dict(record, **where, finished=utc_now()))
             state["written"] = True
     except RunTimeout as exc:
         status = "timeout"
