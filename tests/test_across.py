@@ -243,3 +243,11 @@ def test_section_is_absent_for_a_single_dataset(tmp_path):
     render_report([d], tmp_path / "out", figures=False)
     assert "## Across datasets" not in (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
     assert not list((tmp_path / "out").rglob("across_*"))
+
+
+def test_section_is_absent_when_quantized_runs_cover_two_datasets(tmp_path):
+    """A third dataset run in FP32 only (as reproduce runs Amazon and Coauthor) compares no quantizer."""
+    skip = {("texas", a, q) for a in range(len(ARCHS)) for q in QUANTS if q[0] != "fp32"}
+    d = _write(tmp_path / "results", datasets=("cora", "citeseer", "texas"), skip=skip)
+    render_report([d], tmp_path / "out", figures=False)
+    assert "## Across datasets" not in (tmp_path / "out" / "README.md").read_text(encoding="utf-8")

@@ -1,7 +1,8 @@
 """The comparison across datasets: ranks of the quantizers, their gap to FP32 per dataset, and
 the gap against depth on homophilous and heterophilous graphs.
 
-Rendered when the records cover at least :data:`MIN_DATASETS` datasets, the way benchmark papers
+Rendered when the quantized runs of the records cover at least :data:`MIN_DATASETS` datasets (a store
+whose other datasets hold FP32 runs only has nothing to compare there), the way benchmark papers
 compare methods over many data sets (Demšar, JMLR 7, 2006):
 
 * a *block* is one dataset × method (architecture) × depth; a quantizer's score in a block is the
@@ -38,7 +39,7 @@ import pandas as pd
 from bench_suite.report.aggregate import OK
 from bench_suite.report.tables import Table, higher_is_better, metric_scale, quant_family, slug
 
-#: the section renders only for records covering at least this many datasets
+#: the section renders only when quantized runs cover at least this many datasets
 MIN_DATASETS = 3
 ALPHA = 0.05
 #: datasets whose edges mostly join nodes of the same class, and those whose edges mostly do not
@@ -520,11 +521,13 @@ def _figure_lines(fig, out: Path) -> List[str]:
 def across_section(runs: pd.DataFrame, metric: str = "test_score",
                    min_datasets: int = MIN_DATASETS) -> Optional[AcrossSection]:
     """The across-dataset analysis of ``runs`` (:func:`bench_suite.report.aggregate.runs_frame`), or
-    None when its finished runs cover fewer than ``min_datasets`` datasets."""
+    None when its finished quantized runs cover fewer than ``min_datasets`` datasets."""
     scores = block_scores(runs, metric)
-    datasets = dataset_order(scores["dataset"])
+    datasets = dataset_order(scores.loc[scores["bits"] != 32, "dataset"])
     if len(datasets) < min_datasets:
         return None
+    quantized_blocks = scores.loc[scores["bits"] != 32, BLOCK].drop_duplicates()
+    scores = scores.merge(quantized_blocks, on=BLOCK, how="inner")  # an FP32-only block compares nothing
     higher = higher_is_better(metric)
     comps = rank_comparisons(scores, higher)
     gaps = gap_frame(scores)
