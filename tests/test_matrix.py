@@ -102,12 +102,12 @@ def test_unknown_matrix_name_lists_shipped_ones():
 
 
 def test_every_shipped_matrix_is_tested():
-    assert shipped_matrices() == ["breadth", "depth", "depth-quant", "paper", "paper-lite", "quantizers", "reproduce",
-                                  "smoke", "smp-int4"]
+    assert shipped_matrices() == ["breadth", "datasets", "depth", "depth-quant", "paper", "paper-lite", "quantizers",
+                                  "reproduce", "smoke", "smp-int4"]
 
 
 @pytest.mark.parametrize("name", ["smoke", "paper-lite", "paper", "quantizers", "breadth", "depth", "depth-quant",
-                                  "smp-int4", "reproduce"])
+                                  "smp-int4", "reproduce", "datasets"])
 def test_shipped_matrices_expand(name):
     assert name in shipped_matrices()
     m = load_matrix(name)
@@ -145,6 +145,13 @@ def test_shipped_matrices_expand(name):
                 s.data["train"]["epochs"]) for s in specs if s.data["propagation"]["name"] == "smp"}
         # the authors' INT4 defaults, and the two variants' explicit keys winning over them
         assert smp == {(1e-5, 0.015, 1e-5, 200), (0.1, 0.015, 1e-5, 200), (1e-5, 0.01, 5e-4, 1000)}
+    if name == "datasets":  # its header: 14 datasets x 6 architectures x 9 quantizations x 10 seeds, nothing trimmed
+        assert len(specs) == n_runs == 14 * 6 * 9 * 10 == 7560
+        assert len({s.data["dataset"]["name"] for s in specs}) == 14
+        smp = [s.data["propagation"] for s in specs if (s.data["propagation"] or {}).get("name") == "smp"]
+        assert smp and all(p["lambda_min"] == 0 for p in smp)
+        sparse = {s.data["dataset"]["name"] for s in specs if s.data["dataset"].get("sparse_features")}
+        assert sparse == {"amazon-photo", "amazon-computers", "coauthor-cs", "coauthor-physics"}
     if name == "quantizers":  # 2 datasets x 2 models x (FP32 + 4 quantizers x 3 bits + 2 x BT/BT*) x 10 seeds
         assert len(specs) == n_runs == 2 * 2 * (1 + 12 + 4) * 10
 

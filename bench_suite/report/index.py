@@ -48,8 +48,9 @@ def _comparison_section(c: Comparison) -> List[str]:
 
 def write_index(out: Path, store: Store, runs: pd.DataFrame, status: pd.DataFrame, tables: Sequence[Table],
                 speed: Sequence[Table], figures: Sequence[Figure], command: str, commit: str,
-                table_note: str, not_run: pd.DataFrame | None = None, comparison: Comparison | None = None) -> Path:
-    """Write ``out/README.md`` and return its path."""
+                table_note: str, not_run: pd.DataFrame | None = None, comparison: Comparison | None = None,
+                across: Sequence[str] = ()) -> Path:
+    """Write ``out/README.md`` and return its path (``across``: the across-dataset section's lines)."""
     newest = max([str(r.get("finished") or r.get("timestamp") or "") for r in store.train + store.speed] + [""])
     lines = ["# Benchmark report", "",
              "Rendered by `bench-suite report` from stored run records only; regenerate it, do not edit it.", "",
@@ -72,6 +73,8 @@ def write_index(out: Path, store: Store, runs: pd.DataFrame, status: pd.DataFram
         lines += [line for t in tables for line in _table_block(t)]
     else:
         lines += ["No training records: no accuracy tables.", ""]
+
+    lines += list(across)
 
     if comparison is not None:
         lines += _comparison_section(comparison)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
 import pandas as pd
 
 from bench_suite.record import group_key, method_label, quantizer_label
+from bench_suite.report.across import across_section
 from bench_suite.report.aggregate import (Store, aggregate, duplicate_runs, group_status, layers_frame, load_store,
                                           runs_frame, short_hash, smp_frame)
 from bench_suite.report.compare import Comparison, compare_stores
@@ -124,7 +125,8 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
         store_b = load_store(against)
         comparison = compare_stores(runs, runs_frame(store_b, seeds), results, against, metric)
         dups_against = duplicate_runs(store_b, seeds)
-    for t in tables + speed + ([comparison.table] if comparison else []):
+    across = across_section(runs, metric)  # None below three datasets
+    for t in tables + speed + ([comparison.table] if comparison else []) + (across.tables if across else []):
         written += t.write(out / "tables")
     figs = []
     if figures and not runs.empty:
@@ -136,10 +138,12 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
                 + oversmoothing_figures(layers_frame(runs), out / "figures")
                 + smp_figures(smp_frame(runs), out / "figures"))
         written += [f.path for f in figs]
+    across_figs = across.draw(out / "figures") if across and figures and not runs.empty else []
+    written += [f.path for f in across_figs]
     note = DEPTH_NOTE if depth is None else f"Tables by bit width show every method at depth {depth}."
     cmd = command or "bench-suite report " + " ".join(map(str, results)) + f" --out {out}"
     written.append(write_index(out, store, runs, status, tables, speed, figs, cmd, git_commit(), note,
-                               pending, comparison))
+                               pending, comparison, across.markdown(across_figs, out) if across else ()))
     return ReportResult(out, sorted(p.relative_to(out).as_posix() for p in written), len(store.train),
                         len(store.speed), int((~status["complete"].astype(bool)).sum()) if len(status) else 0,
                         int(pending["runs"].sum()) if len(pending) else 0,
