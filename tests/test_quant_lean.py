@@ -260,3 +260,21 @@ def test_sum_neighbours_equals_update_all_in_value_and_gradient():
         y.backward(up)
         res.append((y.detach(), x.grad))
     assert _bits_equal(res[0][0], res[1][0]) and _bits_equal(res[0][1], res[1][1])
+
+
+def test_a_float64_quantizer_keeps_the_composed_path():
+    """A quantizer cast to float64 (α float64) computes its range in float64, not on float32 scalars
+    (the two differ for some inputs: the test finds such inputs and checks the forward pass on them)."""
+    q = QLRQuantizer(4, "input").double()
+    q.eval()
+    gen = torch.Generator().manual_seed(0)
+    q(torch.randn(50, 7, generator=gen, dtype=torch.float64))
+    q.alpha.data.fill_(0.7)
+    differ = 0
+    with torch.no_grad():
+        for _ in range(300):
+            x = torch.randn(20, 3, generator=gen) * 10.0 ** float(torch.randint(-3, 3, (), generator=gen))
+            want = q._quantize(x, *q.range_for(x))
+            assert _bits_equal(q(x), want)
+            differ += not _bits_equal(q._quantize_lean(x), want)
+    assert differ > 0

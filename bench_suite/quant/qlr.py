@@ -384,7 +384,8 @@ class QLRQuantizer(Quantizer):
 
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:
         self._track(x)
-        if not self.lsq_scale and x.dtype == torch.float32 and x.device.type == "cpu" and x.layout == torch.strided:
+        if (not self.lsq_scale and x.dtype == torch.float32 and self.alpha.dtype == torch.float32
+                and x.device.type == "cpu" and x.layout == torch.strided):
             return self._quantize_lean(x)
         if (self.learn_alpha and not self.lsq_scale and torch.is_grad_enabled() and self.alpha.requires_grad
                 and x.dtype == torch.float32):
@@ -392,7 +393,7 @@ class QLRQuantizer(Quantizer):
         return self._quantize(x, *self.range_for(x))
 
     def _quantize_lean(self, x: Tensor) -> Tensor:
-        """:meth:`_quantize` on :meth:`range_for` for a dense float32 CPU ``x`` (α unscaled), computed
+        """:meth:`_quantize` on :meth:`range_for` for a dense float32 CPU ``x`` (α float32, unscaled), computed
         on float32 scalars and one kernel pass: one :class:`_QLRFakeQuant` node when a gradient is
         needed, no autograd at all otherwise (evaluation)."""
         trunc = self.truncation != "none"
