@@ -74,6 +74,7 @@ class SMPPropagation(Propagation):
         self.c, self.lambda0, self.s0 = float(c), float(lambda0), float(s0)
         self.lambda_min = None if lambda_min is None else float(lambda_min)
         self._last: dict = {}
+        self._edges: Optional[tuple] = None  # (graph, (nodes, edges), |E|) of the last forward pass
 
     @staticmethod
     def validate_params(form: str = "exact", mu: float = 9.0, eta: float = 0.1, eta_s: float = 1e-5,
@@ -90,7 +91,7 @@ class SMPPropagation(Propagation):
 
     def forward(self, g: dgl.DGLGraph, h: Tensor):
         eta, mu = self.eta, self.mu
-        budget = self.c * undirected_edge_count(g)
+        budget = self.c * self._edge_count(g)
         lam, s = self.lambda0, self.s0
         x, hidden = h, []
         lams: List[float] = []
@@ -111,6 +112,14 @@ class SMPPropagation(Propagation):
         if not self.training:
             self._last = {"smp_lambda": lams, "smp_T": ts, "smp_budget": budget}
         return x, hidden
+
+    def _edge_count(self, g: dgl.DGLGraph) -> int:
+        """:func:`undirected_edge_count` of ``g``, kept for the last graph seen (training calls it every
+        forward pass on the same graph; the graph object itself is the key, as ids are reused)."""
+        key = (g.num_nodes(), g.num_edges())
+        if self._edges is None or self._edges[0] is not g or self._edges[1] != key:
+            self._edges = (g, key, undirected_edge_count(g))
+        return self._edges[2]
 
     def extra_metrics(self) -> dict:
         return dict(self._last)

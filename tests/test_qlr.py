@@ -200,11 +200,14 @@ def test_fused_alpha_path_equals_the_autograd_chain_bit_for_bit(bits, truncation
         res.append((y.detach(), x.grad, q.alpha.grad))
     assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][1], res[1][1])
     assert torch.equal(res[0][2], res[1][2]) and float(res[0][2]) != 0.0
-    # the forward pass takes the fused path when alpha is learned
+    # the forward pass takes the fused path when alpha is learned: one node for range, scale and quantization
     q = _with_alpha(QLRQuantizer(bits, "message", truncation=truncation), 0.63)
+    q.kappa.fill_(2.0 if truncation == "bt*" else 0.0)
     q.train()
-    q(x0.clone().requires_grad_(True)).sum().backward()
-    assert type(q(x0).grad_fn).__name__ == "FakeQuantBackward"
+    y = q(x0.clone().requires_grad_(True))
+    y.sum().backward()
+    assert type(q(x0).grad_fn).__name__ == "_QLRFakeQuantBackward"
+    assert torch.equal(y.detach(), res[0][0])
     # the kernel's interleaved float64 sum is the sequential sum up to float64 rounding
     g, t = np.random.default_rng(0).standard_normal((2, 100003)).astype(np.float32)
     seq = math.fsum((g * t).astype(np.float64))  # float32 products, as the kernel forms them

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Optional
 
 import dgl
-import dgl.function as fn
 import torch
 from torch import Tensor
 
@@ -22,11 +21,11 @@ def prepare_graph(g: dgl.DGLGraph) -> dgl.DGLGraph:
 
 
 def sum_neighbours(g: dgl.DGLGraph, x: Tensor) -> Tensor:
-    """Ã·x: the unweighted sum over in-neighbours (self-loop included)."""
-    with g.local_scope():
-        g.srcdata["h"] = x
-        g.update_all(fn.copy_u("h", "m"), fn.sum("m", "h"))
-        return g.dstdata["h"]
+    """Ã·x: the unweighted sum over in-neighbours (self-loop included).
+
+    ``dgl.ops.copy_u_sum`` is the sparse product ``update_all(fn.copy_u, fn.sum)`` runs (the same
+    ``gspmm`` kernel and autograd function), without the frame bookkeeping around it (~0.1 ms a call)."""
+    return dgl.ops.copy_u_sum(g, x)
 
 
 #: adjacency normalisations: "sym" Â = D̃^{-1/2} Ã D̃^{-1/2} (GCN), "row" D̃^{-1} Ã (the random walk,

@@ -128,6 +128,16 @@ def _fq_plain_kernel_no_t(x, s, z, Q, out, mask):  # pragma: no cover
         mask[i] = q == qr
 
 
+@numba.njit(cache=True, nogil=True)
+def _fq_value_kernel(x, s, z, Q, out):  # pragma: no cover
+    """:func:`_fq_plain_kernel` writing x̂ only (evaluation: no gradient, no mask)."""
+    Qf = np.float32(Q)
+    zero = np.float32(0.0)
+    for i in range(x.size):
+        q = min(max(np.float32(np.rint(x[i] / s)) + z, zero), Qf)
+        out[i] = (q - z) * s
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _trunc_element(xi, s, z, Qf, stepf, kappa, Qcf, zs, ss):  # pragma: no cover
     """One element under bit truncation: (x̂, ∂x̂/∂s factor, inside), float32 throughout."""
@@ -342,6 +352,99 @@ def _fused_forward(x: Tensor, s: Tensor, z: Tensor, Q: int, step: int, kappa: fl
                _f32(lo) if mode == 2 else np.float32(0), _f32(hi) if mode == 2 else np.float32(0), need_t,
                out.view(-1).numpy(), t.view(-1).numpy(), mask.view(-1).numpy(), keep_np, row)
     return out, (t if need_t else None), (mask if mode else None)
+
+
+def fake_quant_arrays(xc: Tensor, s: np.float32, z: np.float32, Q: int, step: int, kappa: np.float32, Qc: int,
+                      need_t: bool, need_mask: bool):
+    """(x̂, ∂x̂/∂s factor or None, "inside" mask or None) of a contiguous float32 CPU tensor from one
+    kernel pass, for scalar float32 ``s``, ``z`` (the values :func:`_fused_forward` computes with
+    ``grad_x="quant"`` and no kept rows; :func:`_fq_value_kernel` when neither gradient is needed)."""
+    flat = xc.view(-1).numpy()
+    out = torch.empty_like(xc)
+    o = out.view(-1).numpy()
+    if step != 1:
+        t = torch.empty_like(xc)
+        mask = torch.empty(xc.shape, dtype=torch.bool)
+        _fq_trunc_kernel(flat, s, z, Q, step, kappa, Qc, np.float32(z / np.float32(step)),
+                         np.float32(s * np.float32(step)), o, t.view(-1).numpy(), mask.view(-1).numpy())
+    elif need_t:
+        t = torch.empty_like(xc)
+        mask = torch.empty(xc.shape, dtype=torch.bool)
+        _fq_plain_kernel(flat, s, z, Q, o, t.view(-1).numpy(), mask.view(-1).numpy())
+    elif need_mask:
+        t, mask = None, torch.empty(xc.shape, dtype=torch.bool)
+        _fq_plain_kernel_no_t(flat, s, z, Q, o, mask.view(-1).numpy())
+    else:
+        _fq_value_kernel(flat, s, z, Q, o)
+        t = mask = None
+    return out, (t if need_t else None), (mask if need_mask else None)
+
+
+def fake_quant_backward(g: Tensor, t: Optional[Tensor], mask: Optional[Tensor], need_x: bool):
+    """(∂ℒ/∂x or None, Σ g·t as a Python float or None) for the factors :func:`fake_quant_arrays` saved:
+    ∂ℒ/∂x = g·mask, the scale's gradient the float64 sum of :func:`_fq_backward_kernel`."""
+    if not (g.dtype == torch.float32 and g.device.type == "cpu"):
+        gs = float(torch.dot(g.reshape(-1), t.reshape(-1))) if t is not None else None
+        return (g * mask if need_x else None), gs
+    gc = g.contiguous()
+    gflat = gc.view(-1).numpy()
+    use_mask = need_x and mask is not None
+    gx = torch.empty_like(gc) if use_mask else None
+    acc = _fq_backward_kernel(gflat, t.view(-1).numpy() if t is not None else gflat,
+                              mask.view(-1).numpy() if use_mask else _NO_MASK, t is not None, use_mask,
+                              gx.view(-1).numpy() if use_mask else gflat)
+    if need_x and not use_mask:
+        gx = g
+    return gx, (acc if t is not None else None)
+
+
+_NO_MASK = np.empty(1, dtype=np.bool_)
+
+
+class _ConstScaleFakeQuant(torch.autograd.Function):
+    """:class:`FakeQuant` for a scale that carries no gradient (a tracked range: QAT, DQ), on float32
+    scalars: ∂x̂/∂x is 1 everywhere (``lo`` None: plain STE) or inside ``[lo, hi]`` (clipped STE, with
+    optional kept rows); the same kernels, so the same values and gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, s: np.float32, z: np.float32, Q: int, lo, hi, keep: Optional[Tensor]) -> Tensor:
+        xc = x.detach().contiguous()
+        out = torch.empty_like(xc)
+        if lo is None:
+            _fq_value_kernel(xc.view(-1).numpy(), s, z, Q, out.view(-1).numpy())
+            ctx.mask = None
+            return out
+        mask = torch.empty(xc.shape, dtype=torch.bool)
+        row = max(xc[0].numel(), 1) if xc.dim() > 0 and xc.shape[0] > 0 else 1
+        _fq_range_kernel(xc.view(-1).numpy(), s, z, Q, lo, hi, out.view(-1).numpy(), mask.view(-1).numpy(),
+                         keep.contiguous().numpy() if keep is not None else _NO_KEEP, row)
+        ctx.mask = mask
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        if ctx.mask is None:
+            return g, None, None, None, None, None, None
+        return fake_quant_backward(g, None, ctx.mask, True)[0], None, None, None, None, None, None
+
+
+_NO_KEEP = np.empty(0, dtype=np.bool_)
+
+
+def fake_quant_const(x: Tensor, s: np.float32, z: np.float32, bits: int, lo: Optional[np.float32] = None,
+                     hi: Optional[np.float32] = None, keep: Optional[Tensor] = None) -> Tensor:
+    """:func:`fake_quant_fused` of a float32 CPU ``x`` for a scale and zero point given as float32 scalars
+    that carry no gradient, with ``grad_x="range"`` (``lo``, ``hi`` given) or ``"ste"`` (``keep`` needs the
+    range): the same values and ∂x̂/∂x without the 0-dim tensor bookkeeping."""
+    Q = (1 << bits) - 1
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ConstScaleFakeQuant.apply(x, s, z, Q, lo, hi, keep)
+    if keep is not None:
+        return _fused_forward(x, torch.tensor(s), torch.tensor(z), Q, 1, 0.0, Q, "ste", None, None, False, keep)[0]
+    xc = x.detach().contiguous()
+    out = torch.empty_like(xc)
+    _fq_value_kernel(xc.view(-1).numpy(), s, z, Q, out.view(-1).numpy())
+    return out
 
 
 def fake_quant_fused(x: Tensor, s: Tensor, z: Tensor, bits: int, step: int = 1, kappa: float = 0.0,

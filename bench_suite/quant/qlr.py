@@ -42,6 +42,8 @@ TRUNCATIONS: Tuple[str, ...] = ("none", "bt", "bt*")
 #: 8-bit codes kept by bit truncation: 0, 85, 170, 255 (= 255/3 apart).
 BT_STEP = 85
 TRUNCATION_BITS = 8
+TRUNCATION_BITS_QMAX = (1 << TRUNCATION_BITS) - 1
+_ZERO32 = np.float32(0.0)
 
 
 def alpha_grid(bits: int) -> Tensor:
@@ -116,14 +118,52 @@ class _AlphaScale(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gs: Tensor):
-        pre, amn, amx, mn, mx, Q = ctx.vals
-        zero = np.float32(0.0)
-        g = np.float32(float(gs)) if pre >= np.float32(EPS) else zero  # clamp(min=EPS)
-        g_hi = g / Q  # (hi − lo) / Q
-        g_lo = -g_hi
-        ga_hi = (g_hi if amx >= zero else zero) * mx  # clamp(α·mx, min=0), then α·mx
-        ga_lo = (g_lo if amn <= zero else zero) * mn  # clamp(α·mn, max=0), then α·mn
-        return torch.full(ctx.shape, ga_hi + ga_lo, dtype=torch.float32), None, None
+        return torch.full(ctx.shape, _alpha_grad(np.float32(float(gs)), ctx.vals), dtype=torch.float32), None, None
+
+
+def _alpha_grad(gs: np.float32, vals: Tuple[np.float32, ...]) -> np.float32:
+    """∂ℒ/∂α from ∂ℒ/∂s through the chain of :func:`scale_chain` (:class:`_AlphaScale`'s backward)."""
+    pre, amn, amx, mn, mx, Q = vals
+    zero = np.float32(0.0)
+    g = gs if pre >= np.float32(EPS) else zero  # clamp(min=EPS)
+    g_hi = g / Q  # (hi − lo) / Q
+    g_lo = -g_hi
+    ga_hi = (g_hi if amx >= zero else zero) * mx  # clamp(α·mx, min=0), then α·mx
+    ga_lo = (g_lo if amn <= zero else zero) * mn  # clamp(α·mn, max=0), then α·mn
+    return ga_hi + ga_lo
+
+
+class _QLRFakeQuant(torch.autograd.Function):
+    """A QLR quantizer's training forward as one autograd node: the range ``α·[min x, max x]``, the
+    scale chain of :func:`scale_chain` on float32 scalars, and one kernel pass
+    (:func:`bench_suite.quant.fused.fake_quant_arrays`) that writes x̂, the ∂x̂/∂s factor and the
+    ∂x̂/∂x mask; the backward pass is one kernel pass too (∂ℒ/∂x = g·mask and Σ g·∂x̂/∂s in float64),
+    then α's gradient through the scale chain (:func:`_alpha_grad`).
+
+    The same float32 operations in the same order as the composed path (:meth:`QLRQuantizer._quantize`
+    on :meth:`QLRQuantizer.range_for`): the value and both gradients are equal bit for bit
+    (``tests/test_quant_lean.py``).  ``consts`` = (α as a float, Q, step, κ, Qc).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: Tensor, consts: tuple) -> Tensor:
+        a, Q, step, kappa, Qc = consts
+        xc = x.detach().contiguous()
+        mn, mx = (float(v) for v in torch.aminmax(xc))
+        s, z, pre, amn, amx = scale_chain(a, mn, mx, Q)
+        need_t = ctx.needs_input_grad[1]
+        out, t, mask = _fused.fake_quant_arrays(xc, s, z, Q, step, kappa, Qc, need_t, ctx.needs_input_grad[0])
+        ctx.t, ctx.mask = t, mask
+        ctx.vals = (pre, amn, amx, np.float32(mn), np.float32(mx), np.float32(Q))
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        gx, acc = _fused.fake_quant_backward(g, ctx.t, ctx.mask, ctx.needs_input_grad[0])
+        ga = None
+        if acc is not None:
+            ga = torch.full((), _alpha_grad(np.float32(acc), ctx.vals), dtype=torch.float32)
+        return gx, ga, None
 
 
 #: A constant input denser than this keeps the dense α-gradient (the sampled product would not pay).
@@ -340,14 +380,32 @@ class QLRQuantizer(Quantizer):
             if self.truncation == "bt*" and self.skew_refresh and int(self.steps) % self.skew_refresh == 0 \
                     and int(self.steps) > 0:
                 self.kappa.fill_(self._shift(x))
-            self.steps += 1
+            self.steps.add_(1)
 
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:
         self._track(x)
+        if (not self.lsq_scale and x.dtype == torch.float32 and self.alpha.dtype == torch.float32
+                and x.device.type == "cpu" and x.layout == torch.strided):
+            return self._quantize_lean(x)
         if (self.learn_alpha and not self.lsq_scale and torch.is_grad_enabled() and self.alpha.requires_grad
                 and x.dtype == torch.float32):
             return self._quantize_learned(x)
         return self._quantize(x, *self.range_for(x))
+
+    def _quantize_lean(self, x: Tensor) -> Tensor:
+        """:meth:`_quantize` on :meth:`range_for` for a dense float32 CPU ``x`` (α float32, unscaled), computed
+        on float32 scalars and one kernel pass: one :class:`_QLRFakeQuant` node when a gradient is
+        needed, no autograd at all otherwise (evaluation)."""
+        trunc = self.truncation != "none"
+        Q = TRUNCATION_BITS_QMAX if trunc else (1 << self.bits) - 1
+        consts = (float(self.alpha), Q, BT_STEP if trunc else 1, np.float32(float(self.kappa)) if trunc else _ZERO32,
+                  (1 << self.bits) - 1)
+        if torch.is_grad_enabled() and (x.requires_grad or self.alpha.requires_grad):
+            return _QLRFakeQuant.apply(x, self.alpha, consts)
+        xc = x.detach().contiguous()
+        mn, mx = (float(v) for v in torch.aminmax(xc))
+        s, z = scale_chain(consts[0], mn, mx, Q)[:2]
+        return _fused.fake_quant_arrays(xc, s, z, Q, consts[2], consts[3], consts[4], False, False)[0]
 
     def matmul(self, x: Tensor, weight: Callable[[], Tensor]) -> Tensor:
         """``self(x) @ weight()`` (in that order).  For a constant sparse input (a first layer's

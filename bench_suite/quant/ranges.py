@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from bench_suite.quant.base import Quantizer, quantize_codes, scale_zero
-from bench_suite.quant.fused import fake_quant_fused
+from bench_suite.quant.base import Quantizer, qmax, quantize_codes, scale_zero
+from bench_suite.quant.fused import fake_quant_const, fake_quant_fused
 from bench_suite.sparse import is_sparse, quantized_product
 
 
@@ -71,7 +72,27 @@ class TrackedRangeQuantizer(Quantizer):
 
     def quantize(self, x: Tensor, keep: Optional[Tensor] = None) -> Tensor:
         """Fake-quantized ``x`` with this quantizer's gradient rule; rows with ``keep`` stay full precision."""
+        if (x.dtype == torch.float32 and x.device.type == "cpu" and x.layout == torch.strided
+                and self.lo.dtype == torch.float32 and (keep is None or self.clip_grad)):
+            return self._quantize_lean(x, keep)
         return self._quantizer_for(x)(x, keep)
+
+    def _quantize_lean(self, x: Tensor, keep: Optional[Tensor]) -> Tensor:
+        """:meth:`quantize` with the scale chain of :func:`bench_suite.quant.qlr.scale_chain` (α = 1) on
+        float32 scalars instead of 0-dim tensors: the same float32 operations, so the same values."""
+        from bench_suite.quant.qlr import _clamp_max, _clamp_min, scale_chain
+
+        if bool(self.initialized):
+            lo, hi = float(self.lo), float(self.hi)
+        else:
+            with torch.no_grad():
+                lo, hi = (float(v) for v in self.observe(x.detach()))
+        s, z = scale_chain(1.0, lo, hi, qmax(self.bits))[:2]
+        if not self.clip_grad:
+            return fake_quant_const(x, s, z, self.bits, keep=keep)
+        zero = np.float32(0.0)
+        return fake_quant_const(x, s, z, self.bits, _clamp_max(np.float32(lo), zero), _clamp_min(np.float32(hi), zero),
+                                keep)
 
     def _quantizer_for(self, x: Tensor) -> Callable[..., Tensor]:
         """Fake quantization with the range :meth:`range_for` gives ``x``, applicable to any tensor."""
