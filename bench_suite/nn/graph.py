@@ -103,6 +103,3 @@ def layer_metrics(g: dgl.DGLGraph, hidden: list) -> list:
         for i, h in enumerate(hidden)
     ]
 
-
-def maybe(q, x: Tensor, g: Optional[dgl.DGLGraph] = None) -> Tensor:
-    return x if q is None else q(x, g)

@@ -2,7 +2,6 @@
 from bench_suite.quant.base import (  # noqa: F401
     NODE_ROLES,
     ROLES,
-    VALID_BITS,
     IdentityQuantizer,
     QuantFactory,
     RoleQuantizers,

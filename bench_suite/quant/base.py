@@ -13,20 +13,16 @@ import torch
 from torch import Tensor, nn
 
 from bench_suite.sparse import csr_matmul, densify, is_sparse
+from bench_suite.bits import FP32_BITS, qmax  # noqa: F401  (qmax: re-exported)
 
 ROLES: Tuple[str, ...] = ("input", "weight", "feature", "message", "aggregate", "update")
 NODE_ROLES: Tuple[str, ...] = ("message", "aggregate", "update")
-VALID_BITS: Tuple[int, ...] = (2, 4, 8, 32)
 EPS = 1e-8
 
 
 def round_ste(x: Tensor) -> Tensor:
     """round() in the forward pass, identity in the backward pass."""
     return x + (torch.round(x) - x).detach()
-
-
-def qmax(bits: int) -> int:
-    return (1 << bits) - 1
 
 
 def scale_zero(lo: Tensor, hi: Tensor, bits: int) -> Tuple[Tensor, Tensor]:
@@ -114,7 +110,7 @@ def quantized_matmul(q_input: Any, x: Tensor, q_weight: Any, weight: Tensor) -> 
 class IdentityQuantizer(Quantizer):
     """Full precision (FP32): returns its input unchanged."""
 
-    def __init__(self, bits: int = 32, role: str = "input") -> None:
+    def __init__(self, bits: int = FP32_BITS, role: str = "input") -> None:
         super().__init__(bits, role)
 
     @property
@@ -152,7 +148,7 @@ class QuantFactory:
     ``QuantFactory("qlr", 4, {"truncation": "none"})("message", layer=3)``.
     """
 
-    def __init__(self, name: str = "fp32", bits: int = 32, params: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, name: str = "fp32", bits: int = FP32_BITS, params: Optional[Dict[str, Any]] = None) -> None:
         from bench_suite.registry import QUANTIZERS
 
         self.name = name

@@ -30,6 +30,8 @@ from numba.extending import intrinsic
 import torch
 from torch import Tensor
 
+from bench_suite.bits import qmax
+
 GRAD_X_MODES = ("quant", "ste", "range")
 
 
@@ -436,7 +438,7 @@ def fake_quant_const(x: Tensor, s: np.float32, z: np.float32, bits: int, lo: Opt
     """:func:`fake_quant_fused` of a float32 CPU ``x`` for a scale and zero point given as float32 scalars
     that carry no gradient, with ``grad_x="range"`` (``lo``, ``hi`` given) or ``"ste"`` (``keep`` needs the
     range): the same values and ∂x̂/∂x without the 0-dim tensor bookkeeping."""
-    Q = (1 << bits) - 1
+    Q = qmax(bits)
     if torch.is_grad_enabled() and x.requires_grad:
         return _ConstScaleFakeQuant.apply(x, s, z, Q, lo, hi, keep)
     if keep is not None:
@@ -458,8 +460,8 @@ def fake_quant_fused(x: Tensor, s: Tensor, z: Tensor, bits: int, step: int = 1, 
     """
     if grad_x not in GRAD_X_MODES:
         raise ValueError(f"grad_x={grad_x!r} is not valid; valid: {', '.join(GRAD_X_MODES)}")
-    Q = (1 << bits) - 1
-    Qc = (1 << (code_bits if code_bits is not None else bits)) - 1
+    Q = qmax(bits)
+    Qc = qmax(code_bits if code_bits is not None else bits)
     z = z.detach()
     if not torch.is_grad_enabled() or not (x.requires_grad or s.requires_grad):
         if keep is not None or _kernel_applies(x, s):  # evaluation, grid search: one kernel pass

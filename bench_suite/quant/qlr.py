@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bench_suite.bits import BITS
 from bench_suite.quant.base import EPS, Quantizer, qmax, quantize_codes, scale_zero
 from bench_suite.quant import fused as _fused
 from bench_suite.quant.fused import fake_quant_fused
@@ -42,7 +43,7 @@ TRUNCATIONS: Tuple[str, ...] = ("none", "bt", "bt*")
 #: 8-bit codes kept by bit truncation: 0, 85, 170, 255 (= 255/3 apart).
 BT_STEP = 85
 TRUNCATION_BITS = 8
-TRUNCATION_BITS_QMAX = (1 << TRUNCATION_BITS) - 1
+TRUNCATION_BITS_QMAX = qmax(TRUNCATION_BITS)
 _ZERO32 = np.float32(0.0)
 
 
@@ -256,8 +257,8 @@ class QLRQuantizer(Quantizer):
             raise ValueError(f"truncation={truncation!r} is not valid; valid: {', '.join(map(repr, TRUNCATIONS))}")
         if truncation != "none" and bits != 2:
             raise ValueError(f"truncation={truncation!r} is INT2-only (bits=2); got bits={bits}")
-        if bits not in (2, 4, 8):
-            raise ValueError(f"bits={bits!r} is not valid for qlr; valid: 2, 4, 8")
+        if bits not in BITS:
+            raise ValueError(f"bits={bits!r} is not valid for qlr; valid: {', '.join(map(str, BITS))}")
         if not isinstance(skew_refresh, int) or isinstance(skew_refresh, bool) or skew_refresh < 0:
             raise ValueError(f"skew_refresh={skew_refresh!r} is not valid; use an integer >= 0 (0 = never)")
 
@@ -397,9 +398,9 @@ class QLRQuantizer(Quantizer):
         on float32 scalars and one kernel pass: one :class:`_QLRFakeQuant` node when a gradient is
         needed, no autograd at all otherwise (evaluation)."""
         trunc = self.truncation != "none"
-        Q = TRUNCATION_BITS_QMAX if trunc else (1 << self.bits) - 1
+        Q = TRUNCATION_BITS_QMAX if trunc else qmax(self.bits)
         consts = (float(self.alpha), Q, BT_STEP if trunc else 1, np.float32(float(self.kappa)) if trunc else _ZERO32,
-                  (1 << self.bits) - 1)
+                  qmax(self.bits))
         if torch.is_grad_enabled() and (x.requires_grad or self.alpha.requires_grad):
             return _QLRFakeQuant.apply(x, self.alpha, consts)
         xc = x.detach().contiguous()
