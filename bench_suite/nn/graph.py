@@ -1,7 +1,6 @@
 """Graph preparation and the quantized normalised aggregation shared by every layer."""
 from __future__ import annotations
 
-from typing import Optional
 
 import dgl
 import torch
