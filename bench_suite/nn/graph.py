@@ -1,7 +1,6 @@
 """Graph preparation and the quantized normalised aggregation shared by every layer."""
 from __future__ import annotations
 
-
 import dgl
 import torch
 from torch import Tensor
