@@ -202,7 +202,7 @@ def measure(configs: Sequence[Config], releases: Sequence[Release], rounds: int,
                 m.error = reply["error"]
                 continue
             m.spec, m.data = reply["spec"], reply["data"]
-            m.error = ask(r, c, {"op": "measure", "epochs": 2}).get("error")
+            m.error = ask(r, c, {"op": "measure", "epochs": 1}).get("error")
         log(f"set up {c.key}")
     for i in range(rounds):
         order = list(releases) if i % 2 == 0 else list(reversed(releases))

@@ -37,6 +37,7 @@ def _cost_rows() -> list:
         _cost_row(_spec(), 0.010),                                            # A: GCN-2 FP32
         _cost_row(_spec(quant="qlr", bits=4), 0.5, measured="2026-12-01T10:00:00"),  # superseded by B
         _cost_row(_spec(quant="qlr", bits=4), 0.030),                          # B: GCN-2 QLR INT4
+        _cost_row(_spec(quant="qlr", bits=4, depth=8), 0.090),                 # B8: GCN-8 QLR INT4
         _cost_row(_spec(model="decoupled", propagation="appnp", depth=10), 0.020),  # C: APPNP-10 FP32
         _cost_row(_spec(sparse_features=True), 0.002),                         # D: GCN-2 FP32, sparse input
         _cost_row(_spec(), 99.0, release="previous"),                          # another release's time: unused
@@ -73,24 +74,30 @@ def test_estimate_from_cost_table_and_finished_runs_gives_hand_computed_seconds(
     pending = [
         _spec(),                                   # cost A x 120 epochs (the finished QLR INT2 run's protocol): 1.2
         _spec(quant="qlr", bits=4),                # cost B (the newer row) x 120: 3.6
-        _spec(quant="qlr", bits=4, depth=8, hidden=128),  # B x (8/2) x (128/64) x 200 (spec maximum): 48
+        _spec(quant="qlr", bits=4, depth=16, hidden=128),  # B8 x (38/22: the finished runs' depth shape)
+                                                   # x (128/64) x 200 (spec maximum): 0.09 x 38/22 x 400
+        _spec(quant="qlr", bits=4, depth=4),       # between B and B8: 0.030 + 0.060 x (4-2)/(8-2) = 0.05, x 200: 10
         _spec(quant="qlr", bits=2, seed=1),        # same spec finished: 7
         _spec(quant="qlr", bits=8),                # B (same quantizer, other bits) x 120: 3.6
         _spec(sparse_features=True),               # D, not A: 0.002 x 200 = 0.4
         _spec(model="decoupled", propagation="dagnn", depth=20),  # proxy APPNP: 0.020 x 20/10 x 200 = 8
-        _spec(model="jknet", depth=4, quant="qat", bits=4),  # proxy GCN, QAT as QLR INT4: 0.030 x 4/2 x 200 = 12
+        _spec(model="jknet", depth=4, quant="qat", bits=4),  # proxy GCN, QAT as QLR INT4: 0.05 x 200 = 10
         _spec(dataset="citeseer"),                 # nothing measured or finished on CiteSeer
     ]
-    est = estimate(pending, finished_records(tmp_path), costs)
-    assert est.seconds == pytest.approx(1.2 + 3.6 + 48 + 7 + 3.6 + 0.4 + 8 + 12)
-    assert est.estimated == 8 and est.records == 1
-    assert est.by_level == {"group": 1, "cost": 3, "cost-scaled": 2, "depth": 0, "scaled": 0, "proxy": 2,
+    # finished FP32 runs of the 128-wide GCN at depths 2 and 32: 10 and 70 s, so 22 s at depth 8
+    # and 38 s at depth 16 (linear between them)
+    shape = [_record(_spec(depth=2, hidden=128), 10.0, 200), _record(_spec(depth=32, hidden=128), 70.0, 200)]
+    est = estimate(pending, list(finished_records(tmp_path)) + shape, costs)
+    assert est.seconds == pytest.approx(1.2 + 3.6 + 0.09 * 38 / 22 * 400 + 10 + 7 + 3.6 + 0.4 + 8 + 10)
+    assert est.estimated == 9 and est.records == 3
+    assert est.by_level == {"group": 1, "cost": 3, "cost-scaled": 3, "depth": 0, "scaled": 0, "proxy": 2,
                             "dataset": 0}
-    assert est.epochs_from == {"finished": 3, "maximum": 4}
+    assert est.epochs_from == {"finished": 3, "maximum": 5}
     assert est.unknown == [pending[-1].label()]
     text = est.summary(2)
     assert "at least" in text and "with 2 workers" in text
-    assert "2 cost table, depth/width-scaled (t ∝ depth × hidden)" in text
+    assert ("3 cost table, depth/width-scaled (depth: linear between measured depths, beyond them as finished "
+            "runs of the architecture scale, else ∝ depth; ∝ hidden)") in text
     assert "1 pending runs not estimated" in text and "not in the total" in text
 
 
@@ -138,7 +145,7 @@ def test_status_estimate_prints_the_sources_and_the_runs_not_estimated(tmp_path,
     assert "at least 0.0 h of single-worker time for 4 pending runs" in out
     assert "4 cost table, same configuration" in out
     assert "finished runs: 1 ok records of spec version 2" in out
-    assert f"cost table {costs}: 4 configurations, measured 2026-12-06, code abc123" in out
+    assert f"cost table {costs}: 5 configurations, measured 2026-12-06, code abc123" in out
     assert "1 pending runs not estimated" in out and "citeseer/gcn/L2/fp32/s0" in out
     assert main(["status", str(matrix), "--results", str(tmp_path / "results"), "--estimate", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

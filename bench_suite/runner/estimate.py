@@ -12,12 +12,16 @@ Two sources, tried in this order for each pending run:
    quantizer, bits, truncation, hidden width).  Epochs: the mean ``epochs_run`` of finished runs
    of the same spec under any quantizer (:func:`protocol_key`), else the spec's ``epochs`` (an
    upper bound: early stopping ends most runs sooner).  Without that exact configuration
-   (``cost``), the entry of the same dataset, architecture and quantizer (the same bits and
+   (``cost``), the entries of the same dataset, architecture and quantizer (the same bits and
    truncation if measured: fake quantization does the same work at any width) at the nearest
-   depth, then hidden width, is scaled **proportionally to depth and to hidden width**,
-   t = t0 · (L / L0) · (h / h0) (``cost-scaled``): a deep model's epoch is its layers' (or
-   propagation steps') work, and each layer's product is linear in the width; where per-call
-   overhead dominates (small graphs) the width term errs long.
+   hidden width are scaled (``cost-scaled``) **in depth**: linearly between the nearest measured
+   depths around L; beyond them from the nearest measured depth L0 as finished runs of the same
+   architecture (any quantizer) scale from L0 to L (estimated as in 3) where there are any, else
+   proportionally, t = t0 · L / L0 (a deep model's epoch is its layers' or propagation steps'
+   work; from a shallow entry alone this errs long, as the input layer's fixed cost is scaled
+   too); **in width proportionally**,
+   × h / h0 (each layer's product is linear in the width; where per-call overhead dominates,
+   small graphs, this errs long).
 3. **Finished runs** again, less alike: the same dataset, architecture and depth under any
    quantizer (``depth``); the same dataset and architecture at other depths, interpolated linearly
    between the nearest finished depths around it, or beyond them scaled by the depth ratio
@@ -41,7 +45,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from bench_suite.spec import SPEC_VERSION, RunSpec
 
@@ -83,7 +87,8 @@ def _dataset(d: Mapping[str, Any]) -> str:
 
 #: levels in the order they are tried, with how the summary names them
 LEVELS = {"group": "same spec finished", "cost": "cost table, same configuration",
-          "cost-scaled": "cost table, depth/width-scaled (t ∝ depth × hidden)",
+          "cost-scaled": "cost table, depth/width-scaled (depth: linear between measured depths, beyond "
+                         "them as finished runs of the architecture scale, else ∝ depth; ∝ hidden)",
           "depth": "same dataset/architecture/depth finished", "scaled": "depth-scaled finished runs",
           "proxy": "cost table via a proxy architecture or quantizer", "dataset": "scaled from another dataset"}
 #: the measured architecture a model without cost entries is costed as: (model, propagation)
@@ -143,6 +148,26 @@ def _cost_key(d: Mapping[str, Any]) -> Tuple[Tuple[str, bool], Tuple[Any, Any, A
             d["model"].get("hidden"))
 
 
+def _in_depth(known: Mapping[int, float], depth: int) -> float:
+    """Time at ``depth`` from times at other depths: linear between the nearest known depths around
+    it, beyond them proportional to depth from the nearest."""
+    if depth in known:
+        return known[depth]
+    below, above = [k for k in known if k < depth], [k for k in known if k > depth]
+    if below and above:
+        lo, hi = max(below), min(above)
+        return known[lo] + (known[hi] - known[lo]) * (depth - lo) / (hi - lo)
+    near = max(below) if below else min(above)
+    return known[near] * depth / near
+
+
+def _shape_ratio(shape: Optional[Callable[[int], Optional[float]]], depth: int, near: int) -> Optional[float]:
+    if shape is None:
+        return None
+    at, base = shape(depth), shape(near)
+    return at / base if at and base else None
+
+
 class CostTable:
     """Median epoch times of the current code per configuration, from ``bench-suite throughput``'s
     JSONL (its ``release: current`` rows; the newest measurement of a configuration wins)."""
@@ -178,9 +203,12 @@ class CostTable:
         return (f"cost table {self.source}: {len(self.entries)} configurations, {when}, "
                 f"code {', '.join(sorted(self.commits))}")
 
-    def epoch_s(self, d: Mapping[str, Any], proxies: bool = False) -> Optional[Tuple[float, str]]:
+    def epoch_s(self, d: Mapping[str, Any], proxies: bool = False,
+                shape: Optional[Callable[[int], Optional[float]]] = None) -> Optional[Tuple[float, str]]:
         """Epoch time of the spec ``d`` and its level (``cost``, ``cost-scaled``; ``proxy`` when
-        ``proxies``: another architecture of its kind, another quantizer), or None."""
+        ``proxies``: another architecture of its kind, another quantizer), or None.  ``shape(L)``:
+        how long finished runs of this architecture take at depth L (any unit), used to scale
+        beyond the measured depths when it knows both depths."""
         dataset, arch, quant, depth, hidden = _cost_key(d)
         archs = [arch]
         if proxies:
@@ -203,13 +231,17 @@ class CostTable:
                 level = "proxy"
             if not candidates or (level == "proxy" and not proxies):
                 continue
-            best = min(candidates, key=lambda e: (abs(e.quant[1] - quant[1]), e.quant[2] != quant[2],
-                                                  abs(math.log(e.depth / depth)),
-                                                  abs(math.log((e.hidden or 1) / (hidden or e.hidden or 1)))))
-            scale = depth / best.depth
-            if hidden and best.hidden:
-                scale *= hidden / best.hidden
-            return best.epoch_s * scale, level
+            q = min({e.quant for e in candidates}, key=lambda k: (abs(k[1] - quant[1]), k[2] != quant[2], k))
+            h = min({e.hidden for e in candidates if e.quant == q},
+                    key=lambda k: (abs(math.log((k or 1) / (hidden or k or 1))), k or 0))
+            by_depth = {e.depth: e.epoch_s for e in candidates if e.quant == q and e.hidden == h}
+            scale = hidden / h if hidden and h else 1.0
+            near = min(by_depth, key=lambda k: (abs(math.log(k / depth)), k))
+            outside = all(k < depth for k in by_depth) or all(k > depth for k in by_depth)
+            ratio = _shape_ratio(shape, depth, near) if a == arch and outside else None
+            if ratio is not None:
+                return by_depth[near] * ratio * scale, level
+            return _in_depth(by_depth, depth) * scale, level
         return None
 
 
@@ -265,7 +297,13 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
         return ratios[(target, source)]
 
     def from_costs(d: Dict[str, Any], proxies: bool) -> Optional[Tuple[float, str]]:
-        found = costs.epoch_s(d, proxies) if costs is not None else None
+        dataset, arch = _dataset(d), _arch(d)
+
+        def shape(depth: int) -> Optional[float]:
+            found = same_dataset(dataset, arch, depth)
+            return found[0] if found else None
+
+        found = costs.epoch_s(d, proxies, shape) if costs is not None else None
         if found is None:
             return None
         runs = epochs_run.get(protocol_key(d))
