@@ -114,6 +114,7 @@ def test_estimate_without_cost_table_keeps_the_finished_run_levels(tmp_path) -> 
 def test_duration_names_days_beyond_two_days() -> None:
     from bench_suite.runner.estimate import _duration
 
+    assert _duration(0.5) == "30 min" and _duration(0.005) == "18 s"
     assert _duration(10) == "10.0 h"
     assert _duration(60) == "60.0 h (2.5 days)"
 
@@ -142,7 +143,7 @@ def test_status_estimate_prints_the_sources_and_the_runs_not_estimated(tmp_path,
     out = capsys.readouterr().out
     assert "pending 5" in out
     # 2 seeds x (GCN-2 FP32 0.010 + QLR INT4 0.030) x 200 epochs (no finished run of this protocol)
-    assert "at least 0.0 h of single-worker time for 4 pending runs" in out
+    assert "at least 16 s of single-worker time for 4 pending runs" in out
     assert "4 cost table, same configuration" in out
     assert "finished runs: 1 ok records of spec version 2" in out
     assert f"cost table {costs}: 5 configurations, measured 2026-12-06, code abc123" in out

@@ -126,6 +126,8 @@ class Estimate:
 
 
 def _duration(hours: float) -> str:
+    if hours < 1:
+        return f"{60 * hours:.0f} min" if hours >= 1 / 60 else f"{3600 * hours:.0f} s"
     return f"{hours:.1f} h" + (f" ({hours / 24:.1f} days)" if hours >= 48 else "")
 
 
