@@ -184,7 +184,8 @@ class CostTable:
             when = str(row.get("measured", ""))
             if key not in newest or when >= newest[key][0]:
                 newest[key] = (when, CostEntry(*key, epoch_s=float(row["epoch_s_median"])))
-                self.commits.add(str((row.get("env") or {}).get("git_commit", "?"))[:12])
+                commit = str((row.get("env") or {}).get("git_commit", "?"))
+                self.commits.add(commit[:12] + ("-dirty" if commit.endswith("-dirty") else ""))
         self.entries = [e for _, e in newest.values()]
         self.dates = sorted(w[:10] for w, _ in newest.values() if w)
         self.source = source
