@@ -21,6 +21,7 @@ COMMANDS = {
     "export": ("bench_suite.runner.cli_export", "export a results directory to CSV / Parquet"),
     "report": ("bench_suite.report.cli", "render figures and tables from stored records"),
     "speed": ("bench_suite.engine.cli", "time FP32 DGL against the integer engine"),
+    "throughput": ("bench_suite.throughput", "training epochs per second of a fixed basket, against a previous release"),
 }
 
 

@@ -159,7 +159,7 @@ CASES: List[Case] = [
      ("--dask-wait=-1", ">= 0"), a_file("ok.yaml", GOOD)),
     ("dask-connect-timeout-0", [*RUN, "--executor", "dask", "--scheduler", "tcp://h:1", "--dask-connect-timeout", "0"],
      ("--dask-connect-timeout=0", ">= 0.1"), a_file("ok.yaml", GOOD)),
-    # -- status, report, export, speed ---------------------------------------------------------
+    # -- status, report, export, speed, throughput ---------------------------------------------
     ("status-unknown-matrix", ["status", "smoek"], ("unknown matrix 'smoek'",), None),
     ("status-matrix-name-path", ["status", "m.yaml"], ("'../escape'",),
      matrix(GOOD.replace("name: ok", "name: ../escape"))),
@@ -168,6 +168,10 @@ CASES: List[Case] = [
      a_file("ok.yaml", GOOD)),
     ("status-list-unknown", ["status", "ok.yaml", "--list", "done"], ("--list", "'done'"), a_file("ok.yaml", GOOD)),
     ("export-missing-dir", ["export", "nowhere", "--csv", "x.csv"], ("nowhere",), None),
+    ("throughput-model-no-depth", ["throughput", "--models", "gcnii"], ("'gcnii'", "NAME-DEPTH"), None),
+    ("throughput-unknown-quant", ["throughput", "--quants", "qlr4"], ("'qlr4'", "fp32 or NAME-BITS"), None),
+    ("throughput-unknown-ref", ["throughput", "--against", "no-such-release"], ("'no-such-release'",), None),
+    ("throughput-epochs-1", ["throughput", "--epochs", "1"], ("--epochs", ">= 2"), None),
 ]
 
 #: cases of the same kind (a bad value or fault: exit 2, one line, nothing written) in other modules

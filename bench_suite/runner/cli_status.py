@@ -1,6 +1,7 @@
 """``bench-suite status MATRIX``: how many runs of a matrix are done, failed, timed out or pending,
 and how many of the pending ones a runner is at now (``--estimate [WORKERS]``: and how long the
-pending ones will take, :mod:`bench_suite.runner.estimate`)."""
+pending ones will take on this machine, from the finished runs under the results root and the cost
+table of ``bench-suite throughput``: :mod:`bench_suite.runner.estimate`)."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="results", help="results root (records in RESULTS/<matrix-name>/)")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.add_argument("--estimate", type=int, nargs="?", const=1, default=0, metavar="WORKERS",
-                   help="also estimate the pending runs' time from the finished ones (for WORKERS workers)")
+                   help="also estimate the pending runs' time (for WORKERS workers) from the finished runs of "
+                        "every store under --results and the cost table (--costs)")
+    p.add_argument("--costs", default=None, metavar="FILE",
+                   help="cost table for --estimate: the JSONL of `bench-suite throughput` "
+                        "(default RESULTS/cost/throughput.jsonl)")
     p.add_argument("--list", choices=("failed", "timeout", "pending", "running"), action="append", default=[],
                    help="also list the runs with this status (repeatable)")
 
@@ -30,6 +35,7 @@ def execute(args: argparse.Namespace) -> int:
     from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_only, parse_overrides
     from bench_suite.runner.session import plan
     from bench_suite.runner.store import ResultStore, live_claims
+    from bench_suite.spec import SPEC_VERSION
 
     matrix = load_matrix(args.matrix)
     specs = expand_matrix(matrix, parse_overrides(args.overrides), parse_only(args.only))
@@ -43,11 +49,21 @@ def execute(args: argparse.Namespace) -> int:
         print(f"warning: {reason} (counted as pending)", file=sys.stderr)
     est = None
     if args.estimate:
-        from bench_suite.runner.estimate import estimate
+        from bench_suite.runner.estimate import CostTable, estimate, finished_records
 
-        est = estimate(p.todo, store.records())
+        root = Path(args.results)
+        costs_path = Path(args.costs) if args.costs else root / "cost" / "throughput.jsonl"
+        if args.costs and not costs_path.is_file():
+            raise FileNotFoundError(f"--costs {args.costs}: no such file (write one with `bench-suite throughput`)")
+        costs = CostTable.from_jsonl(costs_path)
+        est = estimate(p.todo, finished_records(root), costs)
+        est.sources = [f"finished runs: {est.records} ok records of spec version {SPEC_VERSION} under {root}/*/",
+                       costs.describe() if costs else f"cost table: none ({costs_path} does not exist; "
+                       f"`bench-suite throughput` writes it)"]
     if args.json:
         extra = {} if est is None else {"estimated_hours": round(est.seconds / 3600, 2),
+                                        "estimated_runs": est.estimated, "estimated_from": est.by_level,
+                                        "epochs_from": est.epochs_from, "sources": est.sources,
                                         "not_estimated": len(est.unknown)}
         print(json.dumps(dict(counts, **extra), sort_keys=True))
     else:

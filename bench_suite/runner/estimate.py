@@ -1,25 +1,66 @@
-"""How long the pending runs of a matrix will take, from the finished runs in its store.
+"""How long the pending runs of a matrix will take on this machine, from finished runs and from
+measured epoch times.
 
-Each pending run is estimated by the median ``timings.total_s`` of finished runs most like it:
-the same spec but for the seed; else the same dataset, architecture (model, propagation,
-transform) and depth under any quantizer; else the same dataset and architecture at other
-depths: interpolated linearly between the nearest finished depths around it, or beyond them
-scaled by the depth ratio from the nearest (a deep model's epoch is linear in its depth); else the
-same model, propagation and transform on another dataset (with that dataset's hyper-parameters,
-which tuned defaults set per dataset), estimated as above and scaled by how much slower the
-pending run's dataset has been than that one (the median ratio over the architectures and depths
-finished on both).  Runs with nothing comparable are counted, not guessed.  Wall time of finished
-runs includes any time they were paused, so estimates err long.
+Two sources, tried in this order for each pending run:
+
+1. **Finished runs** (the median ``timings.total_s``) of this spec version in any store under the
+   results root (:func:`finished_records`; a record of another spec version was made by code that
+   trains differently and is never used): the same spec but for the seed (``group``).
+2. **The cost table** (``results/cost/throughput.jsonl``, written by ``bench-suite throughput``:
+   the current code's median epoch time per configuration, :class:`CostTable`): epochs the run
+   will train × the epoch time of its (dataset with its feature storage, architecture, depth,
+   quantizer, bits, truncation, hidden width).  Epochs: the mean ``epochs_run`` of finished runs
+   of the same spec under any quantizer (:func:`protocol_key`), else the spec's ``epochs`` (an
+   upper bound: early stopping ends most runs sooner).  Without that exact configuration
+   (``cost``), the entries of the same dataset, architecture and quantizer (the same bits and
+   truncation if measured: fake quantization does the same work at any width) at the nearest
+   hidden width are scaled (``cost-scaled``) **in depth**: linearly between the nearest measured
+   depths around L; beyond them from the nearest measured depth L0 as finished runs of the same
+   architecture (any quantizer) scale from L0 to L (estimated as in 3) where there are any, else
+   proportionally, t = t0 · L / L0 (a deep model's epoch is its layers' or propagation steps'
+   work; from a shallow entry alone this errs long, as the input layer's fixed cost is scaled
+   too); **in width proportionally**,
+   × h / h0 (each layer's product is linear in the width; where per-call overhead dominates,
+   small graphs, this errs long).
+3. **Finished runs** again, less alike: the same dataset, architecture and depth under any
+   quantizer (``depth``); the same dataset and architecture at other depths, interpolated linearly
+   between the nearest finished depths around it, or beyond them scaled by the depth ratio
+   (``scaled``).
+4. **A proxy in the cost table** (``proxy``): an architecture not measured is costed as the
+   measured one of its kind, GCN for models without a propagation and APPNP for decoupled ones, a
+   quantizer not measured as QLR at its bits, then scaled as in 2.
+5. **Finished runs of another dataset** (``dataset``): the same model, propagation and transform
+   estimated as in 3 on another dataset, scaled by how much slower the pending run's dataset has
+   been than that one (the median ratio over the architectures and depths finished on both).
+
+Runs with none of these are listed as not estimated and left out of the total, which then is a
+lower bound, and says so.  Wall times of finished runs include any time they were paused, so those
+estimates err long; cost-table estimates leave out dataset loading and the final layer metrics.
 """
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from bench_suite.spec import RunSpec
+from bench_suite.spec import SPEC_VERSION, RunSpec
+
+
+def finished_records(results_root: Path) -> Iterator[Dict[str, Any]]:
+    """The ok records of every store under ``results_root`` (``RESULTS/*/``) of this spec version:
+    a record of another version was made by code that trains differently (``results/v1/README.md``)."""
+    from bench_suite.runner.store import ResultStore
+
+    if not results_root.is_dir():
+        return
+    for folder in sorted(p for p in results_root.iterdir() if p.is_dir()):
+        for rec in ResultStore(folder).records():
+            if rec.get("status") == "ok" and (rec.get("spec") or {}).get("version") == SPEC_VERSION:
+                yield rec
 
 
 def _arch(d: Mapping[str, Any]) -> str:
@@ -33,32 +74,187 @@ def _names(d: Mapping[str, Any]) -> Tuple[Any, ...]:
     return tuple((d.get(k) or {}).get("name") for k in ("model", "propagation", "transform"))
 
 
+def protocol_key(d: Mapping[str, Any]) -> str:
+    """The spec but for its seed and quantizer: runs that train the same model under the same protocol
+    (whose mean ``epochs_run`` says how many epochs a run of it trains before early stopping)."""
+    return json.dumps({k: ({n: v for n, v in d["train"].items() if n != "seed"} if k == "train" else v)
+                       for k, v in d.items() if k != "quant"}, sort_keys=True)
+
+
 def _dataset(d: Mapping[str, Any]) -> str:
     return json.dumps(d["dataset"], sort_keys=True)
+
+
+#: levels in the order they are tried, with how the summary names them
+LEVELS = {"group": "same spec finished", "cost": "cost table, same configuration",
+          "cost-scaled": "cost table, depth/width-scaled (depth: linear between measured depths, beyond "
+                         "them as finished runs of the architecture scale, else ∝ depth; ∝ hidden)",
+          "depth": "same dataset/architecture/depth finished", "scaled": "depth-scaled finished runs",
+          "proxy": "cost table via a proxy architecture or quantizer", "dataset": "scaled from another dataset"}
+#: the measured architecture a model without cost entries is costed as: (model, propagation)
+PROXIES = {"coupled": ("gcn", None), "decoupled": ("decoupled", "appnp")}
 
 
 @dataclass
 class Estimate:
     seconds: float = 0.0  # estimated single-worker wall time of the estimated runs
     estimated: int = 0
-    unknown: List[str] = field(default_factory=list)  # labels of runs with no comparable finished run
-    by_level: Dict[str, int] = field(default_factory=lambda: {"group": 0, "depth": 0, "scaled": 0, "dataset": 0})
+    unknown: List[str] = field(default_factory=list)  # labels of runs nothing could estimate
+    by_level: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(LEVELS, 0))
+    epochs_from: Dict[str, int] = field(default_factory=lambda: {"finished": 0, "maximum": 0})
+    records: int = 0  # finished records used
+    sources: List[str] = field(default_factory=list)  # where the finished records and the cost table came from
 
     def summary(self, workers: int = 1) -> str:
         h = self.seconds / 3600
-        text = (f"estimated {h:.1f} h of single-worker time for {self.estimated} pending runs "
-                f"({h / max(1, workers):.1f} h with {workers} workers; from {self.by_level['group']} same-spec, "
-                f"{self.by_level['depth']} same-depth and {self.by_level['scaled']} depth-scaled matches"
-                + (f", {self.by_level['dataset']} scaled from another dataset" if self.by_level["dataset"] else "")
-                + ")")
+        w = max(1, workers)
+        total = (f"{_duration(h)} of single-worker time for {self.estimated} pending runs, "
+                 f"{_duration(h / w)} with {w} worker{'s' if w > 1 else ''}")
         if self.unknown:
-            text += f"; {len(self.unknown)} runs have no comparable finished run and are not counted"
-        return text
+            total = "at least " + total
+        parts = [f"{n} {LEVELS[k]}" for k, n in self.by_level.items() if n]
+        lines = [f"estimated {total}", "  from: " + ("; ".join(parts) if parts else "nothing")]
+        if self.by_level["cost"] or self.by_level["cost-scaled"] or self.by_level["proxy"]:
+            lines.append(f"  epochs per cost-table run: {self.epochs_from['finished']} the mean of finished runs of "
+                         f"the spec (any quantizer), {self.epochs_from['maximum']} the spec's maximum epochs "
+                         f"(an upper bound: early stopping ends most runs sooner)")
+        lines += [f"  source: {s}" for s in self.sources]
+        if self.unknown:
+            lines.append(f"  {len(self.unknown)} pending runs not estimated (no finished run or cost-table entry "
+                         f"comparable) and not in the total, e.g. {', '.join(self.unknown[:3])}")
+        return "\n".join(lines)
 
 
-def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]]) -> Estimate:
-    """Estimate ``pending`` from finished records (``spec`` and ``timings.total_s``; ok runs only)."""
+def _duration(hours: float) -> str:
+    if hours < 1:
+        return f"{60 * hours:.0f} min" if hours >= 1 / 60 else f"{3600 * hours:.0f} s"
+    return f"{hours:.1f} h" + (f" ({hours / 24:.1f} days)" if hours >= 48 else "")
+
+
+@dataclass
+class CostEntry:
+    dataset: Tuple[str, bool]
+    arch: Tuple[Any, Any, Any]
+    quant: Tuple[str, int, str]
+    depth: int
+    hidden: Optional[int]
+    epoch_s: float
+
+
+def _cost_key(d: Mapping[str, Any]) -> Tuple[Tuple[str, bool], Tuple[Any, Any, Any], Tuple[str, int, str], int,
+                                              Optional[int]]:
+    """(dataset with its feature storage, architecture names, quantizer, depth, hidden) of a spec."""
+    q = d["quant"]
+    return ((d["dataset"]["name"], bool(d["dataset"].get("sparse_features", False))), _names(d),
+            (q["name"], int(q["bits"]), str(q.get("truncation") or "none")), int(d["model"]["depth"]),
+            d["model"].get("hidden"))
+
+
+def _in_depth(known: Mapping[int, float], depth: int) -> float:
+    """Time at ``depth`` from times at other depths: linear between the nearest known depths around
+    it, beyond them proportional to depth from the nearest."""
+    if depth in known:
+        return known[depth]
+    below, above = [k for k in known if k < depth], [k for k in known if k > depth]
+    if below and above:
+        lo, hi = max(below), min(above)
+        return known[lo] + (known[hi] - known[lo]) * (depth - lo) / (hi - lo)
+    near = max(below) if below else min(above)
+    return known[near] * depth / near
+
+
+def _shape_ratio(shape: Optional[Callable[[int], Optional[float]]], depth: int, near: int) -> Optional[float]:
+    if shape is None:
+        return None
+    at, base = shape(depth), shape(near)
+    return at / base if at and base else None
+
+
+class CostTable:
+    """Median epoch times of the current code per configuration, from ``bench-suite throughput``'s
+    JSONL (its ``release: current`` rows; the newest measurement of a configuration wins)."""
+
+    def __init__(self, rows: Iterable[Mapping[str, Any]], source: str = "") -> None:
+        newest: Dict[Any, Tuple[str, CostEntry]] = {}
+        self.commits: set = set()
+        for row in rows:
+            if row.get("release") != "current" or not row.get("spec") or not row.get("epoch_s_median"):
+                continue
+            key = _cost_key(row["spec"])
+            when = str(row.get("measured", ""))
+            if key not in newest or when >= newest[key][0]:
+                newest[key] = (when, CostEntry(*key, epoch_s=float(row["epoch_s_median"])))
+                commit = str((row.get("env") or {}).get("git_commit", "?"))
+                self.commits.add(commit[:12] + ("-dirty" if commit.endswith("-dirty") else ""))
+        self.entries = [e for _, e in newest.values()]
+        self.dates = sorted(w[:10] for w, _ in newest.values() if w)
+        self.source = source
+        self._by: Dict[Tuple[Any, Any], List[CostEntry]] = defaultdict(list)
+        for e in self.entries:
+            self._by[(e.dataset, e.arch)].append(e)
+
+    @classmethod
+    def from_jsonl(cls, path: Path) -> Optional["CostTable"]:
+        if not path.is_file():
+            return None
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return cls(rows, str(path))
+
+    def describe(self) -> str:
+        when = f"measured {self.dates[0]}" + (f"..{self.dates[-1]}" if self.dates[-1] != self.dates[0] else "") \
+            if self.dates else "undated"
+        return (f"cost table {self.source}: {len(self.entries)} configurations, {when}, "
+                f"code {', '.join(sorted(self.commits))}")
+
+    def epoch_s(self, d: Mapping[str, Any], proxies: bool = False,
+                shape: Optional[Callable[[int], Optional[float]]] = None) -> Optional[Tuple[float, str]]:
+        """Epoch time of the spec ``d`` and its level (``cost``, ``cost-scaled``; ``proxy`` when
+        ``proxies``: another architecture of its kind, another quantizer), or None.  ``shape(L)``:
+        how long finished runs of this architecture take at depth L (any unit), used to scale
+        beyond the measured depths when it knows both depths."""
+        dataset, arch, quant, depth, hidden = _cost_key(d)
+        archs = [arch]
+        if proxies:
+            kind = PROXIES["decoupled" if arch[1] is not None else "coupled"]
+            archs = [arch, (kind[0], kind[1], None)]
+        for a in archs:
+            found = self._by.get((dataset, a))
+            if not found:
+                continue
+            same = [e for e in found if e.quant == quant]
+            if a == arch and same:
+                exact = [e for e in same if e.depth == depth and e.hidden == hidden]
+                if exact:
+                    return exact[0].epoch_s, "cost"
+            candidates = same or [e for e in found if e.quant[0] == quant[0]]
+            level = "cost-scaled" if a == arch and candidates else "proxy"
+            if not candidates and proxies:  # a quantizer not measured: QLR at the nearest bits, or FP32
+                stand_in = "fp32" if quant[0] == "fp32" else "qlr"
+                candidates = [e for e in found if e.quant[0] == stand_in]
+                level = "proxy"
+            if not candidates or (level == "proxy" and not proxies):
+                continue
+            q = min({e.quant for e in candidates}, key=lambda k: (abs(k[1] - quant[1]), k[2] != quant[2], k))
+            h = min({e.hidden for e in candidates if e.quant == q},
+                    key=lambda k: (abs(math.log((k or 1) / (hidden or k or 1))), k or 0))
+            by_depth = {e.depth: e.epoch_s for e in candidates if e.quant == q and e.hidden == h}
+            scale = hidden / h if hidden and h else 1.0
+            near = min(by_depth, key=lambda k: (abs(math.log(k / depth)), k))
+            outside = all(k < depth for k in by_depth) or all(k > depth for k in by_depth)
+            ratio = _shape_ratio(shape, depth, near) if a == arch and outside else None
+            if ratio is not None:
+                return by_depth[near] * ratio * scale, level
+            return _in_depth(by_depth, depth) * scale, level
+        return None
+
+
+def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
+             costs: Optional[CostTable] = None) -> Estimate:
+    """Estimate ``pending`` from finished records (``spec``, ``timings.total_s``, ``metrics.epochs_run``;
+    ok runs only) and the cost table, in the order of the module docstring."""
     by_group: Dict[str, List[float]] = defaultdict(list)
+    epochs_run: Dict[str, List[int]] = defaultdict(list)
+    used = 0
     times: Dict[Tuple[str, str, int], List[float]] = defaultdict(list)  # (dataset, arch, depth)
     named: Dict[Tuple[str, Tuple[Any, ...]], set] = defaultdict(set)  # (dataset, plugin names) -> archs
     for rec in finished:
@@ -66,7 +262,11 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]]) 
         if rec.get("status") != "ok" or not isinstance(t, (int, float)) or not rec.get("spec"):
             continue
         spec = RunSpec.from_dict(rec["spec"])
+        used += 1
         by_group[spec.group_key()].append(float(t))
+        n = (rec.get("metrics") or {}).get("epochs_run")
+        if isinstance(n, int) and not isinstance(n, bool):
+            epochs_run[protocol_key(spec.data)].append(n)
         dataset, arch = _dataset(spec.data), _arch(spec.data)
         times[(dataset, arch, int(spec.data["model"]["depth"]))].append(float(t))
         named[(dataset, _names(spec.data))].add(arch)
@@ -99,12 +299,30 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]]) 
             ratios[(target, source)] = (statistics.median(shared), len(shared)) if shared else None
         return ratios[(target, source)]
 
-    out = Estimate()
+    def from_costs(d: Dict[str, Any], proxies: bool) -> Optional[Tuple[float, str]]:
+        dataset, arch = _dataset(d), _arch(d)
+
+        def shape(depth: int) -> Optional[float]:
+            found = same_dataset(dataset, arch, depth)
+            return found[0] if found else None
+
+        found = costs.epoch_s(d, proxies, shape) if costs is not None else None
+        if found is None:
+            return None
+        runs = epochs_run.get(protocol_key(d))
+        out.epochs_from["finished" if runs else "maximum"] += 1
+        return found[0] * (statistics.mean(runs) if runs else int(d["train"]["epochs"])), found[1]
+
+    out = Estimate(records=used)
     for spec in pending:
         d = spec.data
         dataset, arch, names, depth = _dataset(d), _arch(d), _names(d), int(d["model"]["depth"])
         group = by_group.get(spec.group_key())
-        found = (statistics.median(group), "group") if group else same_dataset(dataset, arch, depth)
+        found = (statistics.median(group), "group") if group else from_costs(d, proxies=False)
+        if found is None:
+            found = same_dataset(dataset, arch, depth)
+        if found is None:
+            found = from_costs(d, proxies=True)
         if found is None:  # nothing of this architecture on this dataset: borrow the best-linked dataset's
             links = {source: ratio(dataset, source) for source, n in named if n == names and source != dataset}
             links = {source: r for source, r in links.items() if r is not None}
