@@ -1,4 +1,4 @@
-"""Integer engine benchmark (issue 7, METHOD.md §9).
+"""Integer engine benchmark (METHOD.md §9).
 
     python benchmarks/engine.py speed      # 4-layer GCN, hidden 256, arxiv-like, 2 threads, INT8/4/2
     python benchmarks/engine.py decoupled  # decoupled APPNP and SMP at K = 10 and 64 (--propagations)

@@ -1,4 +1,4 @@
-"""FP32 reference accuracies on the Cora public split, 10 seeds (issue 2 acceptance).
+"""FP32 reference accuracies on the Cora public split, 10 seeds.
 
     python benchmarks/foundation.py [--seeds 10] [--data-dir DIR]
 

@@ -1,4 +1,4 @@
-"""Accuracy and training cost of the quantizers (issue 3: QLR, BT/BT*, QAT, DQ).
+"""Accuracy and training cost of the quantizers: QLR, BT/BT*, QAT, DQ.
 
     python benchmarks/quantizers.py accuracy [--seeds 10] [--model gcn-2|appnp-10] [--only fp32 qlr-2 ...]
     python benchmarks/quantizers.py cost [--dataset cora] [--depth 16] [--reps 20] [--threads 1] [--out FILE.jsonl]

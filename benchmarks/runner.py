@@ -1,4 +1,4 @@
-"""Runner throughput and overhead (issue 5 acceptance).
+"""Runner throughput and overhead.
 
     python benchmarks/runner.py [--runs 16] [--epochs 60] [--nodes 1500] [--skip-dask]
 

@@ -1,5 +1,5 @@
 """Does training several seeds in one pass pay?  S GCNs one after another vs one pass with the
-S seeds' parameters stacked (issue 20, item 3), timed side by side in one process.
+S seeds' parameters stacked, timed side by side in one process.
 
     python benchmarks/seed_batching.py [--dataset cora] [--seeds 10] [--depth 2] [--hidden 128]
                                        [--rounds 5] [--sparse] [--out FILE.jsonl]
