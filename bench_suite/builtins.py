@@ -11,6 +11,7 @@ BUILTIN_MODULES = (
     "bench_suite.data.datasets",
     "bench_suite.nn.models",
     "bench_suite.nn.propagations",
+    "bench_suite.quant.fp32",
     "bench_suite.quant.qlr",
     "bench_suite.smp",
     "bench_suite.runner.executors",

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Dict, Mapping, Tuple
 
 import yaml
 
-from bench_suite.bits import BITS, FP32_BITS
+from bench_suite.bits import BITS, FP32_BITS, is_full_precision
 from bench_suite.record import group_key, run_label
 from bench_suite.registry import (
     DATASETS,
@@ -171,8 +171,7 @@ def resolve_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
     DATASETS.entry(dataset, where)
     MODELS.entry(model, where)
     quant = str(raw.pop("quant", "fp32"))
-    if quant != "fp32":
-        QUANTIZERS.entry(quant, where)
+    full_precision = is_full_precision(QUANTIZERS.entry(quant, where).obj)
     bits_raw = raw.pop("bits", None)
     transform = raw.pop("transform", None)
     transform = None if transform in (None, "none") else str(transform)
@@ -182,10 +181,11 @@ def resolve_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
     if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 128:
         raise SpecError(f"depth={depth!r}{_where(where)} is not valid; use an integer in 1..128")
 
-    if quant == "fp32":
+    if full_precision:
         if bits_raw not in (None, FP32_BITS):
-            raise SpecError(f"bits={bits_raw!r}{_where(where)} makes no sense with quant=fp32; "
-                            f"drop bits or choose a quantizer ({', '.join(QUANTIZERS.keys())})")
+            low_bit = [k for k in QUANTIZERS.keys() if not is_full_precision(QUANTIZERS.get(k))]
+            raise SpecError(f"bits={bits_raw!r}{_where(where)} makes no sense with quant={quant}; "
+                            f"drop bits or choose a quantizer ({', '.join(low_bit)})")
         bits = FP32_BITS
     else:
         if bits_raw is None:
@@ -206,7 +206,7 @@ def resolve_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
         "model": (MODELS, model, {k: v for k, v in model_defaults.items() if k != "propagation"}),
         "propagation": (PROPAGATIONS, propagation,
                         _plugin_defaults(PROPAGATIONS, propagation) if propagation else {}),
-        "quant": (QUANTIZERS, quant, _plugin_defaults(QUANTIZERS, quant) if quant != "fp32" else {}),
+        "quant": (QUANTIZERS, quant, _plugin_defaults(QUANTIZERS, quant)),
         "transform": (TRANSFORMS, transform, _plugin_defaults(TRANSFORMS, transform) if transform else {}),
         "train": (None, None, {f.name: f.default for f in fields(TrainConfig)}),
     }
@@ -241,7 +241,7 @@ def resolve_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
         vals = {}
         if sec == "train":
             ranges = declared_ranges(TrainConfig)
-        else:  # fp32 is no registered quantizer and has no keys
+        else:
             ranges = {p.name: p.range for p in reg.params(name)} if defaults else {}
         for k, default in defaults.items():
             if k in chosen[sec]:
@@ -284,7 +284,7 @@ def spec_plugins(data: Mapping[str, Any], third_party_only: bool = False) -> Dic
     out = {}
     for sec, reg in PLUGIN_SECTIONS:
         part = data.get(sec)
-        if not part or part.get("name") == "fp32" or part.get("name") not in reg:
+        if not part or part.get("name") not in reg:
             continue
         entry = reg.entry(part["name"])
         if third_party_only:
@@ -312,7 +312,7 @@ def validate_spec(spec: RunSpec, where: str = "") -> None:
     for sec, reg in (("dataset", DATASETS), ("model", MODELS), ("propagation", PROPAGATIONS),
                      ("quant", QUANTIZERS), ("transform", TRANSFORMS)):
         part = d.get(sec)
-        if not part or part["name"] == "fp32":
+        if not part:
             continue
         obj = reg.get(part["name"])
         check = getattr(obj, "validate_params", None)

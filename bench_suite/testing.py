@@ -16,7 +16,7 @@ from typing import Iterable, Optional
 import dgl
 import torch
 
-from bench_suite.bits import BITS
+from bench_suite.bits import BITS, FP32_BITS, is_full_precision
 from bench_suite.nn.graph import prepare_graph
 from bench_suite.quant.base import NODE_ROLES, ROLES, QuantFactory
 from bench_suite.registry import DATASETS, MODELS, PROPAGATIONS, QUANTIZERS, TRANSFORMS, Registry
@@ -75,6 +75,8 @@ def check_range_rule(key: str, bits_list: Iterable[int] = BITS) -> None:
 
     from bench_suite.engine.convert import RangeRule, rule_of
 
+    if is_full_precision(QUANTIZERS.get(key)):
+        return  # nothing to convert: full-precision runs are the engine's FP32 baseline
     graph = prepare_graph(tiny_graph()[0])
     allowed = {f.name for f in fields(RangeRule)} - {"bits"}
     for bits in bits_list:
@@ -104,9 +106,12 @@ def check_params_declared(reg: Registry, key: str) -> None:
 
 
 def check_quantizer(key: str, bits_list: Iterable[int] = BITS) -> None:
-    """Contract, shape, finiteness, at most 2^b levels in eval, gradients, state_dict round trip."""
+    """Contract, shape, finiteness, at most 2^b levels in eval, gradients, state_dict round trip
+    (a full-precision quantizer at 32 bits only)."""
     check_contract(QUANTIZERS, key)
     check_params_declared(QUANTIZERS, key)
+    if is_full_precision(QUANTIZERS.get(key)):
+        bits_list = (FP32_BITS,)
     graph = prepare_graph(tiny_graph()[0])
     n = graph.num_nodes()
     for bits in bits_list:

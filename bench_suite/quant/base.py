@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from bench_suite.sparse import csr_matmul, densify, is_sparse
-from bench_suite.bits import FP32_BITS, qmax  # noqa: F401  (qmax: re-exported)
+from bench_suite.bits import FP32_BITS, is_full_precision, qmax  # noqa: F401  (qmax: re-exported)
 
 ROLES: Tuple[str, ...] = ("input", "weight", "feature", "message", "aggregate", "update")
 NODE_ROLES: Tuple[str, ...] = ("message", "aggregate", "update")
@@ -110,6 +110,9 @@ def quantized_matmul(q_input: Any, x: Tensor, q_weight: Any, weight: Tensor) -> 
 class IdentityQuantizer(Quantizer):
     """Full precision (FP32): returns its input unchanged."""
 
+    #: no bit width to choose: specs carry ``bits: 32`` (see :mod:`bench_suite.quant.fp32`)
+    full_precision = True
+
     def __init__(self, bits: int = FP32_BITS, role: str = "input") -> None:
         super().__init__(bits, role)
 
@@ -154,19 +157,19 @@ class QuantFactory:
         self.name = name
         self.bits = int(bits)
         self.params = dict(params or {})
-        if name != "fp32":
-            QUANTIZERS.get(name)  # raises with the list of valid keys
-            QUANTIZERS.check_params(name, self.params)
+        QUANTIZERS.get(name)  # raises with the list of valid keys
+        QUANTIZERS.check_params(name, self.params)
 
     @property
     def fp32(self) -> bool:
-        return self.name == "fp32"
+        """Full precision: every role is the identity (``quant=fp32`` or another full-precision plugin)."""
+        from bench_suite.registry import QUANTIZERS
+
+        return is_full_precision(QUANTIZERS.get(self.name))
 
     def __call__(self, role: str, layer: Optional[int] = None) -> Quantizer:
         if role not in ROLES:
             raise ValueError(f"unknown quantizer role {role!r}; valid: {', '.join(ROLES)}")
-        if self.fp32:
-            return IdentityQuantizer(32, role)
         from bench_suite.registry import QUANTIZERS
 
         return QUANTIZERS.create(self.name, bits=self.bits, role=role, **self.params)

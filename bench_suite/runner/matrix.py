@@ -123,7 +123,7 @@ def parse_matrix(raw: Any, path: Path) -> Matrix:
         per_value = _mapping(per_value, f"{where}: defaults.{key}")
         reg = _PLUGIN_KEYS.get(key)
         for value, settings in per_value.items():
-            if reg and str(value) != "fp32":
+            if reg:
                 try:
                     REGISTRIES[reg].entry(str(value), f"{where}: defaults.{key}")
                 except RegistryError as exc:
