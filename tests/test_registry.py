@@ -266,3 +266,18 @@ def test_core_and_baselines_run_ids_are_unchanged(flat, plain, tuned):
     load_all()
     assert resolve_spec(flat).run_id == plain
     assert resolve_spec(apply_defaults(flat)).run_id == tuned
+
+
+def test_fp32_is_a_registered_full_precision_quantizer():
+    from bench_suite.bits import is_full_precision
+    from bench_suite.registry import QUANTIZERS
+    from bench_suite.spec import SpecError, resolve_spec, spec_plugins
+
+    load_all()
+    assert "fp32" in QUANTIZERS.keys() and is_full_precision(QUANTIZERS.get("fp32"))
+    assert not is_full_precision(QUANTIZERS.get("qlr"))
+    spec = resolve_spec({"dataset": "csbm", "model": "gcn"})
+    assert spec.data["quant"] == {"name": "fp32", "bits": 32}
+    assert spec_plugins(spec.data)["quant"]["key"] == "fp32"  # its provenance is recorded like any plugin's
+    with pytest.raises(SpecError, match="makes no sense with quant=fp32; drop bits or choose a quantizer"):
+        resolve_spec({"dataset": "csbm", "model": "gcn", "quant": "fp32", "bits": 4})
