@@ -200,3 +200,17 @@ def test_int_linear_with_truncated_zero_points_equals_the_exact_product() -> Non
     assert lin.shift != 0 and not float(z_x).is_integer()
     exact = (x.astype(np.float64) - z_x) @ (q.astype(np.float64) - zw).T
     np.testing.assert_allclose(lin(x, p), s_x * s_w * exact, rtol=1e-5, atol=1e-4)
+
+
+def test_process_tuning_is_importable_without_numba_and_checks_c_ints() -> None:
+    """bench_suite.engine.tuning can be shared by processes that never load the kernels (the runner's
+    worker sets the same glibc thresholds), and refuses values a C int would truncate."""
+    import subprocess
+    import sys
+
+    from bench_suite.engine.tuning import set_malloc_thresholds
+
+    code = "import sys, bench_suite.engine.tuning\nassert 'numba' not in sys.modules and 'torch' not in sys.modules\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(ValueError, match="C int"):
+        set_malloc_thresholds(1 << 62, 0)

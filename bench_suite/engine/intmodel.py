@@ -1,6 +1,8 @@
 """Integer models: codes in, codes between layers, float logits out (METHOD.md §9).
 
-Every stage follows the fake-quant model's quantizers (their :class:`RangeRule`):
+The runtime only: conversion from a trained fake-quant model and range calibration are
+:mod:`bench_suite.engine.convert`.  Every stage follows the fake-quant model's quantizers (their
+:class:`~bench_suite.engine.ranges.RangeRule`):
 dense transforms run as uint8 × int8 → int32 products (oneDNN, VNNI), normalised
 aggregation as ``Â·x = q_aggregate(D̃^{-1/2}·s·(Ã·q − z·d̃))`` over packed message codes, and each
 dynamic range comes from min/max of the current tensor, which the fused kernels
@@ -10,15 +12,15 @@ chain follows from the per-row extremes without another pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
 
 from bench_suite.engine import kernels as K
-from bench_suite.engine.convert import RangeRule, quantize_weight, rule_state, rules
 from bench_suite.engine.packing import PackedTensor, row_bytes
 from bench_suite.engine.profile import stage
+from bench_suite.engine.ranges import RangeRule, rule_from_state, rule_state
 from bench_suite.restricted_unpickle import restricted_pickle_module
 
 F32 = np.float32
@@ -61,9 +63,10 @@ class EngineGraph:
 
     @property
     def undirected_edges(self) -> int:
-        """|E| of A (self-loops excluded), as :func:`bench_suite.smp.undirected_edge_count`."""
-        rows = np.repeat(np.arange(self.num_nodes), np.diff(self.indptr))
-        return int((self.indices != rows).sum()) // 2
+        """|E| of A (self-loops excluded): :func:`bench_suite.smp.count_undirected` on the CSR."""
+        from bench_suite.smp import count_undirected
+
+        return count_undirected(np.repeat(np.arange(self.num_nodes), np.diff(self.indptr)), self.indices)
 
 
 class IntLinear:
@@ -107,21 +110,27 @@ class IntLinear:
     def nbytes(self) -> int:
         return self.weight.nbytes + (0 if self.bias is None else self.bias.nbytes) + 2 * 12
 
+    def map_rules(self, fn: Callable[[RangeRule], RangeRule]) -> None:
+        self.input_rule, self.feature_rule = fn(self.input_rule), fn(self.feature_rule)
+
     def state(self) -> dict:
         return {"weight": self.weight.state(), "input": rule_state(self.input_rule),
                 "feature": rule_state(self.feature_rule), "bias": self.bias}
 
     @classmethod
     def from_state(cls, d: dict) -> "IntLinear":
-        return cls(PackedTensor.from_state(d["weight"]), RangeRule(**d["input"]), RangeRule(**d["feature"]),
+        return cls(PackedTensor.from_state(d["weight"]), rule_from_state(d["input"]), rule_from_state(d["feature"]),
                    d["bias"])
 
 
 def input_codes(x: np.ndarray, rule: RangeRule) -> tuple:
     """Codes of the float input features under the first layer's input rule."""
     x = np.ascontiguousarray(x, dtype=F32)
-    rmin, rmax = K.rows_minmax(x)
-    p = rule.params(rmin.min(), rmax.max())
+    if rule.dynamic:
+        rmin, rmax = K.rows_minmax(x)
+        p = rule.params(rmin.min(), rmax.max())
+    else:
+        p = rule.params()
     return K.quantize(x, p), p
 
 
@@ -153,10 +162,18 @@ class Aggregation:
         S, smin, smax = stage(AGGREGATE, K.aggregate, g.indptr, g.indices, packed, bits, width,
                               gather=g.indices.size * packed.shape[1])
         sm, zm = (F32(v) for v in K.effective(msg))
-        amin = sm * (smin.astype(F32) - zm * g.deg) * g.norm
-        amax = sm * (smax.astype(F32) - zm * g.deg) * g.norm
-        agg = self.aggregate.params(amin.min(), amax.max())
+        if self.aggregate.dynamic:
+            amin = sm * (smin.astype(F32) - zm * g.deg) * g.norm
+            amax = sm * (smax.astype(F32) - zm * g.deg) * g.norm
+            agg = self.aggregate.params(amin.min(), amax.max())
+        else:
+            agg = self.aggregate.params()
         return S, (sm, zm), agg
+
+    def map_rules(self, fn: Callable[[RangeRule], RangeRule]) -> None:
+        self.message, self.aggregate = fn(self.message), fn(self.aggregate)
+        if self.update is not None:
+            self.update = fn(self.update)
 
     def state(self) -> dict:
         return {"message": rule_state(self.message), "aggregate": rule_state(self.aggregate),
@@ -165,7 +182,8 @@ class Aggregation:
     @classmethod
     def from_state(cls, d: dict) -> "Aggregation":
         upd = d.get("update")
-        return cls(RangeRule(**d["message"]), RangeRule(**d["aggregate"]), None if upd is None else RangeRule(**upd))
+        return cls(rule_from_state(d["message"]), rule_from_state(d["aggregate"]),
+                   None if upd is None else rule_from_state(upd))
 
 
 def _extremes(rmin, rmax) -> tuple:
@@ -194,15 +212,34 @@ def _relu_range(rmin, rmax, upd: tuple, relu: bool) -> tuple:
 
 
 class IntModel:
-    """Common save/load and size accounting."""
+    """Common save/load, size accounting and the walk over range rules.
+
+    ``calibration`` is None while ranges are dynamic; after
+    :func:`bench_suite.engine.convert.calibrate` it describes the graph the static ranges were
+    calibrated on (stored with the model)."""
 
     kind = ""
+    calibration: Optional[dict] = None
+
+    def parts(self) -> list:  # pragma: no cover - abstract
+        """The linears and aggregations holding range rules."""
+        raise NotImplementedError
+
+    def map_rules(self, fn: Callable[[RangeRule], RangeRule]) -> None:
+        """Replace every range rule ``r`` of the model by ``fn(r)``."""
+        for part in self.parts():
+            part.map_rules(fn)
+
+    @property
+    def ranges(self) -> str:
+        """``"calibrated"`` (static ranges frozen at conversion) or ``"dynamic"`` (any rule reads its tensor)."""
+        return "calibrated" if self.calibration is not None else "dynamic"
 
     def state(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def save(self, path) -> None:
-        torch.save({"kind": self.kind, "state": self.state()}, path)
+        torch.save({"kind": self.kind, "state": self.state(), "calibration": self.calibration}, path)
 
     @property
     def nbytes(self) -> int:  # pragma: no cover - abstract
@@ -215,7 +252,9 @@ def load(path) -> IntModel:
     classes = {c.kind: c for c in (IntGCN, IntDecoupled)}
     if d.get("kind") not in classes:
         raise ValueError(f"{path}: unknown integer model kind {d.get('kind')!r}; valid: {', '.join(classes)}")
-    return classes[d["kind"]].from_state(d["state"])
+    model = classes[d["kind"]].from_state(d["state"])
+    model.calibration = d.get("calibration")
+    return model
 
 
 class IntGCN(IntModel):
@@ -226,22 +265,6 @@ class IntGCN(IntModel):
     def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], biases: List[np.ndarray]) -> None:
         self.linears, self.aggs = linears, aggs
         self.biases = [np.asarray(b, F32).reshape(1, -1) for b in biases]
-
-    @classmethod
-    def from_model(cls, model) -> "IntGCN":
-        linears, aggs, biases = [], [], []
-        for k, layer in enumerate(model.layers):
-            where = f"gcn layer {k}"
-            if getattr(layer, "norm", "sym") != "sym":
-                raise ValueError(f"integer engine: {where} aggregates with norm={layer.norm!r}; "
-                                 "supported: 'sym' (D̃^-1/2 Ã D̃^-1/2)")
-            r = rules(layer.q, ("input", "feature", "message", "aggregate", "update"), where)
-            w = quantize_weight(layer.q["weight"], layer.weight.detach().t().contiguous(), f"{where} weight")
-            linears.append(IntLinear(w, r["input"], r["feature"]))
-            aggs.append(Aggregation(r["message"], r["aggregate"], r["update"]))
-            biases.append(layer.bias.detach().numpy() if layer.bias is not None
-                          else np.zeros(w.data.shape[0], F32))
-        return cls(linears, aggs, biases)
 
     def forward(self, g: EngineGraph, x: np.ndarray) -> np.ndarray:
         xq, p = stage(INPUT, input_codes, np.asarray(x, F32), self.linears[0].input_rule)
@@ -263,6 +286,9 @@ class IntGCN(IntModel):
         raise AssertionError("unreachable")
 
     __call__ = forward
+
+    def parts(self) -> list:
+        return [*self.linears, *self.aggs]
 
     @property
     def nbytes(self) -> int:
@@ -291,34 +317,6 @@ class IntDecoupled(IntModel):
                  smp: dict | None = None, delta_aggs: List[Aggregation] | None = None) -> None:
         self.linears, self.aggs, self.alpha = linears, aggs, float(alpha)
         self.smp, self.delta_aggs = smp, delta_aggs
-
-    @classmethod
-    def from_model(cls, model) -> "IntDecoupled":
-        from bench_suite.nn.propagations import APPNPPropagation
-
-        try:
-            from bench_suite.smp import SMPPropagation
-        except ImportError:  # pragma: no cover - SMP is optional
-            SMPPropagation = None
-        kind = type(model.prop)
-        if kind is not APPNPPropagation and (SMPPropagation is None or kind is not SMPPropagation):
-            raise ValueError(f"integer engine: propagation {kind.__name__} is not supported; "
-                             "supported: APPNPPropagation ('appnp'), SMPPropagation ('smp')")
-        linears = []
-        for k, lin in enumerate(model.mlp.lins):
-            where = f"mlp layer {k}"
-            r = rules(lin.q, ("input", "feature"), where)
-            w = quantize_weight(lin.q["weight"], lin.weight.detach().t().contiguous(), f"{where} weight")
-            bias = lin.bias.detach().numpy() if lin.bias is not None else np.zeros(w.data.shape[0], F32)
-            linears.append(IntLinear(w, r["input"], r["feature"], bias))
-        aggs = [Aggregation(*rules(q, ("message", "aggregate", "update"), f"propagation step {k}").values())
-                for k, q in enumerate(model.prop.q)]
-        if kind is APPNPPropagation:
-            return cls(linears, aggs, model.prop.alpha)
-        smp = {key: getattr(model.prop, key) for key in cls.SMP_KEYS}
-        deltas = [Aggregation(*rules(q, ("message", "aggregate"), f"smp step {k} (Δ)").values())
-                  for k, q in enumerate(model.prop.q_delta)]
-        return cls(linears, aggs, smp=smp, delta_aggs=deltas)
 
     def mlp(self, x: np.ndarray) -> np.ndarray:
         xq, p = stage(INPUT, input_codes, np.asarray(x, F32), self.linears[0].input_rule)
@@ -357,27 +355,32 @@ class IntDecoupled(IntModel):
         """SMP steps in the order of :meth:`bench_suite.smp.SMPPropagation.forward`; the
         elementwise work of a step runs in three fused parallel kernels (smp_pre, smp_post,
         fq_rows), which also hand each aggregation the row ranges of its input."""
+        from bench_suite.smp import multiplier_step
+
         p = self.smp
         eta, mu = p["eta"], p["mu"]
         budget = p["c"] * g.undirected_edges
         lam, s = p["lambda0"], p["s0"]
-        lam_min = p.get("lambda_min")
         c1, c2, c3 = F32(1 - eta * (1 + mu)), F32(eta * mu), F32(eta)
         h = np.ascontiguousarray(h, dtype=F32)
         x = h
-        rmin, rmax = stage(RANGE, K.rows_minmax, x)
+        rmin = rmax = None  # later steps get x's row ranges from fq_rows
+        if self.aggs and self.aggs[0].message.dynamic:
+            rmin, rmax = stage(RANGE, K.rows_minmax, x)
         exact = p["form"] == "exact"
         for agg, dagg in zip(self.aggs, self.delta_aggs):
             xt, delta, dmin, dmax = stage(SMP, K.smp_pre, x, agg.apply(g, x, rmin, rmax), h, c1, c2, c3)
             a_delta = dagg.apply(g, delta, dmin, dmax)
             v, vmin, vmax, t = stage(SMP, K.smp_post, xt, delta, a_delta, F32(2 * eta * lam), exact)
-            x, rmin, rmax = stage(SMP, K.fq_rows, v, agg.update.params(vmin.min(), vmax.max()))
-            lam, s = lam + p["eta_lambda"] * (budget - s * s - t), s + 2 * p["eta_s"] * lam * s
-            if lam_min is not None:
-                lam = max(lam, lam_min)
+            upd = agg.update.params(vmin.min(), vmax.max()) if agg.update.dynamic else agg.update.params()
+            x, rmin, rmax = stage(SMP, K.fq_rows, v, upd)
+            lam, s = multiplier_step(lam, s, t, budget, p["eta_lambda"], p["eta_s"], p.get("lambda_min"))
         return x
 
     __call__ = forward
+
+    def parts(self) -> list:
+        return [*self.linears, *self.aggs, *(self.delta_aggs or [])]
 
     @property
     def nbytes(self) -> int:
