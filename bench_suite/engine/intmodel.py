@@ -70,23 +70,33 @@ class EngineGraph:
 
 
 class IntLinear:
-    """``q_input(x) · q_weight(W)`` as uint8 × int8 → fp32 (= s_x·s_w·int32 sums) via oneDNN."""
+    """``q_input(x) · q_weight(W)`` as uint8 × int8 → int32 sums (oneDNN, VNNI), scaled by ``s_x·s_w``.
+
+    oneDNN takes an integer input zero point and a symmetric int8 weight.  The weight is stored
+    centred on the integer ``centre`` nearest its zero point for which ``q − centre`` fits int8
+    (the zero point itself when it does); what is left, ``shift = centre − z_w`` (non-zero when some
+    ``q − z_w`` does not fit int8, as for an INT8 weight whose zero point is not 128, and fractional
+    under bit truncation), and
+    the fractional part of the input's zero point (bit truncation) are added to the integer sums
+    as a row and a column term before one multiplication by ``s_x·s_w``, so the product is the
+    exact integer sum scaled once, as long as the sums stay below 2^24 (a float32 integer):
+
+        Σ_k (x_k − z)(q_k − z_w) = Σ_k (x_k − ⌊z⌉)(q_k − centre) + shift·(Σ_k x_k − z·K) + (⌊z⌉ − z)·Σ_k (q_k − centre)
+    """
 
     def __init__(self, weight: PackedTensor, input_rule: RangeRule, feature_rule: RangeRule,
                  bias: np.ndarray | None = None) -> None:
         self.weight, self.input_rule, self.feature_rule = weight, input_rule, feature_rule
         self.bias = None if bias is None else np.asarray(bias, F32).reshape(1, -1)
         codes = weight.codes().astype(np.int16)
-        # oneDNN takes a symmetric int8 weight; when q − z does not fit (or z is not an integer:
-        # bit truncation's z/step), store q − 128 and add (128 − z)·Σ_k(x_k − z_x) per row (a
-        # rank-1 correction).
-        fits = isinstance(weight.zero, int) and -128 <= codes.min() - weight.zero and codes.max() - weight.zero <= 127
-        self.shift = 0 if fits else 128 - weight.zero
-        w8n = (codes - weight.zero if fits else codes - 128).astype(np.int8)
+        lowest, highest = (int(codes.max()) - 127, int(codes.min()) + 128) if codes.size else (0, 0)
+        self.centre = min(max(int(round(float(weight.zero))), lowest), highest)
+        self.shift = self.centre - weight.zero
+        w8n = (codes - self.centre).astype(np.int8)
         self.col_sums = w8n.astype(np.float32).sum(axis=1)  # Σ_k w8[j, k], for an input zero that is no integer
-        w8 = torch.from_numpy(w8n)
-        self.packed = torch.ops.onednn.qlinear_prepack(w8, None)
+        self.packed = torch.ops.onednn.qlinear_prepack(torch.from_numpy(w8n), None)
         self.w_scale = torch.tensor([weight.scale], dtype=torch.float32)
+        self.unit = torch.ones(1, dtype=torch.float32)
         self.w_zero = torch.zeros(1, dtype=torch.int64)
 
     @property
@@ -95,16 +105,15 @@ class IntLinear:
 
     def __call__(self, xq: np.ndarray, p: tuple) -> np.ndarray:
         s, z = K.effective(p)
-        zi = int(z) if float(z).is_integer() else 0  # oneDNN takes an integer zero point
+        zi = int(round(z)) if np.isfinite(z) else 0  # oneDNN takes an integer zero point
         x = torch.from_numpy(xq)
-        y = torch.ops.onednn.qlinear_pointwise(x, float(s), zi, self.packed, self.w_scale, self.w_zero,
-                                               None, 1.0, 0, torch.float32, "none", [], "")
-        y = y.numpy()
-        if zi != z:  # y −= s·s_w·z·Σ_k w8[j, k]: the zero point oneDNN could not take
-            y -= F32(s * self.weight.scale * z) * self.col_sums
-        if self.shift:  # y += (Σ_k x_k − z·K) · s·s_w·shift per row, in one parallel pass
-            K.add_row_sums(y, xq, z, F32(s * self.weight.scale * self.shift))
-        return y
+        if not self.shift and zi == z:  # centred weight, integer input zero: oneDNN scales the int32 sums
+            return torch.ops.onednn.qlinear_pointwise(x, float(s), zi, self.packed, self.w_scale, self.w_zero,
+                                                      None, 1.0, 0, torch.float32, "none", [], "").numpy()
+        y = torch.ops.onednn.qlinear_pointwise(x, 1.0, zi, self.packed, self.unit, self.w_zero,
+                                               None, 1.0, 0, torch.float32, "none", [], "").numpy()
+        col = (F32(zi - z) * self.col_sums) if zi != z else np.zeros(self.out_dim, F32)
+        return K.finish_product(y, xq, z, self.shift, col, F32(s) * F32(self.weight.scale))
 
     @property
     def nbytes(self) -> int:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from bench_suite.engine.kernels.aggregation import aggregate
 from bench_suite.engine.kernels.common import EXACT_FASTMATH, effective, grid
-from bench_suite.engine.kernels.quantize import add_row_sums, epilogue, fq_rows, quantize, quantize_pack, rows_minmax
+from bench_suite.engine.kernels.quantize import finish_product, epilogue, fq_rows, quantize, quantize_pack, rows_minmax
 from bench_suite.engine.kernels.smp import smp_post, smp_pre
 from bench_suite.engine.tuning import retain_heap, set_threads
 
-__all__ = ["aggregate", "EXACT_FASTMATH", "effective", "grid", "add_row_sums", "epilogue", "fq_rows", "quantize",
+__all__ = ["aggregate", "EXACT_FASTMATH", "effective", "grid", "finish_product", "epilogue", "fq_rows", "quantize",
            "quantize_pack", "rows_minmax", "smp_post", "smp_pre", "retain_heap", "set_threads"]

@@ -4,7 +4,7 @@
 * :func:`epilogue` — int32 neighbour sums or float dense outputs → the float value of the next
   stage, its per-row range, float output or the next layer's codes, ReLU fused.
 * :func:`quantize`, :func:`rows_minmax`, :func:`fq_rows` — input codes, per-row ranges, fake
-  quantization of a float matrix; :func:`add_row_sums` — the rank-1 correction of a dense product.
+  quantization of a float matrix; :func:`finish_product` — the zero-point corrections and scale of a dense product.
 
 The kernels are specialised per flag combination (compile-time constants, cached) so their row
 loops are branch-free and vectorise; min/max reductions use independent chains.
@@ -208,28 +208,30 @@ def fq_rows(x: np.ndarray, p: tuple):
 
 
 @njit(parallel=True, cache=True)
-def _add_row_sums(y, x, zk, c):
+def _finish_product(y, x, zk, shift, col, scale):
     n, k = x.shape
     for i in prange(n):
         r = np.int32(0)
         xr = x[i]
         for f in range(k):
             r += np.int32(xr[f])
-        v = (np.float32(r) - zk) * c
+        v = (np.float32(r) - zk) * shift
         yr = y[i]
         for f in range(y.shape[1]):
-            yr[f] = yr[f] + v
+            yr[f] = ((yr[f] + v) + col[f]) * scale
 
 
-def add_row_sums(y: np.ndarray, x: np.ndarray, z: float, c: np.float32) -> np.ndarray:
-    """In place: ``y[i, :] += (float32(Σ_k x[i, k]) − float32(z·K)) · c`` (the rank-1 correction of
-    :class:`~bench_suite.engine.intmodel.IntLinear`; exact for an integer z while the sums stay
-    below 2^24), int32 row sums as ``torch.sum(dtype=int32)``.  torch's uint8 row sum alone took
-    ≈50 ms at arxiv size.  ``z`` need not be an integer (a bit-truncated input's zero point)."""
-    if x.dtype != np.uint8 or y.dtype != np.float32 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"add_row_sums: need float32 y and uint8 x with equal rows, got {y.dtype}{y.shape}, "
-                         f"{x.dtype}{x.shape}")
-    _add_row_sums(y, x, np.float32(np.float32(z) * np.float32(x.shape[1])), np.float32(c))
+def finish_product(y: np.ndarray, x: np.ndarray, z: float, shift: float, col: np.ndarray, scale: float) -> np.ndarray:
+    """In place: ``y[i, j] = ((y[i, j] + (Σ_k x[i, k] − z·K)·shift) + col[j]) · scale`` in float32, int32 row
+    sums of the uint8 codes ``x`` (:class:`~bench_suite.engine.intmodel.IntLinear`: ``y`` holds the
+    unscaled integer sums of a product with a centred weight, ``shift`` the weight's zero point left
+    over, ``col`` the input's; every term is an integer, so the sum is exact below 2^24, and the
+    result is the exact product scaled once).  torch's uint8 row sum alone took ≈50 ms at arxiv size."""
+    if x.dtype != np.uint8 or y.dtype != np.float32 or x.shape[0] != y.shape[0] or col.shape != (y.shape[1],):
+        raise ValueError(f"finish_product: need float32 y, uint8 x with equal rows and float32 col[{y.shape[1]}], got "
+                         f"{y.dtype}{y.shape}, {x.dtype}{x.shape}, {col.dtype}{col.shape}")
+    f32 = np.float32
+    _finish_product(y, x, f32(f32(z) * f32(x.shape[1])), f32(shift), np.ascontiguousarray(col, dtype=f32), f32(scale))
     return y
 
 
