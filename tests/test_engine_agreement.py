@@ -27,12 +27,13 @@ def dataset(request, data_dir):
 
 @pytest.mark.parametrize("bits", [8, 4, 2])
 def test_agreement_dynamic_and_calibrated(dataset, bits: int) -> None:
-    """A 4-layer QLR GCN trained briefly; the calibrated model (on the deployed graph) computes
-    the dynamic one's logits exactly, so both agree with the fake-quant model alike."""
+    """A QLR GCN trained briefly (INT2: with BT*, as plain INT2 QLR of this depth predicts one class);
+    the calibrated model (on the deployed graph) computes the dynamic one's logits exactly, so both
+    agree with the fake-quant model alike."""
     name, d, g, eg = dataset
     torch.manual_seed(0)
-    m = MODELS.create("gcn", in_dim=d.features.shape[1], num_classes=d.num_classes, depth=4, hidden=64,
-                      quant=QuantFactory("qlr", bits))
+    m = MODELS.create("gcn", in_dim=d.features.shape[1], num_classes=d.num_classes, depth=4 if bits > 2 else 3,
+                      hidden=64, quant=QuantFactory("qlr", bits, {"truncation": "bt*"} if bits == 2 else None))
     train_briefly(m, g, d, 40)
     m.eval()
     with torch.no_grad():
