@@ -288,7 +288,8 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     """
     from bench_suite.engine import tuning
     from bench_suite.engine.calibration import temporary_quantizer
-    from bench_suite.engine.convert import calibrate, convert, fp32_bytes
+    from bench_suite.engine.convert import calibrate as freeze_ranges
+    from bench_suite.engine.convert import convert, fp32_bytes
     from bench_suite.engine.intmodel import EngineGraph, load
     from bench_suite.env import cpu_model
     from bench_suite.nn.graph import prepare_graph
@@ -335,7 +336,8 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
         if int_model.ranges == "calibrated":
             raise ValueError(f"speed: model_path={model_path} holds a model with calibrated ranges "
                              f"({int_model.calibration}); use ranges=calibrated")
-        calibrate(int_model, *calibration_inputs(graph, seed, eg, xn, calibration_graph, calibration_seed, data_dir))
+        freeze_ranges(int_model, *calibration_inputs(graph, seed, eg, xn, calibration_graph, calibration_seed,
+                                                     data_dir))
     if data is not None:
         test = (data.test_mask & (data.labels >= 0)).numpy()
         labels = data.labels.numpy()
