@@ -52,7 +52,8 @@ def test_the_integer_model_is_the_fake_quant_model_with_exact_sums(monkeypatch) 
     products, DGL's neighbour sums in edge order) that the integer model does not share: with
     those two sums taken in float64 and rounded once, the fake-quant model predicts the integer
     model's class on every node.  An untrained deep model (near-tied logits, every dynamic range
-    following a tensor extreme that float noise moves) is where the float32 noise shows."""
+    following a tensor extreme that float noise moves) is where the float32 noise shows: this one
+    agrees with the plain fake-quant model on 94% of nodes (MKL, this machine)."""
     import bench_suite.nn.graph as graph
     import bench_suite.nn.layers as layers
     from bench_suite.engine.bench import build, calibrate, graph_inputs
@@ -60,7 +61,7 @@ def test_the_integer_model_is_the_fake_quant_model_with_exact_sums(monkeypatch) 
     g0, x, classes, _ = graph_inputs("small", 0)
     g = prepare_graph(g0)
     torch.manual_seed(0)
-    m = build("gcn", 4, 64, x.shape[1], classes, QuantFactory("qlr", 8))
+    m = build("gcn", 4, 64, x.shape[1], classes, QuantFactory("qlr", 4))
     calibrate(m, g0, x, 0)
     m.eval()
     out = convert(m)(EngineGraph.from_dgl(g), x.numpy()).argmax(1)
