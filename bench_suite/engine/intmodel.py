@@ -350,7 +350,9 @@ class IntDecoupled(IntModel):
         teleport = F32(self.alpha) * h
         xk = h
         for agg in self.aggs:
-            rmin, rmax, _ = _ranged(xk, agg.message)
+            rmin = rmax = None  # the message range follows from x's row ranges (Aggregation.sums)
+            if agg.message.dynamic:
+                rmin, rmax = stage(RANGE, K.rows_minmax, xk)
             S, sums, ap = agg.sums(g, xk, None, rmin, rmax)
             kw = dict(sums=sums, deg=g.deg, norm=g.norm, coef=1.0 - self.alpha)
             rmin = rmax = None
