@@ -9,7 +9,7 @@ starting from X⁽⁰⁾ = H, each one step of the basic differential multiplier
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import dgl
 from torch import Tensor, nn
@@ -22,14 +22,30 @@ from bench_suite.registry import PROPAGATIONS
 FORMS = ("exact", "released")
 
 
-def undirected_edge_count(g: dgl.DGLGraph) -> int:
-    """|E| of A: undirected edges, self loops excluded, on a prepared (symmetric, Ã) graph.
+def count_undirected(src, dst) -> int:
+    """|E| of A from the endpoints of every directed edge of a symmetric graph (torch or numpy
+    arrays): undirected edges, self loops excluded.
 
     This is the |E| of T(Δ) = Σ_{(i,j)∈E} ‖Δ_i/√d̃_i − Δ_j/√d̃_j‖² = tr(Δᵀ L̃ Δ): each
     undirected edge once, and self loops add nothing to the sum.
     """
-    src, dst = g.edges()
     return int((src != dst).sum()) // 2
+
+
+def undirected_edge_count(g: dgl.DGLGraph) -> int:
+    """|E| of A (:func:`count_undirected`) on a prepared (symmetric, Ã) DGL graph."""
+    return count_undirected(*g.edges())
+
+
+def multiplier_step(lam: float, s: float, t: float, budget: float, eta_lambda: float, eta_s: float,
+                    lambda_min: Optional[float] = None) -> Tuple[float, float]:
+    """One step of the basic differential multiplier method on (λ, s) after a layer whose Δ has
+    T(Δ) = ``t``: ``λ ← λ + η_λ·(c|E| − s² − T)``, ``s ← s + 2η_s·λ·s`` (both from the values before
+    the step), then λ projected onto [lambda_min, ∞) if ``lambda_min`` is set."""
+    lam, s = lam + eta_lambda * (budget - s * s - t), s + 2 * eta_s * lam * s
+    if lambda_min is not None:
+        lam = max(lam, lambda_min)
+    return lam, s
 
 
 @PROPAGATIONS.register("smp")
@@ -103,9 +119,7 @@ class SMPPropagation(Propagation):
             step = delta - a_delta if self.form == "exact" else a_delta  # L̃Δ or ÂΔ
             x = self.q[k]["update"](xt + (2 * eta * lam) * step, g)
             t = float((delta.detach() * (delta.detach() - a_delta.detach())).sum())
-            lam, s = lam + self.eta_lambda * (budget - s * s - t), s + 2 * self.eta_s * lam * s
-            if self.lambda_min is not None:
-                lam = max(lam, self.lambda_min)
+            lam, s = multiplier_step(lam, s, t, budget, self.eta_lambda, self.eta_s, self.lambda_min)
             hidden.append(x)
             lams.append(lam)
             ts.append(t)

@@ -69,11 +69,11 @@ def check_contract(reg: Registry, key: str) -> None:
 
 def check_range_rule(key: str, bits_list: Iterable[int] = BITS) -> None:
     """``bench-suite speed`` can run the quantizer: in evaluation mode its range is a
-    :class:`~bench_suite.engine.convert.RangeRule` (declared by a ``range_rule()`` method, else found
+    :class:`~bench_suite.engine.ranges.RangeRule` (declared by a ``range_rule()`` method, else found
     by probing ``qparams``: static, or α·[min, max] of the tensor), for every role and width."""
     from dataclasses import fields
 
-    from bench_suite.engine.convert import RangeRule, rule_of
+    from bench_suite.engine.ranges import RangeRule, rule_of
 
     if is_full_precision(QUANTIZERS.get(key)):
         return  # nothing to convert: full-precision runs are the engine's FP32 baseline

@@ -2,7 +2,8 @@
 
     python benchmarks/engine.py speed      # 4-layer GCN, hidden 256, arxiv-like, 2 threads, INT8/4/2
     python benchmarks/engine.py decoupled  # decoupled APPNP and SMP at K = 10 and 64 (--propagations)
-    python benchmarks/engine.py agreement  # integer vs fake-quant predictions on real graphs
+    python benchmarks/engine.py agreement  # integer vs fake-quant predictions on real graphs, both range modes
+    python benchmarks/engine.py ranges     # calibrated vs dynamic ranges, interleaved, GCN-4 h256
     python benchmarks/engine.py bandwidth  # memory bandwidth (numpy copy) for the physical floor
 
 Prints one JSON line per measurement; ``--results DIR`` stores speed records.
@@ -35,8 +36,9 @@ def speed(args) -> None:
     load_all()
     for model, depth, prop in args.configs:
         for bits in args.bits:
-            for rec in measure(model=model, depth=depth, hidden=256 if model == "gcn" else 64, graph=args.graph,
-                               bits=bits, threads=args.threads, repeats=args.repeats, warmup=1, propagation=prop):
+            for rec in (r for ranges in args.ranges for r in measure(
+                    model=model, depth=depth, hidden=256 if model == "gcn" else 64, graph=args.graph, bits=bits,
+                    threads=args.threads, repeats=args.repeats, warmup=1, propagation=prop, ranges=ranges)):
                 if args.results:
                     write_record(rec, args.results)
                 rec.pop("times_ms")
@@ -44,6 +46,9 @@ def speed(args) -> None:
 
 
 def agreement(args) -> None:
+    """Prediction agreement of the integer model with its fake-quant model, per dataset, model and bit
+    width, with dynamic ranges and with ranges calibrated on the graph itself (METHOD.md §9: at
+    least 99.9% of nodes).  Features are loaded dense, as the engine takes them."""
     import torch
 
     from bench_suite.data.datasets import load_dataset
@@ -55,44 +60,108 @@ def agreement(args) -> None:
     from bench_suite.registry import MODELS, load_all
 
     load_all()
+    models = {"gcn": ("gcn", {}), "appnp": ("decoupled", {"propagation": "appnp"}),
+              "smp": ("decoupled", {"propagation": "smp"})}
     for ds in args.datasets:
         d = load_dataset(ds, seed=0, data_dir=args.data_dir)
         g = prepare_graph(d.graph)
         eg = EngineGraph.from_dgl(g)
-        for model, params in (("gcn", {}), ("decoupled", {"propagation": "appnp"}),
-                              ("decoupled", {"propagation": "smp"})):
+        x = d.features.numpy()
+        for name in args.models:
+            model, params = models[name]
             for bits in args.bits:
+                t0 = time.time()
                 torch.manual_seed(0)
-                m = MODELS.create(model, in_dim=d.features.shape[1], num_classes=d.num_classes, depth=4,
-                                  quant=QuantFactory(args.quant, bits), **params)
+                hidden = {"hidden": args.hidden} if args.hidden else {}
+                m = MODELS.create(model, in_dim=d.features.shape[1], num_classes=d.num_classes, depth=args.depth,
+                                  quant=QuantFactory(args.quant, bits), **params, **hidden)
                 train_briefly(m, g, d, args.epochs)
                 m.eval()
                 with torch.no_grad():
                     ref = m(g, d.features).argmax(1).numpy()
-                out = convert(m)(eg, d.features.numpy()).argmax(1)
-                print(json.dumps({"dataset": ds, "model": model, **params, "bits": bits, "quant": args.quant,
-                                  "agreement": float((out == ref).mean()), "classes_predicted": int(len(set(ref)))}),
-                      flush=True)
+                row = {"dataset": ds, "model": name, "depth": args.depth, "hidden": args.hidden, "bits": bits,
+                       "quant": args.quant, "epochs": args.epochs, "classes_predicted": int(len(set(ref)))}
+                for ranges in args.ranges:
+                    im = convert(m, calibrate_on=(eg, x) if ranges == "calibrated" else None,
+                                 calibration_graph=f"{ds} (deployed graph)")
+                    out = im(eg, x).argmax(1)
+                    row[f"agreement_{ranges}"] = round(float((out == ref).mean()), 5)
+                    row[f"disagree_{ranges}"] = int((out != ref).sum())
+                row["seconds"] = round(time.time() - t0)
+                print(json.dumps(row), flush=True)
+
+
+def ranges_ratio(args) -> None:
+    """Calibrated / dynamic ranges: one model, both integer models, timed interleaved (one pass of each
+    per round) in this process; their outputs must be equal (calibrated on the deployed graph)."""
+    import os
+
+    import torch
+
+    from bench_suite.engine import tuning
+    from bench_suite.engine.bench import build, calibrate, graph_inputs
+    from bench_suite.engine.convert import convert
+    from bench_suite.engine.intmodel import EngineGraph
+    from bench_suite.nn.graph import prepare_graph
+    from bench_suite.quant.base import QuantFactory
+    from bench_suite.registry import load_all
+
+    load_all()
+    torch.set_num_threads(args.threads)
+    tuning.set_threads(args.threads)
+    tuning.retain_heap()
+    g0, x, classes, _ = graph_inputs(args.graph, 0, args.data_dir)
+    eg = EngineGraph.from_dgl(prepare_graph(g0))
+    xn = x.numpy()
+    for bits in args.bits:
+        torch.manual_seed(0)
+        m = build("gcn", 4, 256, x.shape[1], classes, QuantFactory("qlr", bits))
+        calibrate(m, g0, x, 0)  # QLR's α from its grid search on a subgraph
+        m.eval()
+        dyn, cal = convert(m), convert(m, calibrate_on=(eg, xn))
+        same = bool(np.array_equal(dyn(eg, xn), cal(eg, xn)))
+        load0 = os.getloadavg()[0]
+        times = {"dynamic": [], "calibrated": []}
+        for _ in range(args.repeats):
+            for name, im in (("dynamic", dyn), ("calibrated", cal)):
+                t = time.perf_counter()
+                im(eg, xn)
+                times[name].append((time.perf_counter() - t) * 1e3)
+        ratios = [d / c for d, c in zip(times["dynamic"], times["calibrated"])]
+        print(json.dumps({"graph": args.graph, "model": "gcn-4 h256", "bits": bits, "threads": args.threads,
+                          "rounds": args.repeats, "equal_outputs": same,
+                          "dynamic_ms": round(float(np.median(times["dynamic"])), 1),
+                          "calibrated_ms": round(float(np.median(times["calibrated"])), 1),
+                          "speedup_median_of_round_ratios": round(float(np.median(ratios)), 3),
+                          "round_ratios": [round(r, 3) for r in ratios],
+                          "loadavg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)], "cores": os.cpu_count()}),
+              flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["speed", "decoupled", "agreement", "bandwidth"])
+    p.add_argument("what", choices=["speed", "decoupled", "agreement", "ranges", "bandwidth"])
     p.add_argument("--graph", default="arxiv-like")
     p.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--results", default=None)
-    p.add_argument("--datasets", nargs="+", default=["cora", "citeseer", "coauthor-physics"])
+    p.add_argument("--datasets", nargs="+", default=["cora", "citeseer", "coauthor-physics", "amazon-computers"])
     p.add_argument("--data-dir", default=None, help="dataset directory (default: $BENCH_SUITE_DATA)")
     p.add_argument("--quant", default="qlr")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=100, help="agreement: training epochs")
+    p.add_argument("--models", nargs="+", default=["gcn"], choices=["gcn", "appnp", "smp"], help="agreement: models")
+    p.add_argument("--depth", type=int, default=4, help="agreement: depth")
+    p.add_argument("--hidden", type=int, default=256, help="agreement: hidden width (0: the model's default)")
+    p.add_argument("--ranges", nargs="+", default=["dynamic", "calibrated"], choices=["dynamic", "calibrated"])
     p.add_argument("--propagations", nargs="+", default=["appnp", "smp"], help="decoupled: propagations to time")
     a = p.parse_args()
     if a.what == "bandwidth":
         print(json.dumps({"copy_GBps": round(bandwidth(), 2)}))
     elif a.what == "agreement":
         agreement(a)
+    elif a.what == "ranges":
+        ranges_ratio(a)
     else:
         a.configs = [("gcn", 4, "appnp")] if a.what == "speed" else \
             [("decoupled", k, p) for p in a.propagations for k in (10, 64)]

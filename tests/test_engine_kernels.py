@@ -122,7 +122,8 @@ def test_retain_heap_stops_page_faults_on_reallocation() -> None:
 @pytest.mark.parametrize("w_zero", [128, 40, 230])
 def test_int_linear_equals_integer_product_with_and_without_rank1_correction(w_zero: int) -> None:
     """uint8 x int8 via oneDNN: y = s_x·s_w·Σ_k (x − z_x)(q − z_w).  With z_w far from 128 the
-    centred weight does not fit int8 and IntLinear adds the rank-1 correction (add_row_sums)."""
+    centred weight does not fit int8 and IntLinear adds the rank-1 correction to the integer sums
+    (finish_product) before scaling once: the exact sum times float32(s_x)·float32(s_w), to the bit."""
     from bench_suite.engine.convert import RangeRule
     from bench_suite.engine.intmodel import IntLinear
     from bench_suite.engine.packing import PackedTensor
@@ -138,6 +139,10 @@ def test_int_linear_equals_integer_product_with_and_without_rank1_correction(w_z
     exact = (x.astype(np.int64) - z_x) @ (q.astype(np.int64) - w_zero).T
     y = lin(x, (s_x, z_x, 255.0))
     np.testing.assert_allclose(y, s_x * s_w * exact, rtol=1e-5, atol=1e-3)
+    if w_zero != 128:
+        assert np.abs(exact).max() < 2 ** 24 and lin.centre == 128
+        want = exact.astype(np.float32) * (np.float32(s_x) * np.float32(s_w))
+        np.testing.assert_array_equal(y.view(np.int32), want.view(np.int32))
 
 
 # bit truncation (METHOD.md §6): 8-bit grid, shift κ, step 85, 2-bit codes
@@ -200,3 +205,17 @@ def test_int_linear_with_truncated_zero_points_equals_the_exact_product() -> Non
     assert lin.shift != 0 and not float(z_x).is_integer()
     exact = (x.astype(np.float64) - z_x) @ (q.astype(np.float64) - zw).T
     np.testing.assert_allclose(lin(x, p), s_x * s_w * exact, rtol=1e-5, atol=1e-4)
+
+
+def test_process_tuning_is_importable_without_numba_and_checks_c_ints() -> None:
+    """bench_suite.engine.tuning can be shared by processes that never load the kernels (the runner's
+    worker sets the same glibc thresholds), and refuses values a C int would truncate."""
+    import subprocess
+    import sys
+
+    from bench_suite.engine.tuning import set_malloc_thresholds
+
+    code = "import sys, bench_suite.engine.tuning\nassert 'numba' not in sys.modules and 'torch' not in sys.modules\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(ValueError, match="C int"):
+        set_malloc_thresholds(1 << 62, 0)

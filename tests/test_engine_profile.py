@@ -49,9 +49,9 @@ def test_profiling_accounts_every_gcn_stage_and_leaves_the_output_unchanged() ->
     assert rows[intmodel.AGGREGATE]["bytes"] >= sum(4 * n * w for w in widths)
     nnz = eg.indices.size
     assert rows[intmodel.AGGREGATE]["gather_bytes"] == sum(nnz * ((w * 4 + 63) // 64 * 8) for w in widths)
-    # floor = max(bytes / bandwidth, MACs / peak), in ms
+    # floor = max((bytes + gathered bytes) / bandwidth, MACs / peak), in ms
     for r in rows.values():
-        expect = max(r["bytes"] / 10e9, r["macs"] / 100e9) * 1e3
+        expect = max((r["bytes"] + r["gather_bytes"]) / 10e9, r["macs"] / 100e9) * 1e3
         assert r["floor_ms"] == pytest.approx(expect, abs=1e-3)
         assert r["ms"] > 0
 
@@ -79,11 +79,12 @@ def test_profiling_decoupled_smp_counts_its_steps() -> None:
     assert rows[intmodel.AGGREGATE]["calls"] == 6 and rows[intmodel.SMP]["calls"] == 9
 
 
-def test_speed_breakdown_record(tmp_path) -> None:
+def test_speed_breakdown_record(tmp_path, monkeypatch) -> None:
     from bench_suite.engine.bench import measure
     from bench_suite.report.aggregate import load_store
     from bench_suite.report.speed import breakdown_tables
 
+    monkeypatch.setattr("os.getloadavg", lambda: (0.5, 0.5, 0.5))  # an idle machine: the floor is given
     with pytest.raises(ValueError, match="breakdown"):
         measure(model="gcn", depth=2, hidden=16, graph="tiny", bits=2, threads=1, impls=("dgl-fp32",),
                 breakdown=True)
@@ -92,6 +93,7 @@ def test_speed_breakdown_record(tmp_path) -> None:
     assert "breakdown" not in recs[0] and b["bandwidth_gbs"] > 0 and b["int8_peak_gmacs"] > 0
     assert b["floor_ms"] == pytest.approx(sum(s["floor_ms"] for s in b["stages"]), abs=1e-2)
     assert b["ceiling_vs_dgl"] == pytest.approx(recs[0]["median_ms"] / b["floor_ms"], rel=1e-2)
+    assert b["floor_withheld"] is None
     from bench_suite.engine.bench import write_record
 
     write_record(recs[-1], tmp_path)
@@ -126,3 +128,26 @@ def test_static_ranges_skip_the_range_passes(model: str) -> None:
     with profiling() as st:
         qim(eg, x.numpy())
     assert intmodel.RANGE in st.ms and intmodel.EPI_RANGE in st.ms
+
+
+def test_no_floor_on_a_loaded_machine(tmp_path, monkeypatch) -> None:
+    """With the load average above the cores the measured bandwidth and int8 peak are a share of the
+    machine: a warning, no floor (stages, total, ceiling), and the report says why."""
+    from bench_suite.engine.bench import measure, write_record
+    from bench_suite.engine.profile import cores
+    from bench_suite.report.aggregate import load_store
+    from bench_suite.report.speed import breakdown_tables
+    from bench_suite.report.tables import EMPTY
+
+    load_all()
+    monkeypatch.setattr("os.getloadavg", lambda: (cores() + 0.5, 1.0, 1.0))
+    with pytest.warns(RuntimeWarning, match="no floor: load average"):
+        recs = measure(model="gcn", depth=2, hidden=16, graph="tiny", bits=4, threads=1, repeats=5, breakdown=True)
+    b = recs[-1]["breakdown"]
+    assert b["floor_ms"] is None and b["ceiling_vs_dgl"] is None and b["bandwidth_gbs"] is None
+    assert "exceeds the" in b["floor_withheld"] and all(s["floor_ms"] is None for s in b["stages"])
+    assert b["profiled_ms"] > 0 and {intmodel.GEMM, intmodel.AGGREGATE} <= {s["stage"] for s in b["stages"]}
+    write_record(recs[-1], tmp_path)
+    (table,) = breakdown_tables(load_store([tmp_path]))
+    assert table.rows[-1][0] == "all stages" and table.rows[-1][7] == EMPTY
+    assert any("no floor: load average" in f for f in table.footnotes)

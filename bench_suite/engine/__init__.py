@@ -5,4 +5,4 @@ Heavy imports (numba) happen in the submodules, not here.
 """
 from __future__ import annotations
 
-__all__ = ["packing", "kernels", "convert", "intmodel", "bench", "cli"]
+__all__ = ["packing", "ranges", "kernels", "tuning", "intmodel", "convert", "profile", "bench", "cli"]

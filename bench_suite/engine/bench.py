@@ -36,6 +36,9 @@ GRAPHS: Dict[str, tuple] = {
 MODELS = ("gcn", "decoupled")
 PROPAGATIONS = ("appnp", "smp")
 IMPLS = ("dgl-fp32", "suite-fp32", "int")
+#: how the integer model gets its activation ranges: recomputed from every tensor (QLR's α·[min, max],
+#: the exact simulation of the fake-quant model) or calibrated once and frozen (:func:`bench_suite.engine.convert.calibrate`)
+RANGES = ("dynamic", "calibrated")
 
 
 def power_law_graph(nodes: int, edges: int, seed: int = 0, exponent: float = 2.5) -> dgl.DGLGraph:
@@ -184,11 +187,13 @@ class DGLSMP(torch.nn.Module):
         self.conv = dgl.nn.GraphConv(1, 1, norm="both", weight=False, bias=False)
 
     def forward(self, g, x):
+        from bench_suite.smp import multiplier_step, undirected_edge_count
+
         x = run_mlp(self.lins, x)
         h, p = x, self.smp
         eta, mu = p["eta"], p["mu"]
         lam, s = p["lambda0"], p["s0"]
-        budget = p["c"] * ((g.num_edges() - int((g.edges()[0] == g.edges()[1]).sum())) // 2)
+        budget = p["c"] * undirected_edge_count(g)
         for _ in range(self.depth):
             xt = (1 - eta * (1 + mu)) * x + (eta * mu) * self.conv(g, x) + eta * h
             delta = xt - x
@@ -196,9 +201,7 @@ class DGLSMP(torch.nn.Module):
             lap = delta - a_delta
             x = xt + (2 * eta * lam) * (lap if p["form"] == "exact" else a_delta)
             t = float((delta * lap).sum())
-            lam, s = lam + p["eta_lambda"] * (budget - s * s - t), s + 2 * p["eta_s"] * lam * s
-            if p["lambda_min"] is not None:
-                lam = max(lam, p["lambda_min"])
+            lam, s = multiplier_step(lam, s, t, budget, p["eta_lambda"], p["eta_s"], p["lambda_min"])
         return x
 
 
@@ -261,7 +264,8 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
             impls: tuple = IMPLS, model_path: Optional[str] = None, seed: int = 0,
             propagation: str = "appnp", train_epochs: int = 0, data_dir=None,
             truncation: Optional[str] = None, breakdown: bool = False,
-            lambda_min: Optional[float] = None) -> List[dict]:
+            lambda_min: Optional[float] = None, ranges: str = "dynamic", calibration_graph: Optional[str] = None,
+            calibration_seed: Optional[int] = None) -> List[dict]:
     """Time each implementation in ``impls`` on one model and graph; one record per implementation.
 
     ``graph`` is a generated graph (:data:`GRAPHS`) or a registered dataset (read from
@@ -276,9 +280,16 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     under :func:`bench_suite.engine.profile.profiling`; the integer record gets ``breakdown``:
     per-stage time, bytes, MACs and floor, the measured bandwidth and int8 peak, the floor of
     the whole pass and the speed-up over DGL that floor would allow (``ceiling_vs_dgl``).
+
+    ``ranges`` (:data:`RANGES`): ``dynamic`` recomputes every QLR range from its tensor;
+    ``calibrated`` freezes them after one integer pass over the calibration graph — the deployed
+    graph itself unless ``calibration_graph`` (a graph name as ``graph``, with ``calibration_seed``
+    for generated ones) names another with the same features and degree distribution.  Records
+    carry ``ranges`` and ``calibration_graph``.
     """
-    from bench_suite.engine import kernels
+    from bench_suite.engine import tuning
     from bench_suite.engine.calibration import temporary_quantizer
+    from bench_suite.engine.convert import calibrate as freeze_ranges
     from bench_suite.engine.convert import convert, fp32_bytes
     from bench_suite.engine.intmodel import EngineGraph, load
     from bench_suite.env import cpu_model
@@ -295,13 +306,17 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
         raise ValueError(f"speed: breakdown profiles the integer model; impls={list(impls)} has no 'int'")
     if int(train_epochs) < 0:
         raise ValueError(f"speed: train_epochs={train_epochs} must be >= 0")
+    if ranges not in RANGES:
+        raise ValueError(f"speed: ranges={ranges!r} is not valid; valid: {', '.join(RANGES)}")
+    if ranges == "dynamic" and (calibration_graph is not None or calibration_seed is not None):
+        raise ValueError("speed: calibration_graph / calibration_seed apply to ranges=calibrated only")
     g0, x, classes, data = graph_inputs(graph, seed, data_dir)
     if train_epochs and data is None:
         raise ValueError(f"speed: train_epochs={train_epochs} needs a dataset with labels; graph={graph!r} is "
                          "generated (use a dataset name such as amazon-computers)")
     torch.set_num_threads(threads)
-    threads = kernels.set_threads(threads)
-    kernels.retain_heap()  # process-wide: baselines and engine alike reuse freed memory
+    threads = tuning.set_threads(threads)
+    tuning.retain_heap()  # process-wide: baselines and engine alike reuse freed memory
     g = prepare_graph(g0)
     eg = EngineGraph.from_dgl(g)
     xn = x.numpy()
@@ -318,6 +333,12 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
             calibrate(fq_model, g0, x, seed)
         fq_model.eval()
         int_model = load(model_path) if model_path else convert(fq_model)
+    if int_model.ranges != ranges:
+        if int_model.ranges == "calibrated":
+            raise ValueError(f"speed: model_path={model_path} holds a model with calibrated ranges "
+                             f"({int_model.calibration}); use ranges=calibrated")
+        freeze_ranges(int_model, *calibration_inputs(graph, seed, eg, xn, calibration_graph, calibration_seed,
+                                                     data_dir))
     if data is not None:
         test = (data.test_mask & (data.labels >= 0)).numpy()
         labels = data.labels.numpy()
@@ -356,7 +377,8 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
         "loadavg_1min": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "generator": ("Chung-Lu power law (Pareto weights, tail exponent 2.5), seed %d" % seed
                       if data is None else f"dataset {graph} (real graph)"),
-        "train_epochs": int(train_epochs), **accuracy,
+        "train_epochs": int(train_epochs), "ranges": int_model.ranges,
+        "calibration_graph": None if int_model.calibration is None else int_model.calibration["graph"], **accuracy,
     }
     out = []
     for i in impls:
@@ -371,21 +393,55 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
     return out
 
 
+def calibration_inputs(graph: str, seed: int, eg, xn: np.ndarray, name: Optional[str], cal_seed: Optional[int],
+                       data_dir=None) -> tuple:
+    """``(EngineGraph, features, description)`` to calibrate on: the deployed graph (``eg``, ``xn``)
+    unless ``name``/``cal_seed`` name another graph (:func:`graph_inputs`) with the same features."""
+    from bench_suite.engine.intmodel import EngineGraph
+    from bench_suite.nn.graph import prepare_graph
+
+    name = graph if name is None else name
+    cal_seed = seed if cal_seed is None else int(cal_seed)
+    what = f"{name} seed {cal_seed}" if name in GRAPHS else name
+    if (name, cal_seed) == (graph, seed):
+        return eg, xn, f"{what} (deployed graph)"
+    g0, x, _, _ = graph_inputs(name, cal_seed, data_dir)
+    if x.shape[1] != xn.shape[1]:
+        raise ValueError(f"speed: calibration_graph={name!r} has {x.shape[1]} features; the model takes "
+                         f"{xn.shape[1]} (graph={graph!r})")
+    return EngineGraph.from_dgl(prepare_graph(g0)), x.numpy(), what
+
+
 def profile_passes(int_model, eg, xn: np.ndarray, repeats: int, dgl_ms: Optional[float]) -> dict:
     """Stage breakdown of ``repeats`` integer forward passes and the floor of each stage
-    (:mod:`bench_suite.engine.profile`); ``dgl_ms``: DGL's median, for ``ceiling_vs_dgl``."""
-    from bench_suite.engine.profile import int8_gemm_peak, profiling, stream_bandwidth
+    (:mod:`bench_suite.engine.profile`); ``dgl_ms``: DGL's median, for ``ceiling_vs_dgl``.
+
+    On a machine whose load average exceeds its cores (before or after the passes) the measured
+    bandwidth and int8 peak are wrong: a warning, and the floors, rates and ceiling are None, with
+    the reason in ``floor_withheld``."""
+    import warnings
+
+    from bench_suite.engine.profile import floor_withheld, int8_gemm_peak, profiling, stream_bandwidth
 
     with profiling() as st:
         for _ in range(repeats):
             int_model(eg, xn)
             st.passes += 1
-    bw, peak = stream_bandwidth(), int8_gemm_peak()
+    why = floor_withheld()
+    if why is None:
+        bw, peak = stream_bandwidth(), int8_gemm_peak()
+        why = floor_withheld()
+    if why is not None:
+        warnings.warn(f"speed --breakdown: no floor: {why}", RuntimeWarning, stacklevel=2)
+        rows = [dict(r, floor_ms=None) for r in st.rows(1.0, 1.0)]
+        return {"stages": rows, "bandwidth_gbs": None, "int8_peak_gmacs": None,
+                "profiled_ms": round(sum(r["ms"] for r in rows), 3), "floor_ms": None, "ceiling_vs_dgl": None,
+                "floor_withheld": why}
     rows = st.rows(bw, peak)
     floor = sum(r["floor_ms"] for r in rows)
     return {"stages": rows, "bandwidth_gbs": round(bw, 2), "int8_peak_gmacs": round(peak, 1),
             "profiled_ms": round(sum(r["ms"] for r in rows), 3), "floor_ms": round(floor, 3),
-            "ceiling_vs_dgl": round(dgl_ms / floor, 2) if dgl_ms and floor else None}
+            "ceiling_vs_dgl": round(dgl_ms / floor, 2) if dgl_ms and floor else None, "floor_withheld": None}
 
 
 def write_record(record: dict, results: str | Path) -> Path:

@@ -6,7 +6,9 @@ $BENCH_SUITE_DATA), bits (8, 4, 2), propagation (decoupled: appnp, smp), quant (
 default qlr if registered, else a static min/max calibration), truncation (bt, bt*: QLR at
 INT2 with bit truncation), lambda_min (SMP: project the multiplier onto [lambda_min, ∞)), model_path (a saved
 integer model), train_epochs (datasets: train the fake-quant model this many epochs
-first; the record adds test accuracy of both models and their agreement), seed.
+first; the record adds test accuracy of both models and their agreement), seed, ranges (dynamic:
+every QLR range from its current tensor, the exact simulation; calibrated: ranges frozen after one
+integer pass over the deployed graph, or over calibration_graph / calibration_seed).
 Prints one JSON line per implementation; ``--breakdown`` adds the integer model's time per
 stage, the bytes each stage moves and the floor they imply (:mod:`bench_suite.engine.profile`).
 """
@@ -16,7 +18,7 @@ import argparse
 import json
 
 KEYS = ("model", "depth", "hidden", "graph", "bits", "quant", "truncation", "model_path", "seed", "propagation",
-        "train_epochs", "lambda_min")
+        "train_epochs", "lambda_min", "ranges", "calibration_graph", "calibration_seed")
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -1,131 +1,111 @@
-"""Conversion of a trained fake-quant model into an integer model (METHOD.md §9).
+"""Conversion of a trained fake-quant model into an integer model (METHOD.md §9), and the
+calibration of static ranges.
 
-A quantizer's evaluation-mode range becomes a :class:`RangeRule` the integer model
-can apply at run time without the torch module: ``static`` (fixed ``[m, M]``, QAT/DQ
-in eval) or ``scaled_minmax`` (QLR: ``m = min(0, α·min x)``, ``M = max(0, α·max x)``
-of the current tensor, arXiv 2308.14949).  A quantizer may declare its rule with a
-``range_rule() -> dict`` method; otherwise the rule is found by probing
-``qparams`` and verified on further probes.
+:func:`convert` reads each quantizer's :class:`~bench_suite.engine.ranges.RangeRule` and each
+weight's codes (:mod:`bench_suite.engine.ranges`) and builds the runtime objects of
+:mod:`bench_suite.engine.intmodel`.  With ``calibrate_on=(graph, features)`` it then runs
+:func:`calibrate`: one integer forward pass over that graph fixes every dynamic range (QLR's
+α·[min, max] of the current tensor) at the value it took there, so the integer model runs
+without the per-layer min/max passes.  Calibrated on the graph it is deployed on, the model
+computes exactly what the dynamic one computes; calibrate on a graph that keeps the deployed
+degree distribution, since the aggregate ranges depend on it (node-induced subgraphs shrink
+degrees and narrow them).
 """
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from bench_suite.engine.packing import PackedTensor, check_bits
-from bench_suite.bits import qmax
-from bench_suite.quant.base import Quantizer, quantize_codes
-from bench_suite.quant.qlr import scale_chain
+from bench_suite.engine.intmodel import Aggregation, EngineGraph, IntDecoupled, IntGCN, IntLinear, IntModel
+from bench_suite.engine.ranges import RangeRule, quantize_weight, recording, rule_of, rule_state, rules
+from bench_suite.quant.base import Quantizer
 
-PROBES = ((-1.0, 1.0), (-3.0, 5.0), (0.0, 2.0), (-0.5, 0.0), (-7.0, 0.25))
+__all__ = ["convert", "calibrate", "fp32_bytes", "RangeRule", "rule_of", "rule_state", "quantize_weight", "rules"]
 
-
-@dataclass
-class RangeRule:
-    """How one quantizer picks its range ``[m, M]`` in evaluation mode."""
-
-    kind: str  # "static" or "scaled_minmax"
-    bits: int  # bits of the stored codes
-    scale: float = 1.0  # static rules store their scale and zero point
-    zero: float = 0.0
-    alpha: float = 1.0
-    #: bit truncation (METHOD.md §6): codes of a ``grid_bits`` grid, shifted by ``kappa`` and
-    #: divided by ``step`` into ``bits``-bit codes; ``step`` 1 means none
-    grid_bits: int = 0
-    step: int = 1
-    kappa: float = 0.0
-
-    @property
-    def dynamic(self) -> bool:
-        """Whether the range depends on the tensor (else :meth:`params` ignores the extremes and
-        the engine skips the pass that would compute them)."""
-        return self.kind != "static"
-
-    def params(self, xmin: float = 0.0, xmax: float = 0.0) -> tuple:
-        """``(scale, zero, Q)`` for a tensor whose extremes are ``xmin``/``xmax``; under bit truncation
-        ``(scale, zero, Q, step, κ, Qc)`` of the ``grid_bits`` grid (:func:`bench_suite.engine.kernels.grid`)."""
-        Q = qmax(self.grid_bits or self.bits)
-        if self.kind == "static":
-            s, z = self.scale, self.zero
-        else:  # QLR's float32 chain, to the bit (bench_suite.quant.qlr.scale_chain); silent on
-            # inf/NaN extremes (a diverging model) as torch's 0-dim ops are
-            with np.errstate(all="ignore"):
-                s, z = (float(v) for v in scale_chain(self.alpha, float(xmin), float(xmax), Q)[:2])
-        if self.step == 1:
-            return s, z, float(Q)
-        return s, z, float(Q), float(self.step), float(self.kappa), float(qmax(self.bits))
+F32 = np.float32
 
 
-def _probe(q: Quantizer, lo: float, hi: float) -> tuple:
-    s, z = q.qparams(torch.tensor([lo, hi], dtype=torch.float32))
-    return float(s), float(z)
-
-
-def rule_of(q: Quantizer, where: str = "") -> RangeRule:
-    """The :class:`RangeRule` of quantizer ``q`` in evaluation mode."""
-    if getattr(q, "is_identity", False):
-        raise ValueError(f"{where or 'quantizer'} is full precision (FP32); the integer engine needs every "
-                         "role quantized to 8, 4 or 2 bits")
-    bits = check_bits(int(q.bits), where)
-    declared = getattr(q, "range_rule", None)
-    if callable(declared):
-        return RangeRule(bits=bits, **declared())
-    q.eval()
-    with torch.no_grad():
-        first = _probe(q, *PROBES[0])
-        if all(np.isclose(_probe(q, *p), first, rtol=1e-6, atol=0).all() for p in PROBES[1:]):
-            return RangeRule("static", bits, scale=first[0], zero=first[1])
-        # scaled min/max: on [-1, 1] the range is [-α, α], so s·Q = 2α
-        alpha = getattr(q, "alpha", None)
-        alpha = float(alpha) if isinstance(alpha, torch.Tensor) and alpha.numel() == 1 else first[0] * qmax(bits) / 2.0
-        rule = RangeRule("scaled_minmax", bits, alpha=alpha)
-        for p in PROBES[1:]:
-            want = rule.params(*p)[:2]
-            if not np.allclose(_probe(q, *p), want, rtol=1e-5, atol=1e-7):
-                raise ValueError(
-                    f"{where or type(q).__name__}: its evaluation range is neither static nor "
-                    f"α·[min, max]; give {type(q).__name__} a range_rule() method for the integer engine")
-        return rule
-
-
-def quantize_weight(q: Quantizer, w: torch.Tensor, where: str) -> PackedTensor:
-    """Codes of a weight under its quantizer, packed (the stored form of the weight)."""
-    bits = check_bits(int(q.bits), where)
-    q.eval()
-    with torch.no_grad():
-        if getattr(q, "truncation", "none") != "none":  # BT/BT*: the quantizer's own 2-bit codes
-            codes, s, z = q.codes(w.detach())  # zero point z/step: not an integer
-            return PackedTensor.from_codes(codes.to(torch.uint8).numpy(), bits, float(s), float(z))
-        s, z = q.qparams(w.detach())
-        codes = quantize_codes(w.detach(), s, z, bits).to(torch.uint8).numpy()
-    return PackedTensor.from_codes(codes, bits, float(s), int(round(float(z))))
-
-
-def rules(q_roles, roles: tuple, where: str) -> dict:
-    return {r: rule_of(q_roles[r], f"{where} role {r!r}") for r in roles}
-
-
-def convert(model: torch.nn.Module):
-    """An integer model (:mod:`bench_suite.engine.intmodel`) equivalent to ``model`` in eval mode."""
-    from bench_suite.engine import intmodel
+def convert(model: torch.nn.Module, calibrate_on: tuple | None = None, calibration_graph: str = "") -> IntModel:
+    """An integer model equivalent to ``model`` in eval mode.  ``calibrate_on``: ``(EngineGraph,
+    features)`` to calibrate static ranges on (:func:`calibrate`, described as ``calibration_graph``);
+    None keeps the dynamic ranges."""
     from bench_suite.nn.models import Decoupled, DeepGCN
 
     model.eval()
     if isinstance(model, DeepGCN):
-        return intmodel.IntGCN.from_model(model)
-    if isinstance(model, Decoupled):
-        return intmodel.IntDecoupled.from_model(model)
-    raise ValueError(f"cannot convert {type(model).__name__} to an integer model; supported: DeepGCN ('gcn'), "
-                     "Decoupled ('decoupled' with propagation 'appnp' or 'smp')")
+        int_model: IntModel = _gcn(model)
+    elif isinstance(model, Decoupled):
+        int_model = _decoupled(model)
+    else:
+        raise ValueError(f"cannot convert {type(model).__name__} to an integer model; supported: DeepGCN ('gcn'), "
+                         "Decoupled ('decoupled' with propagation 'appnp' or 'smp')")
+    if calibrate_on is not None:
+        calibrate(int_model, *calibrate_on, graph=calibration_graph)
+    return int_model
+
+
+def _gcn(model) -> IntGCN:
+    linears, aggs, biases = [], [], []
+    for k, layer in enumerate(model.layers):
+        where = f"gcn layer {k}"
+        if getattr(layer, "norm", "sym") != "sym":
+            raise ValueError(f"integer engine: {where} aggregates with norm={layer.norm!r}; "
+                             "supported: 'sym' (D̃^-1/2 Ã D̃^-1/2)")
+        r = rules(layer.q, ("input", "feature", "message", "aggregate", "update"), where)
+        w = quantize_weight(layer.q["weight"], layer.weight.detach().t().contiguous(), f"{where} weight")
+        linears.append(IntLinear(w, r["input"], r["feature"]))
+        aggs.append(Aggregation(r["message"], r["aggregate"], r["update"]))
+        biases.append(layer.bias.detach().numpy() if layer.bias is not None else np.zeros(w.data.shape[0], F32))
+    return IntGCN(linears, aggs, biases)
+
+
+def _decoupled(model) -> IntDecoupled:
+    from bench_suite.nn.propagations import APPNPPropagation
+    from bench_suite.smp import SMPPropagation
+
+    kind = type(model.prop)
+    if kind not in (APPNPPropagation, SMPPropagation):
+        raise ValueError(f"integer engine: propagation {kind.__name__} is not supported; "
+                         "supported: APPNPPropagation ('appnp'), SMPPropagation ('smp')")
+    linears = []
+    for k, lin in enumerate(model.mlp.lins):
+        where = f"mlp layer {k}"
+        r = rules(lin.q, ("input", "feature"), where)
+        w = quantize_weight(lin.q["weight"], lin.weight.detach().t().contiguous(), f"{where} weight")
+        bias = lin.bias.detach().numpy() if lin.bias is not None else np.zeros(w.data.shape[0], F32)
+        linears.append(IntLinear(w, r["input"], r["feature"], bias))
+    aggs = [Aggregation(*rules(q, ("message", "aggregate", "update"), f"propagation step {k}").values())
+            for k, q in enumerate(model.prop.q)]
+    if kind is APPNPPropagation:
+        return IntDecoupled(linears, aggs, model.prop.alpha)
+    smp = {key: getattr(model.prop, key) for key in IntDecoupled.SMP_KEYS}
+    deltas = [Aggregation(*rules(q, ("message", "aggregate"), f"smp step {k} (Δ)").values())
+              for k, q in enumerate(model.prop.q_delta)]
+    return IntDecoupled(linears, aggs, smp=smp, delta_aggs=deltas)
+
+
+def calibrate(int_model: IntModel, g: EngineGraph, x, graph: str = "") -> IntModel:
+    """Freeze every dynamic range of ``int_model`` (in place) at the value one forward pass over
+    graph ``g`` with features ``x`` gives it; ``int_model.calibration`` records the graph
+    (``graph``: its name, ``nodes``, ``edges``: undirected edges of A)."""
+    if int_model.calibration is not None:
+        raise ValueError(f"this integer model's ranges are already calibrated (on {int_model.calibration})")
+    with recording() as seen, torch.no_grad():
+        int_model(g, np.asarray(x, F32))
+
+    def freeze(r: RangeRule) -> RangeRule:
+        if not r.dynamic:
+            return r
+        if id(r) not in seen:
+            raise RuntimeError("calibration: a dynamic range rule was not applied in the calibration pass")
+        return r.frozen(seen[id(r)])
+
+    int_model.map_rules(freeze)
+    int_model.calibration = {"graph": graph, "nodes": int(g.num_nodes), "edges": int(g.undirected_edges)}
+    return int_model
 
 
 def fp32_bytes(model: torch.nn.Module) -> int:
     """4 bytes per model parameter (quantizer parameters excluded)."""
     quant = {id(p) for m in model.modules() if isinstance(m, Quantizer) for p in m.parameters()}
     return 4 * sum(p.numel() for p in model.parameters() if id(p) not in quant)
-
-
-def rule_state(r: RangeRule) -> dict:
-    return asdict(r)

@@ -1,6 +1,8 @@
 """Integer models: codes in, codes between layers, float logits out (METHOD.md §9).
 
-Every stage follows the fake-quant model's quantizers (their :class:`RangeRule`):
+The runtime only: conversion from a trained fake-quant model and range calibration are
+:mod:`bench_suite.engine.convert`.  Every stage follows the fake-quant model's quantizers (their
+:class:`~bench_suite.engine.ranges.RangeRule`):
 dense transforms run as uint8 × int8 → int32 products (oneDNN, VNNI), normalised
 aggregation as ``Â·x = q_aggregate(D̃^{-1/2}·s·(Ã·q − z·d̃))`` over packed message codes, and each
 dynamic range comes from min/max of the current tensor, which the fused kernels
@@ -10,15 +12,15 @@ chain follows from the per-row extremes without another pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
 
 from bench_suite.engine import kernels as K
-from bench_suite.engine.convert import RangeRule, quantize_weight, rule_state, rules
 from bench_suite.engine.packing import PackedTensor, row_bytes
 from bench_suite.engine.profile import stage
+from bench_suite.engine.ranges import RangeRule, rule_from_state, rule_state
 from bench_suite.restricted_unpickle import restricted_pickle_module
 
 F32 = np.float32
@@ -61,29 +63,40 @@ class EngineGraph:
 
     @property
     def undirected_edges(self) -> int:
-        """|E| of A (self-loops excluded), as :func:`bench_suite.smp.undirected_edge_count`."""
-        rows = np.repeat(np.arange(self.num_nodes), np.diff(self.indptr))
-        return int((self.indices != rows).sum()) // 2
+        """|E| of A (self-loops excluded): :func:`bench_suite.smp.count_undirected` on the CSR."""
+        from bench_suite.smp import count_undirected
+
+        return count_undirected(np.repeat(np.arange(self.num_nodes), np.diff(self.indptr)), self.indices)
 
 
 class IntLinear:
-    """``q_input(x) · q_weight(W)`` as uint8 × int8 → fp32 (= s_x·s_w·int32 sums) via oneDNN."""
+    """``q_input(x) · q_weight(W)`` as uint8 × int8 → int32 sums (oneDNN, VNNI), scaled by ``s_x·s_w``.
+
+    oneDNN takes an integer input zero point and a symmetric int8 weight.  The weight is stored
+    centred on the integer ``centre`` nearest its zero point for which ``q − centre`` fits int8
+    (the zero point itself when it does); what is left, ``shift = centre − z_w`` (non-zero when some
+    ``q − z_w`` does not fit int8, as for an INT8 weight whose zero point is not 128, and fractional
+    under bit truncation), and
+    the fractional part of the input's zero point (bit truncation) are added to the integer sums
+    as a row and a column term before one multiplication by ``s_x·s_w``, so the product is the
+    exact integer sum scaled once, as long as the sums stay below 2^24 (a float32 integer):
+
+        Σ_k (x_k − z)(q_k − z_w) = Σ_k (x_k − ⌊z⌉)(q_k − centre) + shift·(Σ_k x_k − z·K) + (⌊z⌉ − z)·Σ_k (q_k − centre)
+    """
 
     def __init__(self, weight: PackedTensor, input_rule: RangeRule, feature_rule: RangeRule,
                  bias: np.ndarray | None = None) -> None:
         self.weight, self.input_rule, self.feature_rule = weight, input_rule, feature_rule
         self.bias = None if bias is None else np.asarray(bias, F32).reshape(1, -1)
         codes = weight.codes().astype(np.int16)
-        # oneDNN takes a symmetric int8 weight; when q − z does not fit (or z is not an integer:
-        # bit truncation's z/step), store q − 128 and add (128 − z)·Σ_k(x_k − z_x) per row (a
-        # rank-1 correction).
-        fits = isinstance(weight.zero, int) and -128 <= codes.min() - weight.zero and codes.max() - weight.zero <= 127
-        self.shift = 0 if fits else 128 - weight.zero
-        w8n = (codes - weight.zero if fits else codes - 128).astype(np.int8)
+        lowest, highest = (int(codes.max()) - 127, int(codes.min()) + 128) if codes.size else (0, 0)
+        self.centre = min(max(int(round(float(weight.zero))), lowest), highest)
+        self.shift = self.centre - weight.zero
+        w8n = (codes - self.centre).astype(np.int8)
         self.col_sums = w8n.astype(np.float32).sum(axis=1)  # Σ_k w8[j, k], for an input zero that is no integer
-        w8 = torch.from_numpy(w8n)
-        self.packed = torch.ops.onednn.qlinear_prepack(w8, None)
+        self.packed = torch.ops.onednn.qlinear_prepack(torch.from_numpy(w8n), None)
         self.w_scale = torch.tensor([weight.scale], dtype=torch.float32)
+        self.unit = torch.ones(1, dtype=torch.float32)
         self.w_zero = torch.zeros(1, dtype=torch.int64)
 
     @property
@@ -92,20 +105,22 @@ class IntLinear:
 
     def __call__(self, xq: np.ndarray, p: tuple) -> np.ndarray:
         s, z = K.effective(p)
-        zi = int(z) if float(z).is_integer() else 0  # oneDNN takes an integer zero point
+        zi = int(round(z)) if np.isfinite(z) else 0  # oneDNN takes an integer zero point
         x = torch.from_numpy(xq)
-        y = torch.ops.onednn.qlinear_pointwise(x, float(s), zi, self.packed, self.w_scale, self.w_zero,
-                                               None, 1.0, 0, torch.float32, "none", [], "")
-        y = y.numpy()
-        if zi != z:  # y −= s·s_w·z·Σ_k w8[j, k]: the zero point oneDNN could not take
-            y -= F32(s * self.weight.scale * z) * self.col_sums
-        if self.shift:  # y += (Σ_k x_k − z·K) · s·s_w·shift per row, in one parallel pass
-            K.add_row_sums(y, xq, z, F32(s * self.weight.scale * self.shift))
-        return y
+        if not self.shift and zi == z:  # centred weight, integer input zero: oneDNN scales the int32 sums
+            return torch.ops.onednn.qlinear_pointwise(x, float(s), zi, self.packed, self.w_scale, self.w_zero,
+                                                      None, 1.0, 0, torch.float32, "none", [], "").numpy()
+        y = torch.ops.onednn.qlinear_pointwise(x, 1.0, zi, self.packed, self.unit, self.w_zero,
+                                               None, 1.0, 0, torch.float32, "none", [], "").numpy()
+        col = (F32(zi - z) * self.col_sums) if zi != z else np.zeros(self.out_dim, F32)
+        return K.finish_product(y, xq, z, self.shift, col, F32(s) * F32(self.weight.scale))
 
     @property
     def nbytes(self) -> int:
         return self.weight.nbytes + (0 if self.bias is None else self.bias.nbytes) + 2 * 12
+
+    def map_rules(self, fn: Callable[[RangeRule], RangeRule]) -> None:
+        self.input_rule, self.feature_rule = fn(self.input_rule), fn(self.feature_rule)
 
     def state(self) -> dict:
         return {"weight": self.weight.state(), "input": rule_state(self.input_rule),
@@ -113,15 +128,18 @@ class IntLinear:
 
     @classmethod
     def from_state(cls, d: dict) -> "IntLinear":
-        return cls(PackedTensor.from_state(d["weight"]), RangeRule(**d["input"]), RangeRule(**d["feature"]),
+        return cls(PackedTensor.from_state(d["weight"]), rule_from_state(d["input"]), rule_from_state(d["feature"]),
                    d["bias"])
 
 
 def input_codes(x: np.ndarray, rule: RangeRule) -> tuple:
     """Codes of the float input features under the first layer's input rule."""
     x = np.ascontiguousarray(x, dtype=F32)
-    rmin, rmax = K.rows_minmax(x)
-    p = rule.params(rmin.min(), rmax.max())
+    if rule.dynamic:
+        rmin, rmax = K.rows_minmax(x)
+        p = rule.params(rmin.min(), rmax.max())
+    else:
+        p = rule.params()
     return K.quantize(x, p), p
 
 
@@ -153,10 +171,18 @@ class Aggregation:
         S, smin, smax = stage(AGGREGATE, K.aggregate, g.indptr, g.indices, packed, bits, width,
                               gather=g.indices.size * packed.shape[1])
         sm, zm = (F32(v) for v in K.effective(msg))
-        amin = sm * (smin.astype(F32) - zm * g.deg) * g.norm
-        amax = sm * (smax.astype(F32) - zm * g.deg) * g.norm
-        agg = self.aggregate.params(amin.min(), amax.max())
+        if self.aggregate.dynamic:
+            amin = sm * (smin.astype(F32) - zm * g.deg) * g.norm
+            amax = sm * (smax.astype(F32) - zm * g.deg) * g.norm
+            agg = self.aggregate.params(amin.min(), amax.max())
+        else:
+            agg = self.aggregate.params()
         return S, (sm, zm), agg
+
+    def map_rules(self, fn: Callable[[RangeRule], RangeRule]) -> None:
+        self.message, self.aggregate = fn(self.message), fn(self.aggregate)
+        if self.update is not None:
+            self.update = fn(self.update)
 
     def state(self) -> dict:
         return {"message": rule_state(self.message), "aggregate": rule_state(self.aggregate),
@@ -165,7 +191,8 @@ class Aggregation:
     @classmethod
     def from_state(cls, d: dict) -> "Aggregation":
         upd = d.get("update")
-        return cls(RangeRule(**d["message"]), RangeRule(**d["aggregate"]), None if upd is None else RangeRule(**upd))
+        return cls(rule_from_state(d["message"]), rule_from_state(d["aggregate"]),
+                   None if upd is None else rule_from_state(upd))
 
 
 def _extremes(rmin, rmax) -> tuple:
@@ -194,15 +221,34 @@ def _relu_range(rmin, rmax, upd: tuple, relu: bool) -> tuple:
 
 
 class IntModel:
-    """Common save/load and size accounting."""
+    """Common save/load, size accounting and the walk over range rules.
+
+    ``calibration`` is None while ranges are dynamic; after
+    :func:`bench_suite.engine.convert.calibrate` it describes the graph the static ranges were
+    calibrated on (stored with the model)."""
 
     kind = ""
+    calibration: Optional[dict] = None
+
+    def parts(self) -> list:  # pragma: no cover - abstract
+        """The linears and aggregations holding range rules."""
+        raise NotImplementedError
+
+    def map_rules(self, fn: Callable[[RangeRule], RangeRule]) -> None:
+        """Replace every range rule ``r`` of the model by ``fn(r)``."""
+        for part in self.parts():
+            part.map_rules(fn)
+
+    @property
+    def ranges(self) -> str:
+        """``"calibrated"`` (static ranges frozen at conversion) or ``"dynamic"`` (any rule reads its tensor)."""
+        return "calibrated" if self.calibration is not None else "dynamic"
 
     def state(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def save(self, path) -> None:
-        torch.save({"kind": self.kind, "state": self.state()}, path)
+        torch.save({"kind": self.kind, "state": self.state(), "calibration": self.calibration}, path)
 
     @property
     def nbytes(self) -> int:  # pragma: no cover - abstract
@@ -215,7 +261,9 @@ def load(path) -> IntModel:
     classes = {c.kind: c for c in (IntGCN, IntDecoupled)}
     if d.get("kind") not in classes:
         raise ValueError(f"{path}: unknown integer model kind {d.get('kind')!r}; valid: {', '.join(classes)}")
-    return classes[d["kind"]].from_state(d["state"])
+    model = classes[d["kind"]].from_state(d["state"])
+    model.calibration = d.get("calibration")
+    return model
 
 
 class IntGCN(IntModel):
@@ -226,22 +274,6 @@ class IntGCN(IntModel):
     def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], biases: List[np.ndarray]) -> None:
         self.linears, self.aggs = linears, aggs
         self.biases = [np.asarray(b, F32).reshape(1, -1) for b in biases]
-
-    @classmethod
-    def from_model(cls, model) -> "IntGCN":
-        linears, aggs, biases = [], [], []
-        for k, layer in enumerate(model.layers):
-            where = f"gcn layer {k}"
-            if getattr(layer, "norm", "sym") != "sym":
-                raise ValueError(f"integer engine: {where} aggregates with norm={layer.norm!r}; "
-                                 "supported: 'sym' (D̃^-1/2 Ã D̃^-1/2)")
-            r = rules(layer.q, ("input", "feature", "message", "aggregate", "update"), where)
-            w = quantize_weight(layer.q["weight"], layer.weight.detach().t().contiguous(), f"{where} weight")
-            linears.append(IntLinear(w, r["input"], r["feature"]))
-            aggs.append(Aggregation(r["message"], r["aggregate"], r["update"]))
-            biases.append(layer.bias.detach().numpy() if layer.bias is not None
-                          else np.zeros(w.data.shape[0], F32))
-        return cls(linears, aggs, biases)
 
     def forward(self, g: EngineGraph, x: np.ndarray) -> np.ndarray:
         xq, p = stage(INPUT, input_codes, np.asarray(x, F32), self.linears[0].input_rule)
@@ -263,6 +295,9 @@ class IntGCN(IntModel):
         raise AssertionError("unreachable")
 
     __call__ = forward
+
+    def parts(self) -> list:
+        return [*self.linears, *self.aggs]
 
     @property
     def nbytes(self) -> int:
@@ -292,31 +327,6 @@ class IntDecoupled(IntModel):
         self.linears, self.aggs, self.alpha = linears, aggs, float(alpha)
         self.smp, self.delta_aggs = smp, delta_aggs
 
-    @classmethod
-    def from_model(cls, model) -> "IntDecoupled":
-        from bench_suite.nn.propagations import APPNPPropagation
-        from bench_suite.smp import SMPPropagation
-
-        kind = type(model.prop)
-        if kind not in (APPNPPropagation, SMPPropagation):
-            raise ValueError(f"integer engine: propagation {kind.__name__} is not supported; "
-                             "supported: APPNPPropagation ('appnp'), SMPPropagation ('smp')")
-        linears = []
-        for k, lin in enumerate(model.mlp.lins):
-            where = f"mlp layer {k}"
-            r = rules(lin.q, ("input", "feature"), where)
-            w = quantize_weight(lin.q["weight"], lin.weight.detach().t().contiguous(), f"{where} weight")
-            bias = lin.bias.detach().numpy() if lin.bias is not None else np.zeros(w.data.shape[0], F32)
-            linears.append(IntLinear(w, r["input"], r["feature"], bias))
-        aggs = [Aggregation(*rules(q, ("message", "aggregate", "update"), f"propagation step {k}").values())
-                for k, q in enumerate(model.prop.q)]
-        if kind is APPNPPropagation:
-            return cls(linears, aggs, model.prop.alpha)
-        smp = {key: getattr(model.prop, key) for key in cls.SMP_KEYS}
-        deltas = [Aggregation(*rules(q, ("message", "aggregate"), f"smp step {k} (Δ)").values())
-                  for k, q in enumerate(model.prop.q_delta)]
-        return cls(linears, aggs, smp=smp, delta_aggs=deltas)
-
     def mlp(self, x: np.ndarray) -> np.ndarray:
         xq, p = stage(INPUT, input_codes, np.asarray(x, F32), self.linears[0].input_rule)
         for k, lin in enumerate(self.linears):
@@ -340,7 +350,9 @@ class IntDecoupled(IntModel):
         teleport = F32(self.alpha) * h
         xk = h
         for agg in self.aggs:
-            rmin, rmax, _ = _ranged(xk, agg.message)
+            rmin = rmax = None  # the message range follows from x's row ranges (Aggregation.sums)
+            if agg.message.dynamic:
+                rmin, rmax = stage(RANGE, K.rows_minmax, xk)
             S, sums, ap = agg.sums(g, xk, None, rmin, rmax)
             kw = dict(sums=sums, deg=g.deg, norm=g.norm, coef=1.0 - self.alpha)
             rmin = rmax = None
@@ -354,27 +366,32 @@ class IntDecoupled(IntModel):
         """SMP steps in the order of :meth:`bench_suite.smp.SMPPropagation.forward`; the
         elementwise work of a step runs in three fused parallel kernels (smp_pre, smp_post,
         fq_rows), which also hand each aggregation the row ranges of its input."""
+        from bench_suite.smp import multiplier_step
+
         p = self.smp
         eta, mu = p["eta"], p["mu"]
         budget = p["c"] * g.undirected_edges
         lam, s = p["lambda0"], p["s0"]
-        lam_min = p.get("lambda_min")
         c1, c2, c3 = F32(1 - eta * (1 + mu)), F32(eta * mu), F32(eta)
         h = np.ascontiguousarray(h, dtype=F32)
         x = h
-        rmin, rmax = stage(RANGE, K.rows_minmax, x)
+        rmin = rmax = None  # later steps get x's row ranges from fq_rows
+        if self.aggs and self.aggs[0].message.dynamic:
+            rmin, rmax = stage(RANGE, K.rows_minmax, x)
         exact = p["form"] == "exact"
         for agg, dagg in zip(self.aggs, self.delta_aggs):
             xt, delta, dmin, dmax = stage(SMP, K.smp_pre, x, agg.apply(g, x, rmin, rmax), h, c1, c2, c3)
             a_delta = dagg.apply(g, delta, dmin, dmax)
             v, vmin, vmax, t = stage(SMP, K.smp_post, xt, delta, a_delta, F32(2 * eta * lam), exact)
-            x, rmin, rmax = stage(SMP, K.fq_rows, v, agg.update.params(vmin.min(), vmax.max()))
-            lam, s = lam + p["eta_lambda"] * (budget - s * s - t), s + 2 * p["eta_s"] * lam * s
-            if lam_min is not None:
-                lam = max(lam, lam_min)
+            upd = agg.update.params(vmin.min(), vmax.max()) if agg.update.dynamic else agg.update.params()
+            x, rmin, rmax = stage(SMP, K.fq_rows, v, upd)
+            lam, s = multiplier_step(lam, s, t, budget, p["eta_lambda"], p["eta_s"], p.get("lambda_min"))
         return x
 
     __call__ = forward
+
+    def parts(self) -> list:
+        return [*self.linears, *self.aggs, *(self.delta_aggs or [])]
 
     @property
     def nbytes(self) -> int:

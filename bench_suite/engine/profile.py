@@ -6,13 +6,16 @@ steps) adds its wall time, the bytes it must move (every array it reads or write
 and, for dense products, its multiply-accumulates to a :class:`StageTimes`.  Outside it,
 :func:`stage` is a plain call.
 
-The floor of a stage is ``max(bytes / bandwidth, MACs / int8 peak)`` with both rates
-measured on this machine (:func:`stream_bandwidth`, :func:`int8_gemm_peak`).  It is a lower
-bound for the engine's dataflow: an aggregation also gathers each neighbour's code row
-once per edge (``gather_bytes``, listed but not in the floor, as caches serve part of it).
+The floor of a stage is ``max((bytes + gather bytes) / bandwidth, MACs / int8 peak)`` with both
+rates measured on this machine (:func:`stream_bandwidth`, :func:`int8_gemm_peak`): an aggregation
+reads each neighbour's code row once per edge (``gather_bytes``), and at the streaming bandwidth
+at best (the rows are scattered).  Both rates are measured, so they are only right on an idle
+machine: :func:`floor_withheld` says when the load average exceeds the cores, and then no floor
+is given.
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -42,11 +45,29 @@ class StageTimes:
         out = []
         for name in self.ms:
             b, m = self.bytes[name] / n, self.macs[name] / n
-            floor = max(b / (bandwidth_gbs * 1e9), m / (peak_gmacs * 1e9) if m else 0.0) * 1e3
+            moved = b + self.gather[name] / n
+            floor = max(moved / (bandwidth_gbs * 1e9), m / (peak_gmacs * 1e9) if m else 0.0) * 1e3
             out.append({"stage": name, "ms": round(self.ms[name] / n, 3), "calls": self.calls[name] // n,
                         "bytes": int(b), "gather_bytes": int(self.gather[name] / n), "macs": int(m),
                         "floor_ms": round(floor, 3)})
         return out
+
+
+def cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def floor_withheld() -> str | None:
+    """Why no floor can be given now (the 1-minute load average exceeds the cores, so the measured
+    bandwidth and int8 peak are a share of the machine, not its rates), or None."""
+    load, n = os.getloadavg()[0], cores()
+    if load > n:
+        return f"load average {load:.2f} exceeds the {n} cores: the measured bandwidth and int8 peak would be wrong"
+    return None
 
 
 def _nbytes(obj, seen: set) -> int:

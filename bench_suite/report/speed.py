@@ -40,10 +40,12 @@ def _model_label(rec: Dict[str, Any]) -> str:
 
 
 def _quant_label(rec: Dict[str, Any]) -> str:
-    """Bit truncation is part of the quantizer compared (INT2 QLR and INT2 QLR BT* must not pool)."""
+    """Bit truncation and calibrated ranges are part of the quantizer compared (INT2 QLR and INT2 QLR
+    BT* must not pool, nor dynamic and calibrated ranges: they sit side by side)."""
     spec = rec.get("spec") or {}
     return (str(rec.get("quant") or _section(spec, "quant").get("name") or "–")
-            + (f" {rec['truncation']}" if rec.get("truncation") not in (None, "none") else ""))
+            + (f" {rec['truncation']}" if rec.get("truncation") not in (None, "none") else "")
+            + (" calibrated" if rec.get("ranges") == "calibrated" else ""))
 
 
 def speed_frame(store: Store) -> pd.DataFrame:
@@ -142,18 +144,23 @@ def breakdown_tables(store: Store) -> List[Table]:
         total = float(b.get("profiled_ms") or 0) or 1.0
         rows = [[s["stage"], str(s["calls"]), f"{s['ms']:.1f}", f"{100 * s['ms'] / total:.0f}",
                  f"{s['bytes'] / 1e6:.0f}", _num(s["gather_bytes"] / 1e6, ".0f") if s["gather_bytes"] else EMPTY,
-                 _num(s["macs"] / 1e9, ".2f") if s["macs"] else EMPTY, f"{s['floor_ms']:.1f}",
+                 _num(s["macs"] / 1e9, ".2f") if s["macs"] else EMPTY, _num(s["floor_ms"], ".1f"),
                  _num(s["ms"] / s["floor_ms"], ".1f", "×") if s["floor_ms"] else EMPTY]
                 for s in b["stages"]]
-        rows.append(["all stages", "", f"{b['profiled_ms']:.1f}", "100", "", "", "", f"{b['floor_ms']:.1f}",
+        rows.append(["all stages", "", f"{b['profiled_ms']:.1f}", "100", "", "", "", _num(b["floor_ms"], ".1f"),
                      _num(b["profiled_ms"] / b["floor_ms"], ".1f", "×") if b["floor_ms"] else EMPTY])
-        foot = [f"floor of a stage = max(bytes / {b['bandwidth_gbs']} GB/s (parallel copy, read + write counted), "
-                f"MACs / {b['int8_peak_gmacs']} GMAC/s (oneDNN uint8 x int8 on a cache-resident 4096x256x256 "
-                "product)), both measured in the same run; bytes count every array a stage reads or writes once; "
-                "an aggregation also gathers the code rows once per edge (gather MB, not in the floor).",
-                f"measured forward {rec.get('median_ms')} ms median ({rec.get('speedup_vs_dgl')}x DGL FP32); "
-                f"a pass at the floor would be {b.get('ceiling_vs_dgl')}x DGL FP32 on this machine, "
-                f"{rec.get('threads')} threads, {rec.get('cpu')}."]
+        if b.get("floor_ms") is None:
+            foot = [f"no floor: {b.get('floor_withheld') or 'not measured'}."]
+        else:
+            foot = [f"floor of a stage = max((bytes + gather bytes) / {b['bandwidth_gbs']} GB/s (parallel copy, read + "
+                    f"write counted), MACs / {b['int8_peak_gmacs']} GMAC/s (oneDNN uint8 x int8 on a cache-resident "
+                    "4096x256x256 product)), both measured in the same run; bytes count every array a stage reads or "
+                    "writes once; an aggregation also gathers the code rows once per edge (gather MB)."
+                    + ("" if "floor_withheld" in b else " (Records before gather bytes were counted left them out.)")]
+        foot.append(f"measured forward {rec.get('median_ms')} ms median ({rec.get('speedup_vs_dgl')}x DGL FP32); "
+                    + (f"a pass at the floor would be {b.get('ceiling_vs_dgl')}x DGL FP32 on this machine, "
+                       if b.get("floor_ms") is not None else "")
+                    + f"{rec.get('threads')} threads, {rec.get('cpu')}.")
         tables.append(Table(f"breakdown_{slug(label)}", f"Where the time goes: {label}",
                             ["stage", "calls", "ms", "% of pass", "MB moved", "gather MB", "GMAC", "floor ms",
                              "vs floor"], rows, footnotes=foot, n_label_cols=1))

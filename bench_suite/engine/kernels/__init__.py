@@ -1,0 +1,22 @@
+"""Numba kernels of the integer engine (METHOD.md §9), parallel over rows, one module per job:
+
+* :mod:`.aggregation` — ``S = Ã·q`` over packed INT8/INT4/INT2 codes (SWAR, prefetch);
+* :mod:`.quantize` — quantize and pack messages, the epilogue after a product, input codes,
+  per-row ranges, the dense product's rank-1 correction;
+* :mod:`.smp` — SMP's fused elementwise half-steps;
+* :mod:`.common` — the row split, the exact fast-math flags and the per-element quantization
+  arithmetic the others share.
+
+Process tuning (heap thresholds, thread count) is :mod:`bench_suite.engine.tuning`.  The names
+below are the kernels' public interface (``from bench_suite.engine import kernels as K``).
+"""
+from __future__ import annotations
+
+from bench_suite.engine.kernels.aggregation import aggregate
+from bench_suite.engine.kernels.common import EXACT_FASTMATH, effective, grid
+from bench_suite.engine.kernels.quantize import finish_product, epilogue, fq_rows, quantize, quantize_pack, rows_minmax
+from bench_suite.engine.kernels.smp import smp_post, smp_pre
+from bench_suite.engine.tuning import retain_heap, set_threads
+
+__all__ = ["aggregate", "EXACT_FASTMATH", "effective", "grid", "finish_product", "epilogue", "fq_rows", "quantize",
+           "quantize_pack", "rows_minmax", "smp_post", "smp_pre", "retain_heap", "set_threads"]
