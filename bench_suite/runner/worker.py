@@ -96,12 +96,9 @@ def unfreeze_malloc() -> None:
     if _malloc_fixed or "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
         return
     _malloc_fixed = True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # pragma: no cover - not glibc
-        return
-    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-    libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+    from bench_suite.engine.tuning import set_malloc_thresholds
+
+    set_malloc_thresholds(32 << 20, 64 << 20)
 
 
 def _prepare(cfg: WorkerConfig) -> None:
