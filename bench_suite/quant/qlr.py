@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from bench_suite.bits import BITS
 from bench_suite.quant.base import EPS, Quantizer, qmax, quantize_codes, scale_zero
-from bench_suite.quant import fused as _fused
+from bench_suite.quant import fused
 from bench_suite.quant.fused import fake_quant_fused
 from bench_suite.registry import QUANTIZERS
 from bench_suite.sparse import aminmax, implicit_zeros, is_sparse, moments_skewness, quantized_product
@@ -137,7 +137,7 @@ def _alpha_grad(gs: np.float32, vals: Tuple[np.float32, ...]) -> np.float32:
 class _QLRFakeQuant(torch.autograd.Function):
     """A QLR quantizer's training forward as one autograd node: the range ``α·[min x, max x]``, the
     scale chain of :func:`scale_chain` on float32 scalars, and one kernel pass
-    (:func:`bench_suite.quant.fused.fake_quant_arrays`) that writes x̂, the ∂x̂/∂s factor and the
+    (:func:`bench_suite.quant.fused.fake_quant_forward`) that writes x̂, the ∂x̂/∂s factor and the
     ∂x̂/∂x mask; the backward pass is one kernel pass too (∂ℒ/∂x = g·mask and Σ g·∂x̂/∂s in float64),
     then α's gradient through the scale chain (:func:`_alpha_grad`).
 
@@ -153,14 +153,14 @@ class _QLRFakeQuant(torch.autograd.Function):
         mn, mx = (float(v) for v in torch.aminmax(xc))
         s, z, pre, amn, amx = scale_chain(a, mn, mx, Q)
         need_t = ctx.needs_input_grad[1]
-        out, t, mask = _fused.fake_quant_arrays(xc, s, z, Q, step, kappa, Qc, need_t, ctx.needs_input_grad[0])
+        out, t, mask = fused.fake_quant_forward(xc, s, z, Q, step, kappa, Qc, need_t, ctx.needs_input_grad[0])
         ctx.t, ctx.mask = t, mask
         ctx.vals = (pre, amn, amx, np.float32(mn), np.float32(mx), np.float32(Q))
         return out
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        gx, acc = _fused.fake_quant_backward(g, ctx.t, ctx.mask, ctx.needs_input_grad[0])
+        gx, acc = fused.fake_quant_backward(g, ctx.t, ctx.mask, ctx.needs_input_grad[0])
         ga = None
         if acc is not None:
             ga = torch.full((), _alpha_grad(np.float32(acc), ctx.vals), dtype=torch.float32)
@@ -182,7 +182,7 @@ class _SparseInputAlphaGrad(torch.autograd.Function):
     Autograd would form the dense ∂ℒ/∂x̂ = G·Ŵᵀ (Cora: 2708x1433, a product FP32 training
     never computes) just for this sum, whose terms vanish wherever t = 0 (x = 0: x̂ = 0 is on
     the grid).  The sampled product is the same number bit for bit (see
-    :func:`bench_suite.quant.fused._sampled_grad_kernel`); on a quantizer's first such call the
+    :func:`bench_suite.quant.fused.sampled_scale_grad`); on a quantizer's first such call the
     backward computes both and compares every term (``owner._sparse_checked``), and a mismatch
     (another BLAS, another CPU) switches that quantizer back to the dense product for good.
     """
@@ -197,27 +197,22 @@ class _SparseInputAlphaGrad(torch.autograd.Function):
     def backward(ctx, G: Tensor):
         if not ctx.needs_input_grad[1]:
             return G, None, None, None, None, None, None
-        n_cols = ctx.w.shape[0]
         Gc = G.contiguous()
         if not bool(torch.isfinite(Gc).all()):  # the dense sum would be NaN (a non-finite g times t = 0)
             acc = float("nan")
         elif ctx.t_full is not None:  # first call: the dense reference, compared term by term
-            dense = G.mm(ctx.w.t())
-            acc = _fused._fq_backward_kernel(dense.contiguous().view(-1).numpy(), ctx.t_full.view(-1).numpy(),
-                                             np.empty(1, dtype=np.bool_), True, False,
-                                             dense.contiguous().view(-1).numpy())
+            dense = G.mm(ctx.w.t()).contiguous()
+            acc = fused.scale_grad(dense, ctx.t_full)
             if ctx.idx is None:  # too dense to be worth it: nothing to check
                 return G, torch.full(ctx.shape, acc, dtype=torch.float32), None, None, None, None, None
-            g = np.empty(ctx.idx.size, dtype=np.float32)
-            sparse = _fused._sampled_grad_kernel(Gc.numpy(), ctx.w.numpy(), ctx.idx, ctx.tv, n_cols, g)
-            same = sparse == acc and np.array_equal(g, dense.contiguous().view(-1).numpy()[ctx.idx])
+            sparse, g = fused.sampled_scale_grad(Gc, ctx.w, ctx.idx, ctx.tv, terms=True)
+            same = sparse == acc and np.array_equal(g, dense.view(-1).numpy()[ctx.idx])
             ctx.owner._sparse_checked = bool(same)
             if not same:
                 warnings.warn(f"QLR {ctx.owner.role}: the sampled α-gradient differs from the dense product on this "
                               "machine; using the dense product", RuntimeWarning, stacklevel=2)
         else:
-            acc = _fused._sampled_grad_kernel(Gc.numpy(), ctx.w.numpy(), ctx.idx, ctx.tv, n_cols,
-                                              np.empty(0, dtype=np.float32))
+            acc = fused.sampled_scale_grad(Gc, ctx.w, ctx.idx, ctx.tv)[0]
         return G, torch.full(ctx.shape, acc, dtype=torch.float32), None, None, None, None, None
 
 
@@ -406,7 +401,7 @@ class QLRQuantizer(Quantizer):
         xc = x.detach().contiguous()
         mn, mx = (float(v) for v in torch.aminmax(xc))
         s, z = scale_chain(consts[0], mn, mx, Q)[:2]
-        return _fused.fake_quant_arrays(xc, s, z, Q, consts[2], consts[3], consts[4], False, False)[0]
+        return fused.fake_quant_forward(xc, s, z, Q, consts[2], consts[3], consts[4], False, False)[0]
 
     def matmul(self, x: Tensor, weight: Callable[[], Tensor]) -> Tensor:
         """``self(x) @ weight()`` (in that order).  For a constant sparse input (a first layer's
@@ -429,30 +424,21 @@ class QLRQuantizer(Quantizer):
         self._track(x)
         Q = qmax(self.range_bits)
         s, s0, z = self._learned_scale(x)
-        xc = x.contiguous().view(-1).numpy()
-        s32, z32 = _fused._f32(s0), _fused._f32(z)
-        xhat = torch.empty_like(x, memory_format=torch.contiguous_format)
-        out = xhat.view(-1).numpy()
-        if self.truncation != "none":  # the scalars fake_quant_fused forms for bit truncation
-            kq = (Q, BT_STEP, np.float32(float(self.kappa)), qmax(self.bits), _fused._f32(z / BT_STEP),
-                  _fused._f32(s0 * BT_STEP))
-        else:  # the truncation kernel with step 1 computes the plain kernel's values
-            kq = (Q, 1, np.float32(0.0), Q, z32, s32)
+        xc = x.detach().contiguous()
+        s32, z32 = fused.f32(s0), fused.f32(z)
+        # the grid fake_quant_fused uses: the 8-bit one truncated to 2-bit codes, or the plain one
+        grid = (Q, BT_STEP, np.float32(float(self.kappa)), qmax(self.bits)) if self.truncation != "none" else (Q,)
         t_full = None
         if self._sparse_checked is None:  # first call: the dense t, kept for the check in backward
-            t_full = torch.empty_like(xhat)
+            xhat, t_full = fused.scale_factors(xc, s32, z32, *grid)
             t = t_full.view(-1).numpy()
-            _fused._fq_trunc_kernel(xc, s32, z32, *kq, out, t, np.empty(t.size, dtype=np.bool_))
             idx = np.flatnonzero(t)
             tv = t[idx]
             if idx.size > SPARSE_INPUT_MAX_DENSITY * t.size:  # not sparse: the dense product from now on
                 self._sparse_checked = False
                 idx, tv = None, None
         else:
-            idx = np.empty(xc.size, dtype=np.int64)
-            tv = np.empty(xc.size, dtype=np.float32)
-            n = _fused._fq_sparse_kernel(xc, xc.view(np.int32), s32, z32, *kq, out, idx, tv)
-            idx, tv = idx[:n], tv[:n]
+            xhat, idx, tv = fused.sparse_scale_factors(xc, s32, z32, *grid)
         w = weight()
         if t_full is not None and (w.dim() != 2 or w.shape[1] > SPARSE_INPUT_MAX_K):
             self._sparse_checked = False  # this call: the dense product from t_full; later calls: the usual path
