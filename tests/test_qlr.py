@@ -313,6 +313,27 @@ def test_sparse_kernel_equals_the_dense_kernel_on_zeros_of_either_sign(step, kap
         assert n > 0.9 * x.size  # x̂(0) off the grid: the zeros carry factors
 
 
+@pytest.mark.parametrize("K", [1, 7, 64, 128])
+def test_sampled_scale_grad_equals_the_dense_product_term_for_term(K):
+    """The sampled α-gradient (eight FMA chains side by side, a shared row loaded once) gives every term
+    of the dense product G·Wᵀ and the dense interleaved sum, bit for bit: rows with many, few and one
+    sampled entries (groups of eight on one row, across rows, and a tail)."""
+    from bench_suite.quant.fused import sampled_scale_grad, scale_grad
+
+    rng = np.random.default_rng(K)
+    n, m = 90, 300
+    dense_rows = rng.random((n, m)) < np.where(np.arange(n) % 3 == 0, 0.4, 0.01)[:, None]
+    t = torch.from_numpy((rng.standard_normal((n, m)) * dense_rows).astype(np.float32))
+    idx = np.flatnonzero(t.numpy())
+    assert idx.size % 8 != 0 and idx.size > 64
+    G = torch.from_numpy(rng.standard_normal((n, K)).astype(np.float32))
+    W = torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32))
+    dense = G.mm(W.t()).contiguous()
+    acc, terms = sampled_scale_grad(G, W, idx, t.view(-1).numpy()[idx], terms=True)
+    assert np.array_equal(terms.view(np.int32), dense.view(-1).numpy()[idx].view(np.int32))
+    assert acc == scale_grad(dense, t)
+
+
 def test_scale_chain_equals_the_torch_chain_bit_for_bit():
     """QLR's numpy scalar chain gives scale_zero's s and z (and α·mn, α·mx, (hi − lo)/Q) on torch's
     0-dim float32 tensors to the bit: random ranges, signed zeros, degenerate and tiny ranges (s at EPS)."""
