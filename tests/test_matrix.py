@@ -230,3 +230,24 @@ def test_matrix_name_plain_identifier_or_file_stem_accepted(tmp_path):
     assert load_matrix(matrix(tmp_path, "fixed: {dataset: csbm, model: gcn}\n", "from-stem.yaml")).name == "from-stem"
     with pytest.raises(MatrixError, match="from the file name"):
         load_matrix(matrix(tmp_path, "fixed: {dataset: csbm, model: gcn}\n", "has space.yaml"))
+
+
+def test_a_key_written_twice_is_an_error_not_a_silent_override(tmp_path):
+    p = matrix(tmp_path, """
+        fixed: {dataset: csbm}
+        axes:
+          depth: [2, 4]
+          depth: [8]
+    """)
+    with pytest.raises(MatrixError) as err:
+        load_matrix(p)
+    msg = str(err.value)
+    assert "m.yaml" in msg and "'depth' twice" in msg and "line 4" in msg, msg
+
+
+def test_shipped_yaml_files_have_no_repeated_keys():
+    from bench_suite.report.reproduce import load_references
+
+    assert tuned.rules() and load_references()  # defaults rules and references parse under the strict loader
+    for name in shipped_matrices():
+        load_matrix(name)

@@ -33,6 +33,7 @@ import yaml
 from bench_suite.defaults import apply_defaults
 from bench_suite.registry import REGISTRIES, RegistryError, unknown_message
 from bench_suite.spec import RunSpec, SpecError, parse_assignments, parse_value, resolve_spec
+from bench_suite.yamlfile import load_yaml
 
 MATRIX_KEYS = ("name", "description", "seeds", "fixed", "axes", "include", "exclude", "defaults")
 DEFAULT_SEEDS = tuple(range(10))
@@ -91,7 +92,7 @@ class Matrix:
 def load_matrix(name_or_path: str | Path) -> Matrix:
     path = find_matrix(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise MatrixError(f"matrix {path}: not valid YAML: {' '.join(str(exc).split())}") from None
     return parse_matrix(raw, path)
