@@ -383,7 +383,8 @@ GENERATED_GRAPHS: Dict[str, Tuple[int, int, int, int]] = {
 #: the implementations a speed measurement times: DGL's FP32 layers, the suite's FP32 model, the integer engine
 IMPLS = ("dgl-fp32", "suite-fp32", "int")
 #: how the integer model gets its activation ranges: recomputed from every tensor (QLR's α·[min, max], the
-#: exact simulation of the fake-quant model) or calibrated once and frozen (:func:`bench_suite.engine.convert.calibrate`)
+#: exact simulation of the fake-quant model) or calibrated once and frozen
+#: (:func:`bench_suite.engine.convert.calibrate`)
 RANGES = ("dynamic", "calibrated")
 #: a speed measurement's flat keys with their defaults (the engine's headline configuration), beside those of
 #: the model, propagation and quantizer and of :class:`SpeedConfig`
