@@ -17,7 +17,8 @@ training record (every record written before the field existed).
   entry per timed implementation, each with ``impl`` and a numeric ``median_ms`` at least
   (:func:`bench_suite.engine.bench.measure`).  :func:`speed_rows` gives one flat row per
   implementation, what the report's speed tables read.  An older form, one implementation per
-  file with ``impl`` and ``median_ms`` at the top and no spec (``results/v1/speed/``), is read too.
+  file with ``impl`` and ``median_ms`` at the top and no speed spec (``results/v1/speed/``), is
+  read too.
 
 :func:`record_problem` is the one validity rule; a record counts as a finished ``ok`` result
 exactly when :func:`is_ok` says so, for the runner's done-check and the report's loader
@@ -202,7 +203,7 @@ def record_problem(rec: Any, path: Optional[Path | str] = None) -> str:
     status = record_status(rec)
     if status not in FINISHED:
         return f"not a run record (status {status!r}, expected one of {', '.join(FINISHED)})"
-    if kind == SPEED and "spec" not in rec:  # the older form: one implementation, no spec
+    if kind == SPEED and not _of_a_speed_spec(rec):  # the older form: one implementation per file
         if not isinstance(rec.get("impl"), str) or not _is_number(rec.get("median_ms")):
             return "a speed record without an impl and a numeric median_ms"
         return ""
@@ -231,10 +232,14 @@ def record_problem(rec: Any, path: Optional[Path | str] = None) -> str:
     return ""
 
 
+def _of_a_speed_spec(rec: Mapping[str, Any]) -> bool:
+    """A speed record of the current form: the outcome of a speed spec (its ``spec`` has kind speed)."""
+    spec = rec.get("spec")
+    return isinstance(spec, dict) and spec_kind(spec) == SPEED
+
+
 def _speed_problem(rec: Mapping[str, Any], spec: Any, status: str) -> str:
-    """:func:`record_problem` for a speed record with a spec."""
-    if not isinstance(spec, dict) or spec_kind(spec) != SPEED:
-        return "not a run record (the spec of a speed record must be an object with kind speed)"
+    """:func:`record_problem` for a speed record of the current form."""
     if not all(isinstance(spec.get(k), dict) for k in ("graph", "model", "quant", "measure")):
         return "not a run record (a speed spec must have graph, model, quant and measure sections)"
     if status == OK:
@@ -257,14 +262,14 @@ def is_ok(rec: Any, path: Optional[Path | str] = None) -> bool:
 def is_run_record(rec: Mapping[str, Any]) -> bool:
     """A valid record that is the outcome of a spec (every training record, a speed record with a spec),
     so a store counts it as a run; the older speed records without a spec are not."""
-    return record_kind(rec) == TRAIN or isinstance(rec.get("spec"), dict)
+    return record_kind(rec) == TRAIN or _of_a_speed_spec(rec)
 
 
 def speed_rows(rec: Mapping[str, Any]) -> List[Dict[str, Any]]:
     """One flat row per timed implementation of a valid speed record: the record's own fields with
     those of one measurement (``impl``, ``median_ms``, ...); a failed measurement is one row naming
     its configuration, without an ``impl``.  An older record is its own row."""
-    if "spec" not in rec:
+    if not _of_a_speed_spec(rec):
         return [dict(rec)]
     base = {k: v for k, v in rec.items() if k != "measurements"}
     if rec.get("measurements"):
@@ -346,8 +351,8 @@ def write_record(path: Path | str, rec: Mapping[str, Any]) -> Path:
     problem = record_problem(rec, path)
     if not problem and "status" not in rec:
         problem = f"a {record_kind(rec)} record without a status"
-    if not problem and "spec" not in rec and record_kind(rec) == SPEED:
-        problem = "a speed record without a spec"
+    if not problem and record_kind(rec) == SPEED and not _of_a_speed_spec(rec):
+        problem = "a speed record without the spec of a speed measurement"
     if problem:
         raise ValueError(f"refusing to write record {rec.get('run_id')!r} to {path}: {problem}")
     write_json_atomic(path, rec)
