@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from bench_suite.cli import main
 from bench_suite.record import is_ok, read_record, speed_rows
 from bench_suite.registry import load_all

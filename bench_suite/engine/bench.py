@@ -4,9 +4,10 @@
 Timings are interleaved (one run of each implementation per round, ABAB…) and the
 median of ``repeats`` rounds after ``warmup`` rounds is reported, with the same
 thread count for torch, DGL and numba (the process's torch thread count: the runner's
-``--threads``, or ``bench-suite speed --threads``).  Before timing, :func:`bench_suite.engine.kernels.retain_heap`
-keeps freed memory in the process heap (for every implementation alike), and the
-quantizer ranges are set by one forward on a subgraph (:func:`calibrate`).
+``--threads``, or ``bench-suite speed --threads``).  Before timing,
+:func:`bench_suite.engine.kernels.retain_heap` keeps freed memory in the process heap (for every
+implementation alike), and the quantizer ranges are set by one forward on a subgraph
+(:func:`calibrate`).
 
 Baselines: ``dgl.nn.GraphConv(norm='both')`` layers for GCN, ``dgl.nn.APPNPConv`` for
 decoupled APPNP, and the SMP iteration over ``GraphConv`` (``weight=False``) for SMP;
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Dict, List, Optional
 
 import dgl
