@@ -75,19 +75,19 @@ def kernels_with_sentinel(indptr, indices, packed, bits, width, bounds):
     def outs():
         return np.full((n, width), -1, np.int32), np.full(n, -1, np.int32), np.full(n, -1, np.int32)
 
-    runs.append(("vec", A._aggregate_vec(indptr, indices, packed, bits, width, bounds, *outs())))
-    if words.shape[1] <= 2:
-        if bits == 8:
-            runs.append(("bytes_narrow", A._aggregate_bytes_narrow(indptr, indices, words, width, bounds, *outs())))
-        else:
-            mask = A.MASK2 if bits == 2 else A.MASK4
-            runs.append(("swar_narrow", A._aggregate_swar_narrow(indptr, indices, words, bits, width, mask, bounds,
-                                                                 *outs())))
+    for pf in (False, True):
+        runs.append((f"vec pf={pf}", A._aggregate_vec(indptr, indices, packed, bits, width, bounds, pf, *outs())))
+    if bits == 8 and words.shape[1] <= 2:
+        runs.append(("bytes_narrow", A._aggregate_bytes_narrow(indptr, indices, words, width, bounds, True, *outs())))
+    if bits != 8 and words.shape[1] == 1:
+        mask = A.MASK2 if bits == 2 else A.MASK4
+        runs.append(("swar_narrow", A._aggregate_swar_narrow(indptr, indices, words, bits, width, mask, bounds, True,
+                                                             *outs())))
     return runs
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
-@pytest.mark.parametrize("width", [7, 40, 130])
+@pytest.mark.parametrize("width", [7, 16, 40, 130])
 def test_aggregate_flushes_at_every_lane_limit(bits: int, width: int) -> None:
     """Rows of saturated codes with as many neighbours as a lane holds, one more, twice as many and
     more: the 8-bit SWAR lanes (85, 17), INT8's 16-bit register lanes (257) and the vector

@@ -26,6 +26,9 @@ MASK4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 #: neighbours ahead whose code rows the aggregation prefetches (measured on this machine's
 #: arxiv-sized graph: 4 → 16 cut the INT2 aggregation from ≈45 to ≈30 ms; more did not help)
 PREFETCH_DISTANCE = 16
+#: code matrices up to this size (a Zen 4 core's L2) are not prefetched: the rows are in cache
+#: and the prefetches only cost instructions (tuned on cora, amazon-computers, coauthor-physics)
+PREFETCH_MIN_BYTES = 1 << 20
 #: a row's fixed cost (zeroing, storing and reducing its sums) in units of one neighbour's, for
 #: the split of the rows into chunks of equal cost
 ROW_COST = 1
@@ -138,7 +141,7 @@ def _store_row(acc, out, i, width, rmin, rmax):
 
 
 @njit(parallel=True, cache=True)
-def _aggregate_vec(indptr, indices, packed, bits, width, bounds, out, rmin, rmax):
+def _aggregate_vec(indptr, indices, packed, bits, width, bounds, pf, out, rmin, rmax):
     """All widths and bit widths: codes widen into uint16 lanes (:func:`_make_block_add`, 32
     bytes of a row per step, then 16 and 8), which flush into int32 before they can overflow (every
     257, 4369, 21845 neighbours at INT8, INT4, INT2); a row with fewer neighbours (all but hubs)
@@ -161,7 +164,7 @@ def _aggregate_vec(indptr, indices, packed, bits, width, bounds, out, rmin, rmax
                 acc[:] = 0
             cnt = 0
             for e in range(start, stop):
-                if e + PREFETCH_DISTANCE < nnz:
+                if pf and e + PREFETCH_DISTANCE < nnz:
                     for line in range(0, nb, 64):
                         _prefetch(packed, indices[e + PREFETCH_DISTANCE], line)
                 j = indices[e]
@@ -213,53 +216,55 @@ def _flush(acc, base, stride, l0, l1, l2, l3):
 
 
 @njit(parallel=True, cache=True)
-def _aggregate_swar_narrow(indptr, indices, words, bits, width, mask, bounds, out, rmin, rmax):
-    """SWAR over rows of one or two 64-bit words with the byte lanes in scalars (registers);
-    :func:`aggregate` sends it rows of one word (INT2 width ≤ 32, INT4 ≤ 16: a decoupled
-    model's class scores), where it is 1.2-1.4x faster than :func:`_aggregate_vec` (at two
-    words the vector kernel is as fast or faster)."""
-    n, nw = words.shape
+def _aggregate_swar_narrow(indptr, indices, words, bits, width, mask, bounds, pf, out, rmin, rmax):
+    """SWAR over rows of one 64-bit word (INT2 width ≤ 32, INT4 ≤ 16: a decoupled model's class
+    scores) with the byte lanes in scalars (registers), 1.2-1.4x faster there than
+    :func:`_aggregate_vec` (at two words the vector kernel is as fast or faster).  A row of fewer
+    neighbours than a lane holds (all but hubs) is stored straight from the lanes."""
     c = 8 // bits
     limit = 255 // ((1 << bits) - 1)
     nnz = indices.size
-    two = nw == 2
     s1, s2, s3 = np.uint64(bits), np.uint64(2 * bits), np.uint64(3 * bits)
     zero = np.uint64(0)
+    ff = np.uint64(0xFF)
     for t in prange(bounds.size - 1):
-        acc = np.zeros(4 * 8 * nw, np.int32)
+        acc = np.zeros(32, np.int32)
         for i in range(bounds[t], bounds[t + 1]):
-            acc[:] = 0
-            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+            start, stop = indptr[i], indptr[i + 1]
+            hub = stop - start >= limit  # reaches a flush
+            if hub:
+                acc[:] = 0
+            a0 = a1 = a2 = a3 = zero
             cnt = 0
-            for e in range(indptr[i], indptr[i + 1]):
-                if e + PREFETCH_DISTANCE < nnz:
+            for e in range(start, stop):
+                if pf and e + PREFETCH_DISTANCE < nnz:
                     _prefetch(words, indices[e + PREFETCH_DISTANCE], 0)
-                j = indices[e]
-                v = words[j, 0]
+                v = words[indices[e], 0]
                 a0 += v & mask
                 a1 += (v >> s1) & mask
                 if c == 4:
                     a2 += (v >> s2) & mask
                     a3 += (v >> s3) & mask
-                if two:
-                    v = words[j, 1]
-                    b0 += v & mask
-                    b1 += (v >> s1) & mask
-                    if c == 4:
-                        b2 += (v >> s2) & mask
-                        b3 += (v >> s3) & mask
                 cnt += 1
                 if cnt == limit:
-                    _flush(acc, 0, 8 * nw, a0, a1, a2, a3)
-                    if two:
-                        _flush(acc, 8, 16, b0, b1, b2, b3)
-                    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+                    _flush(acc, 0, 8, a0, a1, a2, a3)
+                    a0 = a1 = a2 = a3 = zero
                     cnt = 0
-            if cnt > 0:
-                _flush(acc, 0, 8 * nw, a0, a1, a2, a3)
-                if two:
-                    _flush(acc, 8, 16, b0, b1, b2, b3)
-            _store_row(acc, out, i, width, rmin, rmax)
+            if hub:
+                _flush(acc, 0, 8, a0, a1, a2, a3)
+                _store_row(acc, out, i, width, rmin, rmax)
+                continue
+            lo = np.int32(255)
+            hi = np.int32(0)
+            for f in range(width):  # feature f: byte lane f % 8 of plane f // 8
+                k = f >> 3
+                lane = a0 if k == 0 else (a1 if k == 1 else (a2 if k == 2 else a3))
+                x = np.int32((lane >> np.uint64(8 * (f & 7))) & ff)
+                out[i, f] = x
+                lo = min(lo, x)
+                hi = max(hi, x)
+            rmin[i] = lo
+            rmax[i] = hi
     return out, rmin, rmax
 
 
@@ -274,23 +279,28 @@ def _flush16(acc, base, ev, od):
 
 
 @njit(parallel=True, cache=True)
-def _aggregate_bytes_narrow(indptr, indices, words, width, bounds, out, rmin, rmax):
+def _aggregate_bytes_narrow(indptr, indices, words, width, bounds, pf, out, rmin, rmax):
     """INT8 rows of one or two 64-bit words (≤ 16 codes: a decoupled model's class scores):
     even and odd bytes of each word add into four 16-bit lanes of a scalar (a register), which
-    flush into int32 every :data:`LIMIT8` neighbours, as :func:`_aggregate_swar_narrow`."""
+    flush into int32 every :data:`LIMIT8` neighbours; a row of fewer neighbours (all but hubs)
+    is stored straight from the lanes."""
     nw = words.shape[1]
     nnz = indices.size
     two = nw == 2
     s8 = np.uint64(8)
     zero = np.uint64(0)
+    ffff = np.uint64(0xFFFF)
     for t in prange(bounds.size - 1):
         acc = np.zeros(8 * nw, np.int32)
         for i in range(bounds[t], bounds[t + 1]):
-            acc[:] = 0
+            start, stop = indptr[i], indptr[i + 1]
+            hub = stop - start >= LIMIT8  # reaches a flush
+            if hub:
+                acc[:] = 0
             a0 = a1 = b0 = b1 = zero
             cnt = 0
-            for e in range(indptr[i], indptr[i + 1]):
-                if e + PREFETCH_DISTANCE < nnz:
+            for e in range(start, stop):
+                if pf and e + PREFETCH_DISTANCE < nnz:
                     _prefetch(words, indices[e + PREFETCH_DISTANCE], 0)
                 j = indices[e]
                 v = words[j, 0]
@@ -307,11 +317,23 @@ def _aggregate_bytes_narrow(indptr, indices, words, width, bounds, out, rmin, rm
                         _flush16(acc, 8, b0, b1)
                     a0 = a1 = b0 = b1 = zero
                     cnt = 0
-            if cnt > 0:
+            if hub:
                 _flush16(acc, 0, a0, a1)
                 if two:
                     _flush16(acc, 8, b0, b1)
-            _store_row(acc, out, i, width, rmin, rmax)
+                _store_row(acc, out, i, width, rmin, rmax)
+                continue
+            lo = np.int32(65535)
+            hi = np.int32(0)
+            for f in range(width):  # feature f: byte f % 8 of word f // 8, even or odd lane
+                ev, od = (a0, a1) if f < 8 else (b0, b1)
+                lane = od if f & 1 else ev
+                x = np.int32((lane >> np.uint64(16 * ((f & 7) >> 1))) & ffff)
+                out[i, f] = x
+                lo = min(lo, x)
+                hi = max(hi, x)
+            rmin[i] = lo
+            rmax[i] = hi
     return out, rmin, rmax
 
 
@@ -336,9 +358,10 @@ def aggregate(indptr: np.ndarray, indices: np.ndarray, packed: np.ndarray, bits:
     rmin = np.empty(n, np.int32)
     rmax = np.empty(n, np.int32)
     words = packed.view(np.uint64)
+    pf = packed.nbytes > PREFETCH_MIN_BYTES
     if bits == 8 and words.shape[1] <= 2:
-        return _aggregate_bytes_narrow(indptr, indices, words, width, bounds, out, rmin, rmax)
+        return _aggregate_bytes_narrow(indptr, indices, words, width, bounds, pf, out, rmin, rmax)
     if bits != 8 and words.shape[1] == 1:
         return _aggregate_swar_narrow(indptr, indices, words, bits, width, MASK2 if bits == 2 else MASK4, bounds,
-                                      out, rmin, rmax)
-    return _aggregate_vec(indptr, indices, packed, bits, width, bounds, out, rmin, rmax)
+                                      pf, out, rmin, rmax)
+    return _aggregate_vec(indptr, indices, packed, bits, width, bounds, pf, out, rmin, rmax)
