@@ -24,8 +24,10 @@ from bench_suite.engine.packing import check_bits
 MASK2 = np.uint64(0x0303030303030303)
 MASK4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 #: neighbours ahead whose code rows the aggregation prefetches (measured on this machine's
-#: arxiv-sized graph: 4 → 16 cut the INT2 aggregation from ≈45 to ≈30 ms; more did not help)
-PREFETCH_DISTANCE = 16
+#: arxiv-sized graph: 4 → 16 cut the INT2 aggregation from ≈45 to ≈30 ms; with the uint16-lane
+#: kernels 24 is 1.1-1.2x faster than 16 on rows of 32-64 bytes and equal elsewhere, while 32 and
+#: 48 made INT2 rows of 64 bytes (width 256) 2x slower)
+PREFETCH_DISTANCE = 24
 #: code matrices up to this size (a Zen 4 core's L2) are not prefetched: the rows are in cache
 #: and the prefetches only cost instructions (tuned on cora, amazon-computers, coauthor-physics)
 PREFETCH_MIN_BYTES = 1 << 20
