@@ -85,22 +85,14 @@ def graph_inputs(name: str, seed: int = 0, data_dir=None, download: bool = False
 
 
 def train_briefly(model: torch.nn.Module, g, data, epochs: int) -> None:
-    """``epochs`` full-graph Adam steps on the training nodes (quantizers in training mode), with the
-    suite's optimiser and defaults (:func:`bench_suite.train.optimizer_for`, :class:`TrainConfig`: lr
-    0.01, weight decay 5e-4, quantizer parameters such as QLR's α in their own group at lr 1e-4).
-    One Adam group at lr 0.01 for α too made QLR INT4/INT2 GCN-4 on amazon-computers predict one class."""
-    import torch.nn.functional as F
-
+    """``epochs`` epochs of the suite's own training loop (:func:`bench_suite.train.fit`: its optimiser,
+    QLR's α in its own group at lr 1e-4, the best validation epoch's state kept) with the default
+    :class:`TrainConfig`.  ``g`` is the prepared ``data.graph`` the caller measures on; ``fit`` prepares
+    the same graph itself."""
     from bench_suite.spec import TrainConfig
-    from bench_suite.train import optimizer_for
+    from bench_suite.train import fit
 
-    opt = optimizer_for(model, TrainConfig())
-    mask = data.train_mask & (data.labels >= 0)
-    model.train()
-    for _ in range(epochs):
-        opt.zero_grad()
-        F.cross_entropy(model(g, data.features)[mask], data.labels[mask]).backward()
-        opt.step()
+    fit(model, data, TrainConfig(epochs=epochs, patience=epochs))
 
 
 class DGLGCN(torch.nn.Module):
