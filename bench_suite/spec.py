@@ -49,6 +49,8 @@ UNVERSIONED_DEFAULTS: Dict[Tuple[str, str], Any] = {
     ("dataset", "sparse_features"): False,
     ("train", "lr_decay"): 1.0,
     ("train", "lr_decay_every"): 50,
+    ("propagation", "quantize_output"): True,
+    ("quant", "grad_mask"): "input",
 }
 
 

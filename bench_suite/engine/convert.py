@@ -86,6 +86,8 @@ def _decoupled(model) -> IntDecoupled:
             for k, q in enumerate(model.prop.q)]
     if kind is appnp:
         return IntDecoupled(linears, aggs, model.prop.alpha)
+    if not getattr(model.prop, "quantize_output", True):
+        raise ValueError("integer engine: SMP with quantize_output=false (float step outputs) is not supported")
     smp = {key: getattr(model.prop, key) for key in IntDecoupled.SMP_KEYS}
     deltas = [Aggregation(*rules(q, ("message", "aggregate"), f"smp step {k} (Δ)").values())
               for k, q in enumerate(model.prop.q_delta)]

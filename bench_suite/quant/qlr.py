@@ -40,6 +40,9 @@ from bench_suite.registry import QUANTIZERS
 from bench_suite.sparse import aminmax, implicit_zeros, is_sparse, moments_skewness, quantized_product
 
 TRUNCATIONS: Tuple[str, ...] = ("none", "bt", "bt*")
+#: ``grad_mask`` values: "input" = the suite's STE/LSQ backward; "output" = the authors' backward
+#: (:class:`_OutputMaskFakeQuant`)
+GRAD_MASKS: Tuple[str, ...] = ("input", "output")
 #: 8-bit codes kept by bit truncation: 0, 85, 170, 255 (= 255/3 apart).
 BT_STEP = 85
 TRUNCATION_BITS = 8
@@ -167,6 +170,64 @@ class _QLRFakeQuant(torch.autograd.Function):
         return gx, ga, None
 
 
+class _OutputMaskFakeQuant(torch.autograd.Function):
+    """QLR's fake quantization with the backward of the authors' code (``grad_mask="output"``, an
+    ablation): SamirMoustafa/SMP_GNN_Quant@00dd14c, ``QLR_quantizer_fun.py``,
+    ``LearnsQuantize.backward`` (lines 98-132).  A plain torch path (correctness over speed).
+
+    The forward value is the suite's (:func:`bench_suite.quant.fused.fake_quant_forward` on the range of
+    :func:`scale_chain`, the same bits as the default path).  The backward, as their code computes it:
+
+    * the mask tests the saved *quantized output* x̂ (their ``ctx.save_for_backward(output)``, inf set
+      to 0) against the α-scaled, unclamped range ends α·min x, α·max x (their ``min_val``/``max_val``
+      after ``* s_alpha``): ``middle = not (x̂ < α·min x) and not (x̂ > α·max x)``; ∂ℒ/∂x = g·middle.
+      An element of an end code (clipped or not) dequantizes to ``hi + (v − z)·s`` (top) or
+      ``lo + (v − z)·s`` (bottom), v = −lo/s the unrounded zero point: when z rounds down the top code
+      lies above α·max x and all its elements are masked while the bottom code (clipped elements
+      included) passes; when z rounds up the reverse.  So clipped inputs keep their gradient at one
+      end only; with min x > 0 the code-0 value 0 < α·min x is masked.
+    * ∂ℒ/∂α = Σ (small·α·min x + big·α·max x + middle·(round(q) − r))·(g·middle), with q the integer
+      8-bit (BT/BT*: ``85·c``) or b-bit code and r = x̂·(1/s) + z recomputed from the output (BT/BT*:
+      ``round((r + κ)/85)·85``).  Since g is masked first the small/big terms vanish, and
+      round(q) − r is float rounding noise (exactly 0 under BT/BT*): α gets ~zero gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: Tensor, consts: tuple) -> Tensor:
+        a, Q, step, kappa, Qc = consts
+        xc = x.detach().contiguous()
+        mn, mx = (float(v) for v in torch.aminmax(xc))
+        s, z, _, amn, amx = scale_chain(a, mn, mx, Q)
+        out = fused.fake_quant_forward(xc, s, z, Q, step, kappa, Qc, False, False)[0]
+        ctx.consts = (s, z, amn, amx, step, float(kappa))
+        ctx.alpha_shape = alpha.shape
+        if ctx.needs_input_grad[1]:
+            code = fused._codes(xc, torch.tensor(s), torch.tensor(z), Q, step, float(kappa), Qc)[1]
+            ctx.save_for_backward(out.clone(), code * step if step != 1 else code)
+        else:
+            ctx.save_for_backward(out.clone())
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        s, z, amn, amx, step, kappa = ctx.consts
+        saved = ctx.saved_tensors
+        o = saved[0].clone()
+        o[torch.isinf(o)] = 0
+        f = torch.float32
+        small = o < torch.tensor(amn, dtype=f)
+        big = o > torch.tensor(amx, dtype=f)
+        middle = (~(small | big)).to(g.dtype)
+        gx = middle * g
+        ga = None
+        if ctx.needs_input_grad[1]:
+            r = o * (1.0 / torch.tensor(s, dtype=f)) + torch.tensor(z, dtype=f)
+            if step != 1:
+                r = torch.round((r + kappa) / step) * step
+            ga = (middle * (saved[1].round() - r) * gx).sum().reshape(ctx.alpha_shape)
+        return (gx if ctx.needs_input_grad[0] else None), ga, None
+
+
 #: A constant input denser than this keeps the dense α-gradient (the sampled product would not pay).
 SPARSE_INPUT_MAX_DENSITY = 0.25
 #: Widest product (columns of Ŵ) tried sparsely: MKL's sgemm here computes an element as one FMA
@@ -223,18 +284,24 @@ class QLRQuantizer(Quantizer):
     ``truncation``: ``"none"``, or ``"bt"`` / ``"bt*"`` (bit truncation, INT2 only).
     ``lsq_scale``: scale α's gradient by 1/√(numel·Q).  ``skew_refresh``: for BT*,
     re-measure the skewness κ every that many training steps (0 = only at init).
+    ``grad_mask`` (ablation, default ``"input"`` = the suite's STE: no gradient to x where a clamp
+    is active, LSQ gradient to α): ``"output"`` trains with the backward of the authors' code
+    (:class:`_OutputMaskFakeQuant`: the mask tests the quantized output, α's gradient ~0), on a torch
+    path; evaluation (no gradient) is unchanged.  Not combinable with ``lsq_scale``.
     """
 
     #: ``qlr-frozen`` sets this to False: α becomes a buffer fixed at its grid-search value.
     learn_alpha = True
 
     def __init__(self, bits: int, role: str, truncation: str = "none", lsq_scale: bool = False,
-                 skew_refresh: int = 0) -> None:
-        self.validate_params(bits=bits, truncation=truncation, lsq_scale=lsq_scale, skew_refresh=skew_refresh)
+                 skew_refresh: int = 0, grad_mask: str = "input") -> None:
+        self.validate_params(bits=bits, truncation=truncation, lsq_scale=lsq_scale, skew_refresh=skew_refresh,
+                             grad_mask=grad_mask)
         super().__init__(bits, role)
         self.truncation = truncation
         self.lsq_scale = bool(lsq_scale)
         self.skew_refresh = int(skew_refresh)
+        self.grad_mask = grad_mask
         alpha = torch.ones(())
         if self.learn_alpha:
             self.alpha = nn.Parameter(alpha)
@@ -247,7 +314,13 @@ class QLRQuantizer(Quantizer):
 
     @staticmethod
     def validate_params(bits: int = 8, truncation: str = "none", lsq_scale: bool = False,
-                        skew_refresh: int = 0) -> None:
+                        skew_refresh: int = 0, grad_mask: str = "input") -> None:
+        if grad_mask not in GRAD_MASKS:
+            raise ValueError(f"grad_mask={grad_mask!r} is not valid; valid: {', '.join(map(repr, GRAD_MASKS))} "
+                             "(input: the suite's STE on the input; output: the authors' backward, masked by "
+                             "the quantized output)")
+        if grad_mask != "input" and lsq_scale:
+            raise ValueError("grad_mask='output' (the authors' backward) does not combine with lsq_scale=true")
         if truncation not in TRUNCATIONS:
             raise ValueError(f"truncation={truncation!r} is not valid; valid: {', '.join(map(repr, TRUNCATIONS))}")
         if truncation != "none" and bits != 2:
@@ -380,6 +453,8 @@ class QLRQuantizer(Quantizer):
 
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:
         self._track(x)
+        if self.grad_mask == "output" and torch.is_grad_enabled() and (x.requires_grad or self.alpha.requires_grad):
+            return _OutputMaskFakeQuant.apply(x, self.alpha, self._lean_consts())
         if (not self.lsq_scale and x.dtype == torch.float32 and self.alpha.dtype == torch.float32
                 and x.device.type == "cpu" and x.layout == torch.strided):
             return self._quantize_lean(x)
@@ -392,16 +467,21 @@ class QLRQuantizer(Quantizer):
         """:meth:`_quantize` on :meth:`range_for` for a dense float32 CPU ``x`` (α float32, unscaled), computed
         on float32 scalars and one kernel pass: one :class:`_QLRFakeQuant` node when a gradient is
         needed, no autograd at all otherwise (evaluation)."""
-        trunc = self.truncation != "none"
-        Q = TRUNCATION_BITS_QMAX if trunc else qmax(self.bits)
-        consts = (float(self.alpha), Q, BT_STEP if trunc else 1, np.float32(float(self.kappa)) if trunc else _ZERO32,
-                  qmax(self.bits))
+        consts = self._lean_consts()
+        Q = consts[1]
         if torch.is_grad_enabled() and (x.requires_grad or self.alpha.requires_grad):
             return _QLRFakeQuant.apply(x, self.alpha, consts)
         xc = x.detach().contiguous()
         mn, mx = (float(v) for v in torch.aminmax(xc))
         s, z = scale_chain(consts[0], mn, mx, Q)[:2]
         return fused.fake_quant_forward(xc, s, z, Q, consts[2], consts[3], consts[4], False, False)[0]
+
+    def _lean_consts(self) -> tuple:
+        """(α as a float, Q, step, κ, Qc) of the fused kernel for this quantizer."""
+        trunc = self.truncation != "none"
+        Q = TRUNCATION_BITS_QMAX if trunc else qmax(self.bits)
+        return (float(self.alpha), Q, BT_STEP if trunc else 1, np.float32(float(self.kappa)) if trunc else _ZERO32,
+                qmax(self.bits))
 
     def matmul(self, x: Tensor, weight: Callable[[], Tensor]) -> Tensor:
         """``self(x) @ weight()`` (in that order).  For a constant sparse input (a first layer's
@@ -410,7 +490,11 @@ class QLRQuantizer(Quantizer):
         product FP32 training never computes (16-layer GCN on Cora: ~28 of QLR's ~73 ms over FP32).
 
         A CSR ``x`` (sparse features) is quantized on its stored values with the range of the whole
-        tensor (:func:`bench_suite.sparse.quantized_product`); α's gradient comes through them."""
+        tensor (:func:`bench_suite.sparse.quantized_product`); α's gradient comes through them.
+
+        With ``grad_mask="output"`` in training: ``self(x) @ weight()`` on a dense ``x``."""
+        if self.grad_mask == "output" and torch.is_grad_enabled():
+            return self(x.to_dense() if is_sparse(x) else x) @ weight()
         if is_sparse(x):
             self._track(x)
             if (self.learn_alpha and not self.lsq_scale and torch.is_grad_enabled() and self.alpha.requires_grad
