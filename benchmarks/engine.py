@@ -59,7 +59,7 @@ def agreement(args) -> None:
                 hidden = {"hidden": args.hidden} if args.hidden else {}
                 m = MODELS.create(model, in_dim=d.features.shape[1], num_classes=d.num_classes, depth=args.depth,
                                   quant=QuantFactory(args.quant, bits), **params, **hidden)
-                train_briefly(m, g, d, args.epochs)
+                train_briefly(m, d, args.epochs)
                 m.eval()
                 with torch.no_grad():
                     ref = m(g, d.features).argmax(1).numpy()

@@ -34,7 +34,7 @@ def test_agreement_dynamic_and_calibrated(dataset, bits: int) -> None:
     torch.manual_seed(0)
     m = MODELS.create("gcn", in_dim=d.features.shape[1], num_classes=d.num_classes, depth=4 if bits > 2 else 3,
                       hidden=64, quant=QuantFactory("qlr", bits, {"truncation": "bt*"} if bits == 2 else None))
-    train_briefly(m, g, d, 40)
+    train_briefly(m, d, 40)
     m.eval()
     with torch.no_grad():
         ref = m(g, d.features).argmax(1).numpy()

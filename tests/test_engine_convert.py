@@ -247,12 +247,12 @@ def test_train_briefly_trains_alpha_at_the_suite_quant_lr(cora) -> None:
     lr 1e-4 from its grid value (multiples of 0.02 at INT4), not by the weights' 0.01."""
     from bench_suite.engine.bench import train_briefly
 
-    d, g = cora
+    d, _ = cora
     torch.manual_seed(0)
     m = MODELS.create("gcn", in_dim=d.features.shape[1], num_classes=d.num_classes, depth=2, hidden=16,
                       quant=QuantFactory("qlr", 4))
     w0 = m.layers[0].weight.detach().clone()
-    train_briefly(m, g, d, 1)
+    train_briefly(m, d, 1)
     alphas = np.array([float(q.alpha) for q in m.modules() if hasattr(q, "alpha")])
     off_grid = np.abs(alphas - np.round(alphas / 0.02) * 0.02)
     assert len(alphas) == 12 and off_grid.max() <= 1.01e-4 and off_grid.max() > 5e-5

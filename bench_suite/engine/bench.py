@@ -84,11 +84,10 @@ def graph_inputs(name: str, seed: int = 0, data_dir=None, download: bool = False
                      f"registered dataset ({', '.join(sorted(DATASETS.keys()))})")
 
 
-def train_briefly(model: torch.nn.Module, g, data, epochs: int) -> None:
+def train_briefly(model: torch.nn.Module, data, epochs: int) -> None:
     """``epochs`` epochs of the suite's own training loop (:func:`bench_suite.train.fit`: its optimiser,
     QLR's α in its own group at lr 1e-4, the best validation epoch's state kept) with the default
-    :class:`TrainConfig`.  ``g`` is the prepared ``data.graph`` the caller measures on; ``fit`` prepares
-    the same graph itself."""
+    :class:`TrainConfig`, on ``data.graph``."""
     from bench_suite.spec import TrainConfig
     from bench_suite.train import fit
 
@@ -304,7 +303,7 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
     accuracy = {}
     fq_model = build_model(spec, shape)
     if m.train_epochs:
-        train_briefly(fq_model, g, data, m.train_epochs)
+        train_briefly(fq_model, data, m.train_epochs)
     else:
         calibrate(fq_model, g0, x, m.seed)
     fq_model.eval()
