@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from lean_layers import _ask, _git  # the same git helper and worker protocol (this script's folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 #: the release ``bench_suite.throughput`` measures against (the suite before the throughput work)
 PREVIOUS_RELEASE = "04552245ce5f6b7c26a4bb7a5b1c85af9fe85e94"
@@ -118,10 +120,6 @@ def worker(dataset: str, data_dir: str, entries: List[str], check_epochs: int) -
 
 # -- driver ---------------------------------------------------------------------------------------
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
 def _start(pythonpath: Path, args, entries: List[str]) -> tuple:
     env = dict(os.environ, PYTHONPATH=str(pythonpath), OUTDATED_IGNORE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1")
@@ -135,12 +133,6 @@ def _start(pythonpath: Path, args, entries: List[str]) -> tuple:
     if Path(ready["bench_suite"]).resolve() != expected.resolve():
         raise RuntimeError(f"worker imported {ready['bench_suite']}, not {expected}")
     return proc, ready
-
-
-def _ask(proc: subprocess.Popen, entry: str, epochs: int) -> list:
-    proc.stdin.write(f"{entry} {epochs}\n")
-    proc.stdin.flush()
-    return json.loads(proc.stdout.readline())
 
 
 def main(argv=None) -> None:
