@@ -51,6 +51,8 @@ UNVERSIONED_DEFAULTS: Dict[Tuple[str, str], Any] = {
     ("train", "lr_decay_every"): 50,
     ("propagation", "quantize_output"): True,
     ("quant", "grad_mask"): "input",
+    ("model", "batchnorm"): False,
+    ("model", "self_weight"): False,
 }
 
 

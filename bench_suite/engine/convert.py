@@ -58,6 +58,9 @@ def _gcn(model) -> IntGCN:
     linears, aggs, biases = [], [], []
     for k, layer in enumerate(model.layers):
         where = f"gcn layer {k}"
+        if getattr(model, "bns", None) is not None or getattr(layer, "weight_self", None) is not None:
+            raise ValueError(f"integer engine: {where} has batchnorm or a self weight (full-precision-only "
+                             "options); supported: the plain GCN layer")
         if getattr(layer, "norm", "sym") != "sym":
             raise ValueError(f"integer engine: {where} aggregates with norm={layer.norm!r}; "
                              "supported: 'sym' (D̃^-1/2 Ã D̃^-1/2)")

@@ -50,6 +50,9 @@ class QGraphConv(nn.Module):
     .. math:: H' = \hat A\,(H W) + b,\qquad \hat A = \tilde D^{-1/2}\tilde A\tilde D^{-1/2}
 
     (``norm="row"``: :math:`\tilde D^{-1}\tilde A`).  ``init`` is one of :data:`GCN_INITS`.
+    ``self_weight=True`` adds :math:`H W_{self}` (a second weight on the node's own features, the
+    DropEdge authors' ``withloop``, src/layers.py ``GraphConvolutionBS``); it and the
+    :data:`~bench_suite.nn.graph.FP32_ADJ_NORMS` are full precision only.
     The graph must come from :func:`bench_suite.nn.graph.prepare_graph`.
 
     >>> from bench_suite.quant import QuantFactory
@@ -60,30 +63,38 @@ class QGraphConv(nn.Module):
     """
 
     def __init__(self, in_dim: int, out_dim: int, quant: QuantFactory, layer=None, bias: bool = True,
-                 norm: str = "sym", init: str = "xavier"):
+                 norm: str = "sym", init: str = "xavier", self_weight: bool = False):
         super().__init__()
         if init not in GCN_INITS:
             raise ValueError(f"GCN layer init={init!r} is not valid; valid: {', '.join(map(repr, GCN_INITS))}")
-        self.norm, self.init = check_adj_norm(norm, "GCN layer"), init
+        if self_weight and not quant.fp32:
+            raise ValueError(f"GCN layer self_weight=true is full precision only, not with quant={quant.name!r}")
+        self.norm, self.init = check_adj_norm(norm, "GCN layer", full_precision=quant.fp32), init
         self.weight = nn.Parameter(torch.empty(in_dim, out_dim))
+        self.weight_self = nn.Parameter(torch.empty(in_dim, out_dim)) if self_weight else None
         self.bias = nn.Parameter(torch.zeros(out_dim)) if bias else None
         self.q = make_quantizers(quant, layer)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        weights = [self.weight] + ([self.weight_self] if self.weight_self is not None else [])
         if self.init == "uniform":
             bound = 1.0 / math.sqrt(self.weight.shape[1])
-            nn.init.uniform_(self.weight, -bound, bound)
+            for w in weights:
+                nn.init.uniform_(w, -bound, bound)
             if self.bias is not None:
                 nn.init.uniform_(self.bias, -bound, bound)
             return
-        nn.init.xavier_uniform_(self.weight)
+        for w in weights:
+            nn.init.xavier_uniform_(w)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def forward(self, g: dgl.DGLGraph, x: Tensor) -> Tensor:
         h = self.q["feature"](quantized_matmul(self.q["input"], x, self.q["weight"], self.weight))
         out = normalized_aggregate(g, h, self.q["message"], self.q["aggregate"], self.norm)
+        if self.weight_self is not None:
+            out = out + (torch.sparse.mm(x, self.weight_self) if x.layout != torch.strided else x @ self.weight_self)
         if self.bias is not None:
             out = out + self.bias
         return self.q["update"](out, g)

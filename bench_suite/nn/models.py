@@ -54,22 +54,29 @@ class DeepGCN(GraphModel):
     """Plain deep GCN (Kipf & Welling 2017): ``depth`` GCN layers, ReLU and dropout between.
 
     Shows oversmoothing as depth grows.  ``input_dropout=False`` drops only hidden states,
-    not the raw features (the DropEdge authors' GCN); ``init`` and ``norm``: see
-    :class:`~bench_suite.nn.layers.QGraphConv`.
+    not the raw features (the DropEdge authors' GCN); ``init``, ``norm`` and ``self_weight``: see
+    :class:`~bench_suite.nn.layers.QGraphConv`.  ``batchnorm=True`` normalises every layer's
+    output over the nodes before its activation, the output layer's too (the DropEdge authors'
+    ``withbn``, src/layers.py ``GraphConvolutionBS``: ``BatchNorm1d`` after the bias); full
+    precision only.
     """
 
     sparse_input = True
 
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
                  hidden: int = 64, dropout: float = 0.5, input_dropout: bool = True,
-                 init: str = "xavier", norm: str = "sym"):
+                 init: str = "xavier", norm: str = "sym", batchnorm: bool = False, self_weight: bool = False):
         super().__init__()
         check_depth(depth, "gcn")
+        if batchnorm and not quant.fp32:
+            raise ValueError(f"gcn batchnorm=true is full precision only, not with quant={quant.name!r}")
         self.dropout, self.input_dropout = dropout, input_dropout
+        dims = widths(in_dim, hidden, num_classes, depth)
         self.layers = nn.ModuleList(
-            QGraphConv(i, o, quant, layer=k, norm=norm, init=init)
-            for k, (i, o) in enumerate(widths(in_dim, hidden, num_classes, depth))
+            QGraphConv(i, o, quant, layer=k, norm=norm, init=init, self_weight=self_weight)
+            for k, (i, o) in enumerate(dims)
         )
+        self.bns = nn.ModuleList(nn.BatchNorm1d(o) for _, o in dims) if batchnorm else None
 
     def forward(self, g: dgl.DGLGraph, x: Tensor, return_hidden: bool = False):
         hidden = []
@@ -78,6 +85,8 @@ class DeepGCN(GraphModel):
             if k > 0 or self.input_dropout:
                 h = dropout(h, self.dropout, self.training)
             h = layer(g, h)
+            if self.bns is not None:
+                h = self.bns[k](h)
             hidden.append(h)
             if k < len(self.layers) - 1:
                 h = F.relu(h)

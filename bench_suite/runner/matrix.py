@@ -14,13 +14,16 @@
                                   # a matrix without axes is its includes alone
     defaults: {model: {gat: {lr: 0.005}}, dataset: {cora: {epochs: 200}}}
     kind: train                   # or speed: every run is a speed measurement of the integer engine
+    search: {trials: 16, seed: 0, space: {lr: {loguniform: [0.001, 0.01]}}}   # random search: every
+                                  # combination once per trial (bench_suite.runner.search)
 
 A matrix of ``kind: speed`` expands into speed specs (:func:`bench_suite.spec.resolve_speed_spec`:
 ``graph``, ``model``, ``bits``, ``ranges``, ``repeats``, ...); the tuned default rules are for
 training and do not apply to them.
 
 Precedence, lowest first: tuned default rule files (:mod:`bench_suite.defaults`),
-the matrix's ``defaults``, ``fixed``, the axes, command-line ``key=value`` overrides.
+the matrix's ``defaults``, a search trial's values, ``fixed``, the axes, command-line
+``key=value`` overrides (a key set by any of the last three is not searched).
 Every combination is resolved with :func:`bench_suite.spec.resolve_run` before
 anything runs, so a typo fails at once naming the file, the run and the valid choices.
 """
@@ -37,11 +40,12 @@ import yaml
 
 from bench_suite.defaults import apply_defaults
 from bench_suite.registry import REGISTRIES, RegistryError, unknown_message
+from bench_suite.runner.search import Search, SearchError, expand, parse_search
 from bench_suite.record import KINDS, SPEED, TRAIN
 from bench_suite.spec import RunSpec, SpecError, parse_assignments, parse_value, resolve_run
 from bench_suite.yamlfile import load_yaml
 
-MATRIX_KEYS = ("name", "description", "kind", "seeds", "fixed", "axes", "include", "exclude", "defaults")
+MATRIX_KEYS = ("name", "description", "kind", "seeds", "fixed", "axes", "include", "exclude", "defaults", "search")
 DEFAULT_SEEDS = tuple(range(10))
 #: a matrix name is a folder name under ``--results``: a plain identifier, never a path
 MATRIX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -90,6 +94,7 @@ class Matrix:
     defaults: Dict[str, Dict[str, Dict[str, Any]]] = field(default_factory=dict)
     description: str = ""
     kind: str = TRAIN
+    search: Optional[Search] = None  # random hyper-parameter search (bench_suite.runner.search)
 
     @property
     def where(self) -> str:
@@ -140,9 +145,15 @@ def parse_matrix(raw: Any, path: Path) -> Matrix:
                 except RegistryError as exc:
                     raise MatrixError(str(exc)) from None
             _mapping(settings, f"{where}: defaults.{key}.{value}")
+    try:
+        search = parse_search(raw.get("search"), where)
+    except SearchError as exc:
+        raise MatrixError(str(exc)) from None
+    if search is not None and kind != TRAIN:
+        raise MatrixError(f"{where}: a search block needs kind {TRAIN!r}, not {kind!r}")
     return Matrix(name=matrix_name(raw.get("name"), path), path=path, seeds=tuple(seeds), fixed=fixed, axes=axes,
                   include=include, exclude=exclude, defaults=defaults, description=str(raw.get("description", "")),
-                  kind=kind)
+                  kind=kind, search=search)
 
 
 def matrix_name(name: Any, path: Path) -> str:
@@ -215,6 +226,13 @@ def _matrix_defaults(m: Matrix, flat: Mapping[str, Any]) -> Dict[str, Any]:
 
 def combinations(m: Matrix, overrides: Optional[Mapping[str, Any]] = None) -> List[Dict[str, Any]]:
     """The flat key=value mapping of every run of ``m``, in file order (before resolving)."""
+    return [flat for _, _, flat in search_runs(m, overrides)]
+
+
+def search_runs(m: Matrix, overrides: Optional[Mapping[str, Any]] = None) -> List[Tuple[Optional[int], Dict[str, Any], Dict[str, Any]]]:
+    """``(trial, combination, flat)`` of every run of ``m``: the search trial (None without a ``search``
+    block, :mod:`bench_suite.runner.search`), the matrix's combination before the trial's values and
+    the seed, and the run's flat mapping."""
     overrides = {str(k): parse_value(v) for k, v in (overrides or {}).items()}
     # no axes: the fixed keys are one run, unless ``include`` lists the runs (a matrix of includes only)
     explicit = ([dict(m.fixed, **c) for c in product_of(m.axes)] if m.axes
@@ -229,14 +247,13 @@ def combinations(m: Matrix, overrides: Optional[Mapping[str, Any]] = None) -> Li
     for inc in m.include:
         explicit.extend(dict(m.fixed, **c) for c in product_of(inc))
     flats = []
-    for combo in explicit:
+    for trial, base, combo in expand(m.search, [dict(c, **overrides) for c in explicit]):
         for seed in m.seeds:
             run = dict(combo)
             run.setdefault("seed", seed)
-            run.update(overrides)
             flat = {**_matrix_defaults(m, run), **run}
             # the tuned defaults are training hyper-parameters; a speed spec has none of their keys
-            flats.append(dict(flat, kind=SPEED) if m.kind == SPEED else apply_defaults(flat))
+            flats.append((trial, base, dict(flat, kind=SPEED) if m.kind == SPEED else apply_defaults(flat)))
     return flats
 
 
