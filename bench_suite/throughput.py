@@ -11,7 +11,8 @@ the tuned defaults exactly as a matrix run is.  Every option narrows or extends 
 
 Each release runs in its own process (:mod:`bench_suite.throughput_worker`, the previous one from a
 temporary ``git worktree`` of ``--against``), one torch thread each, one process working at a time.
-Every configuration is warmed up (lazy initialisation, compilation), then each round trains
+Datasets are measured one after another (a process holds one dataset's models at a time).  Every
+configuration is warmed up (lazy initialisation, compilation), then each round trains
 ``--epochs`` epochs of every configuration in both releases in turn, the releases' order
 alternating between rounds, so machine load falls on both alike.  An epoch is one epoch of
 ``train.fit``: training step, evaluation forward, scoring.  Reported per configuration and
@@ -194,29 +195,37 @@ def measure(configs: Sequence[Config], releases: Sequence[Release], rounds: int,
             log(f"{exc}: its remaining measurements are left out")
             return {"error": str(exc)}
 
+    # one dataset at a time: its configurations set up, measured, then dropped, so a process holds one
+    # dataset's models and copies (the whole default basket at once outgrew 24 GB with two releases)
+    groups: Dict[str, List[Config]] = {}
     for c in configs:
-        for r in releases:
-            m = out[(r.name, c.key)]
-            reply = ask(r, c, {"op": "setup", "flat": c.flat()})
-            if "error" in reply:
-                m.error = reply["error"]
-                continue
-            m.spec, m.data = reply["spec"], reply["data"]
-            m.error = ask(r, c, {"op": "measure", "epochs": 1}).get("error")
-        log(f"set up {c.key}")
-    for i in range(rounds):
-        order = list(releases) if i % 2 == 0 else list(reversed(releases))
-        for c in configs:
-            for r in order:
+        groups.setdefault(c.dataset, []).append(c)
+    for group in groups.values():
+        for c in group:
+            for r in releases:
                 m = out[(r.name, c.key)]
-                if m.error:
+                reply = ask(r, c, {"op": "setup", "flat": c.flat()})
+                if "error" in reply:
+                    m.error = reply["error"]
                     continue
-                reply = ask(r, c, {"op": "measure", "epochs": epochs})
-                m.error = reply.get("error")
-                m.epoch_s += reply.get("epoch_s", [])
-            log(f"round {i + 1}/{rounds} {c.key}: " + "  ".join(
-                f"{r.name} {1000 * statistics.median(out[(r.name, c.key)].epoch_s):.1f} ms"
-                if out[(r.name, c.key)].epoch_s else f"{r.name} failed" for r in releases))
+                m.spec, m.data = reply["spec"], reply["data"]
+                m.error = ask(r, c, {"op": "measure", "epochs": 1}).get("error")
+            log(f"set up {c.key}")
+        for i in range(rounds):
+            order = list(releases) if i % 2 == 0 else list(reversed(releases))
+            for c in group:
+                for r in order:
+                    m = out[(r.name, c.key)]
+                    if m.error:
+                        continue
+                    reply = ask(r, c, {"op": "measure", "epochs": epochs})
+                    m.error = reply.get("error")
+                    m.epoch_s += reply.get("epoch_s", [])
+                log(f"round {i + 1}/{rounds} {c.key}: " + "  ".join(
+                    f"{r.name} {1000 * statistics.median(out[(r.name, c.key)].epoch_s):.1f} ms"
+                    if out[(r.name, c.key)].epoch_s else f"{r.name} failed" for r in releases))
+        for r in releases:
+            ask(r, group[0], {"op": "drop"})
     return out
 
 

@@ -13,11 +13,13 @@ the libraries print goes to stderr):
   consecutive progress callbacks: training forward, backward, Adam step, the evaluation forward,
   scoring and the best-state copy, exactly what an epoch of a run costs.  The first epoch of a
   call is left out because it also pays ``fit``'s set-up (graph preparation, optimizer).
+- ``{"op": "drop"}``: forget every set-up configuration and cached dataset (the next dataset's turn).
 - ``{"op": "env"}``: :func:`bench_suite.env.environment` and where ``bench_suite`` was imported from.
 """
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import sys
@@ -73,6 +75,11 @@ def main() -> int:
                 out = setup(req["key"], req["flat"])
             elif req["op"] == "measure":
                 out = measure(req["key"], int(req["epochs"]))
+            elif req["op"] == "drop":  # every set-up configuration and cached dataset
+                setups.clear()
+                datasets.clear()
+                gc.collect()
+                out = {"dropped": True}
             elif req["op"] == "env":
                 out = {"env": environment(), "package": os.path.dirname(os.path.abspath(bench_suite.__file__))}
             else:

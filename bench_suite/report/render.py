@@ -14,6 +14,7 @@ from bench_suite.report.aggregate import (Store, aggregate, duplicate_runs, grou
                                           runs_frame, short_hash, smp_frame)
 from bench_suite.report.compare import Comparison, compare_stores
 from bench_suite.report.reproduce import reproduction_tables
+from bench_suite.report.search import search_results, search_tables, write_best
 from bench_suite.report.tables import bits_tables, depth_tables, gap_tables
 
 if TYPE_CHECKING:
@@ -121,6 +122,9 @@ def render_report(results: Sequence[str | Path], out: str | Path, seeds: Optiona
 
     tables = (reproduction_tables(runs, metric) + bits_tables(agg, metric, depth) + depth_tables(agg, metric)
               + gap_tables(runs, metric))
+    searched = search_results(matrices, store.train) if matrices else []
+    tables += search_tables(searched)
+    written += write_best(searched, out / "tables")
     speed = speed_tables(speed_frame(store)) + breakdown_tables(store)
     comparison, dups_against = None, pd.DataFrame()
     if against:
