@@ -35,3 +35,16 @@ def test_readme_speed_matrix_example_expands_into_speed_specs():
     assert {(s.data["graph"]["name"], s.data["quant"]["bits"], s.measure.ranges) for s in specs} == {
         (g, b, r) for g in ("arxiv-like", "cora") for b in (8, 4, 2) for r in ("dynamic", "calibrated")}
     assert all(s.measure.repeats == 7 and s.data["model"]["hidden"] == 256 for s in specs)
+
+
+def test_readme_search_example_expands_trial_by_trial():
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = re.search(r"## Matrix files(.*?)\n## ", text, re.S).group(1)
+    raw = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", section, re.S)[2])
+    raw.update(name="readme-search", fixed={"dataset": "csbm", "model": "gcn", "depth": 2},
+               axes={"transform": ["none", "dropedge"]})
+    specs = expand_matrix(parse_matrix(raw, Path("readme-search.yaml")))
+    assert len(specs) == 16 * 2 and len({s.run_id for s in specs}) == 32
+    with_edges = [s for s in specs if s.data.get("transform")]
+    assert len({s.data["transform"]["p"] for s in with_edges}) == 16
+    assert len({(s.train.lr, s.data["model"]["dropout"]) for s in specs}) == 16
