@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import pandas as pd
 from bench_suite.record import OK
+from bench_suite.spec import UNVERSIONED_DEFAULTS
 from bench_suite.report.tables import EMPTY, Table
 from bench_suite.yamlfile import load_yaml
 
@@ -77,6 +78,10 @@ def flat_spec(spec: Mapping[str, Any]) -> Dict[str, str]:
         for k, v in (spec.get(sec) or {}).items():
             if k != "name":
                 flat.setdefault(k, _text(v))
+    # a key added since the spec version, left out of the spec at its default: a row can still name it
+    for (sec, k), v in UNVERSIONED_DEFAULTS.items():
+        if spec.get(sec):
+            flat.setdefault(k, _text(v))
     return flat
 
 
