@@ -8,6 +8,12 @@ aggregation as ``Â·x = q_aggregate(D̃^{-1/2}·s·(Ã·q − z·d̃))`` over p
 dynamic range comes from min/max of the current tensor, which the fused kernels
 return per row.  Quantizers and ReLU are monotone, so a range further down the
 chain follows from the per-row extremes without another pass.
+
+Where the fake-quant model's float32 neighbour sums and the exact integer sums would give the
+``aggregate`` role different codes (a sum within rounding error of a tie, the range's extremes), the
+sums are recomputed in the fake-quant model's order (:mod:`bench_suite.engine.kernels.sum_order`),
+so the integer model computes that model's aggregate codes and ranges exactly; its dense products
+are exact integer sums, which the fake-quant model's float32 BLAS products approximate.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
+from bench_suite.bits import qmax
 from bench_suite.engine import kernels as K
 from bench_suite.engine.packing import PackedTensor, row_bytes
 from bench_suite.engine.profile import stage
@@ -28,6 +35,8 @@ F32 = np.float32
 INPUT, GEMM, RANGE = "input codes", "dense int8 product (oneDNN)", "range of a float tensor"
 PACK, AGGREGATE = "quantize + pack messages", "sparse aggregation (int32 sums)"
 EPI_RANGE, OUTPUT = "epilogue: range pass", "epilogue: codes / float output"
+WHOLE, AGG_RANGE = "high-degree rows in float order", "range of the normalised sums (extremes in float order)"
+TIES = "sums near ties in float order"
 SMP = "SMP elementwise steps"
 
 
@@ -159,25 +168,34 @@ class Aggregation:
                      norm=g.norm)
 
     def sums(self, g: EngineGraph, x: np.ndarray, feature: tuple | None, rmin, rmax):
-        """Pack message codes of ``d̃^{-1/2}·q_feature(x)`` and sum them over Ã."""
+        """Pack message codes of ``d̃^{-1/2}·q_feature(x)`` and sum them over Ã: ``(S, NeighbourSums,
+        params of the aggregate role)``; a dynamic aggregate range is the fake-quant model's
+        (:func:`bench_suite.engine.kernels.sum_extremes`)."""
+        bits = self.message.bits
         if self.message.dynamic:
             lo, hi = (rmin, rmax) if feature is None else (fq(rmin, feature), fq(rmax, feature))
-            msg = self.message.params((lo * g.norm).min(), (hi * g.norm).max())
+            ext = np.array([[(lo * g.norm).min(), (hi * g.norm).max()]], F32)
+            msg = self.message.params(ext[0, 0], ext[0, 1])
+            codes = K.quantize(ext, msg)  # every message code lies between these two
         else:
             msg = self.message.params()
-        bits = self.message.bits
+            codes = np.array([0, qmax(bits)])
         width = x.shape[1]
         packed = stage(PACK, K.quantize_pack, x, g.norm, msg, bits, row_bytes(width, bits), feature)
         S, smin, smax = stage(AGGREGATE, K.aggregate, g.indptr, g.indices, packed, bits, width,
                               gather=g.indices.size * packed.shape[1])
         sm, zm = (F32(v) for v in K.effective(msg))
-        if self.aggregate.dynamic:
-            amin = sm * (smin.astype(F32) - zm * g.deg) * g.norm
-            amax = sm * (smax.astype(F32) - zm * g.deg) * g.norm
-            agg = self.aggregate.params(amin.min(), amax.max())
+        spread = float(np.abs(codes.astype(np.float64) - float(zm)).max())
+        ns = K.NeighbourSums(S, sm, zm, g.indptr, g.indices, packed, bits,
+                             K.row_bounds(g.deg, g.norm, sm, zm, spread))
+        if self.aggregate.dynamic:  # the fake-quant model's range; the integer sums' is within ulps of it
+            lo, hi = ns.estimates(smin, smax, g.deg, g.norm)
+            ns = stage(WHOLE, K.whole_rows, ns, g.norm, g.deg, self.aggregate.grid_scale(lo.min(), hi.max()))
+            agg = self.aggregate.params(*stage(AGG_RANGE, K.sum_extremes, ns, smin, smax, g.deg, g.norm))
         else:
             agg = self.aggregate.params()
-        return S, (sm, zm), agg
+            ns = stage(WHOLE, K.whole_rows, ns, g.norm, g.deg, _step(agg))
+        return S, stage(TIES, K.fix_ties, ns, g.norm, g.deg, _step(agg)), agg
 
     def map_rules(self, fn: Callable[[RangeRule], RangeRule]) -> None:
         self.message, self.aggregate = fn(self.message), fn(self.aggregate)
@@ -193,6 +211,11 @@ class Aggregation:
         upd = d.get("update")
         return cls(rule_from_state(d["message"]), rule_from_state(d["aggregate"]),
                    None if upd is None else rule_from_state(upd))
+
+
+def _step(p: tuple) -> float:
+    """The step ``s`` of the grid on which quantizer parameters ``p`` round (the 8-bit grid under bit truncation)."""
+    return float(K.grid(p)[1][0])
 
 
 def _extremes(rmin, rmax) -> tuple:
