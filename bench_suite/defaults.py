@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
-import yaml
+from bench_suite.yamlfile import load_yaml
 
 _FILES: List[Path] = []
 _RULES: List[Dict[str, Any]] | None = None
@@ -35,7 +35,7 @@ def rules() -> List[Dict[str, Any]]:
     if _RULES is None:
         out = []
         for f in _builtin_files() + _FILES:
-            data = yaml.safe_load(f.read_text()) or []
+            data = load_yaml(f.read_text()) or []
             if not isinstance(data, list):
                 raise ValueError(f"defaults file {f} must hold a list of rules, got {type(data).__name__}")
             for i, rule in enumerate(data):

@@ -11,8 +11,14 @@ training record (every record written before the field existed).
   :data:`FINISHED`); when ``ok``: ``metrics`` with a numeric ``test_acc``, ``layers``,
   ``extra``, ``data``, ``timings``, ``env``; otherwise ``error`` (type, message, traceback).
   The runner adds where and when it ran (:func:`runner_fields`) and ``finished``.
-* ``kind: "speed"`` — one timed implementation of ``bench-suite speed``: ``impl`` and a
-  numeric ``median_ms`` at least (see :func:`bench_suite.engine.bench.measure`).
+* ``kind: "speed"`` — one speed measurement (:func:`bench_suite.engine.bench.run`): the same
+  fields as a training record, with the spec of a speed measurement (``kind: speed``,
+  :func:`bench_suite.spec.resolve_speed_spec`); when ``ok``: ``measurements``, a list with one
+  entry per timed implementation, each with ``impl`` and a numeric ``median_ms`` at least
+  (:func:`bench_suite.engine.bench.measure`).  :func:`speed_rows` gives one flat row per
+  implementation, what the report's speed tables read.  An older form, one implementation per
+  file with ``impl`` and ``median_ms`` at the top and no speed spec (``results/v1/speed/``), is
+  read too.
 
 :func:`record_problem` is the one validity rule; a record counts as a finished ``ok`` result
 exactly when :func:`is_ok` says so, for the runner's done-check and the report's loader
@@ -43,7 +49,9 @@ TRAIN = "train"
 SPEED = "speed"
 KINDS = (TRAIN, SPEED)
 OK = "ok"
-#: statuses a training record can carry; a run without a readable record is "pending"
+#: the section of each kind of spec that holds its seed
+SEED_SECTION = {TRAIN: "train", SPEED: "measure"}
+#: statuses a record can carry; a run without a readable record is "pending"
 FINISHED = (OK, "failed", "timeout")
 
 
@@ -66,12 +74,21 @@ def utc_now() -> str:
 
 # --------------------------------------------------------------------------- group key and labels
 
+def spec_kind(spec: Mapping[str, Any]) -> str:
+    """The kind of run a spec describes (a spec without ``kind`` is a training run's)."""
+    return spec.get("kind") or TRAIN
+
+
+def spec_seed(spec: Mapping[str, Any]) -> int:
+    return int(spec[SEED_SECTION.get(spec_kind(spec), TRAIN)]["seed"])
+
+
 def group_key(spec: Mapping[str, Any]) -> str:
     """Canonical JSON of a spec without its seed: the unit a report aggregates over."""
     d = json.loads(json.dumps(spec))
-    train = d.get("train")
-    if isinstance(train, dict):
-        train.pop("seed", None)
+    part = d.get(SEED_SECTION.get(spec_kind(d), TRAIN))
+    if isinstance(part, dict):
+        part.pop("seed", None)
     return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
@@ -113,26 +130,35 @@ def quantizer_label(spec: Mapping[str, Any]) -> str:
 
 
 def run_label(spec: Mapping[str, Any]) -> str:
-    """A short name of one run, e.g. ``cora/gcn+dropedge/L8/qlr-int2-bt*/s0``: the run id tells runs
+    """A short name of one run, e.g. ``cora/gcn+dropedge/L8/qlr-int2-bt*/s0``, or for a speed
+    measurement ``speed:arxiv-like/gcn/L4/h256/qlr-int2/calibrated/s0``: the run id tells runs
     apart; the label names the choices a matrix usually varies (propagation, transform, bit
-    truncation, SMP's multiplier floor) so a listing of runs does not repeat one name."""
+    truncation, SMP's multiplier floor, a measurement's width and ranges) so a listing of runs
+    does not repeat one name."""
     prop, quant = _section(spec, "propagation"), _section(spec, "quant")
     floor = prop.get("lambda_min")
     method = _method(spec, f"[lambda_min={floor:g}]" if floor is not None else "")
     trunc = _truncation(quant)
     q = (str(quant.get("name", "fp32")) + ("" if _is_full_precision(quant) else f"-int{quant['bits']}")
          + (f"-{trunc}" if trunc else ""))
-    return (f"{_section(spec, 'dataset').get('name', '?')}/{method}/L{_section(spec, 'model').get('depth', '?')}/"
+    model = _section(spec, "model")
+    if spec_kind(spec) == SPEED:
+        measure = _section(spec, "measure")
+        trained = f"/trained{measure['train_epochs']}" if measure.get("train_epochs") else ""
+        return (f"speed:{_section(spec, 'graph').get('name', '?')}/{method}/L{model.get('depth', '?')}/"
+                f"h{model.get('hidden', '?')}/{q}/{measure.get('ranges', '?')}{trained}/s{measure.get('seed', '?')}")
+    return (f"{_section(spec, 'dataset').get('name', '?')}/{method}/L{model.get('depth', '?')}/"
             f"{q}/s{_section(spec, 'train').get('seed', '?')}")
 
 
 # --------------------------------------------------------------------------- construction
 
 def new_record(spec: "RunSpec", status: str = OK, **fields: Any) -> Dict[str, Any]:
-    """The training record of ``spec``: kind, run id, spec, label and ``status``, then ``fields``."""
+    """The record of ``spec`` (a training run or a speed measurement, its ``kind``): kind, run id, spec,
+    label and ``status``, then ``fields``."""
     if status not in FINISHED:
         raise ValueError(f"status={status!r} is not a record status; valid: {', '.join(FINISHED)}")
-    return {"kind": TRAIN, "run_id": spec.run_id, "spec": spec.data, "label": run_label(spec.data),
+    return {"kind": spec.kind, "run_id": spec.run_id, "spec": spec.data, "label": run_label(spec.data),
             "status": status, **fields}
 
 
@@ -177,11 +203,11 @@ def record_problem(rec: Any, path: Optional[Path | str] = None) -> str:
     status = record_status(rec)
     if status not in FINISHED:
         return f"not a run record (status {status!r}, expected one of {', '.join(FINISHED)})"
-    if kind == SPEED:
+    if kind == SPEED and not _of_a_speed_spec(rec):  # the older form: one implementation per file
         if not isinstance(rec.get("impl"), str) or not _is_number(rec.get("median_ms")):
             return "a speed record without an impl and a numeric median_ms"
         return ""
-    bare = "status" not in rec  # an older `bench-suite train` output
+    bare = kind == TRAIN and "status" not in rec  # an older `bench-suite train` output
     run_id = rec.get("run_id")
     if not bare or run_id is not None:
         if not isinstance(run_id, str) or not run_id:
@@ -189,6 +215,8 @@ def record_problem(rec: Any, path: Optional[Path | str] = None) -> str:
         if path is not None and run_id != Path(path).stem:
             return f"holds run_id {run_id!r}, expected {Path(path).stem!r} (its file name)"
     spec = rec.get("spec")
+    if kind == SPEED:
+        return _speed_problem(rec, spec, status)
     sections = ("dataset", "model") if bare else ("dataset", "model", "train")
     if not isinstance(spec, dict) or not all(isinstance(spec.get(k), dict) for k in sections):
         return f"not a run record (spec must be an object with {', '.join(sections)} sections)"
@@ -204,10 +232,54 @@ def record_problem(rec: Any, path: Optional[Path | str] = None) -> str:
     return ""
 
 
+def _of_a_speed_spec(rec: Mapping[str, Any]) -> bool:
+    """A speed record of the current form: the outcome of a speed spec (its ``spec`` has kind speed)."""
+    spec = rec.get("spec")
+    return isinstance(spec, dict) and spec_kind(spec) == SPEED
+
+
+def _speed_problem(rec: Mapping[str, Any], spec: Any, status: str) -> str:
+    """:func:`record_problem` for a speed record of the current form."""
+    if not all(isinstance(spec.get(k), dict) for k in ("graph", "model", "quant", "measure")):
+        return "not a run record (a speed spec must have graph, model, quant and measure sections)"
+    if status == OK:
+        rows = rec.get("measurements")
+        if not isinstance(rows, list) or not rows or not all(
+                isinstance(r, dict) and isinstance(r.get("impl"), str) and _is_number(r.get("median_ms"))
+                for r in rows):
+            return "an ok speed record without measurements, each with an impl and a numeric median_ms"
+    elif not rec.get("error"):
+        return f"a {status} record without an error"
+    return ""
+
+
 def is_ok(rec: Any, path: Optional[Path | str] = None) -> bool:
     """``rec`` is a valid record of a finished, successful run: the runner does not repeat it and the
     report counts it."""
     return not record_problem(rec, path) and record_status(rec) == OK
+
+
+def is_run_record(rec: Mapping[str, Any]) -> bool:
+    """A valid record that is the outcome of a spec (every training record, a speed record with a spec),
+    so a store counts it as a run; the older speed records without a spec are not."""
+    return record_kind(rec) == TRAIN or _of_a_speed_spec(rec)
+
+
+def speed_rows(rec: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """One flat row per timed implementation of a valid speed record: the record's own fields with
+    those of one measurement (``impl``, ``median_ms``, ...); a failed measurement is one row naming
+    its configuration, without an ``impl``.  An older record is its own row."""
+    if not _of_a_speed_spec(rec):
+        return [dict(rec)]
+    base = {k: v for k, v in rec.items() if k != "measurements"}
+    if rec.get("measurements"):
+        return [dict(base, **m) for m in rec["measurements"]]
+    spec = rec["spec"]
+    model, quant = spec.get("model") or {}, spec.get("quant") or {}
+    prop = spec.get("propagation") or {}
+    return [dict(base, model=model.get("name"), depth=model.get("depth"), hidden=model.get("hidden"),
+                 graph=(spec.get("graph") or {}).get("name"), bits=quant.get("bits"), quant=quant.get("name"),
+                 propagation=prop.get("name"), lambda_min=prop.get("lambda_min"))]
 
 
 # --------------------------------------------------------------------------- reading and writing
@@ -272,12 +344,15 @@ def write_json_atomic(path: Path | str, obj: Any) -> None:
 
 
 def write_record(path: Path | str, rec: Mapping[str, Any]) -> Path:
-    """Write ``rec`` to ``path`` atomically; a record that would not read back as valid, or a training
-    record without a status (the older form), is a ValueError and nothing is written."""
+    """Write ``rec`` to ``path`` atomically; a record that would not read back as valid, or one of an
+    older form (a training record without a status, a speed record without a spec), is a ValueError
+    and nothing is written."""
     rec = dict(rec)
-    problem = record_problem(rec, path if record_kind(rec) == TRAIN else None)
-    if not problem and "status" not in rec and record_kind(rec) == TRAIN:
-        problem = "a training record without a status"
+    problem = record_problem(rec, path)
+    if not problem and "status" not in rec:
+        problem = f"a {record_kind(rec)} record without a status"
+    if not problem and record_kind(rec) == SPEED and not _of_a_speed_spec(rec):
+        problem = "a speed record without the spec of a speed measurement"
     if problem:
         raise ValueError(f"refusing to write record {rec.get('run_id')!r} to {path}: {problem}")
     write_json_atomic(path, rec)

@@ -81,27 +81,33 @@ class SMPPropagation(Propagation):
 
     def __init__(self, depth: int, quant: QuantFactory, form: str = "exact", mu: float = 9.0, eta: float = 0.1,
                  eta_s: float = 1e-5, eta_lambda: float = 1e-5, c: float = 0.01, lambda0: float = 0.001,
-                 s0: float = 0.001, lambda_min: Optional[float] = None):
-        self.validate_params(form=form, mu=mu, eta=eta, eta_s=eta_s, eta_lambda=eta_lambda, c=c)
+                 s0: float = 0.001, lambda_min: Optional[float] = None, quantize_output: bool = True):
+        self.validate_params(form=form, mu=mu, eta=eta, eta_s=eta_s, eta_lambda=eta_lambda, c=c,
+                             quantize_output=quantize_output)
         super().__init__(depth, quant)
         self.q_delta = nn.ModuleList(RoleQuantizers(quant, k, ("message", "aggregate")) for k in range(depth))
         self.form = form
         self.mu, self.eta, self.eta_s, self.eta_lambda = float(mu), float(eta), float(eta_s), float(eta_lambda)
         self.c, self.lambda0, self.s0 = float(c), float(lambda0), float(s0)
         self.lambda_min = None if lambda_min is None else float(lambda_min)
+        self.quantize_output = quantize_output
         self._last: dict = {}
         self._edges: Optional[tuple] = None  # (graph, (nodes, edges), |E|) of the last forward pass
 
     @staticmethod
     def validate_params(form: str = "exact", mu: float = 9.0, eta: float = 0.1, eta_s: float = 1e-5,
                         eta_lambda: float = 1e-5, c: float = 0.01, lambda0: float = 0.001, s0: float = 0.001,
-                        lambda_min: Optional[float] = None) -> None:
+                        lambda_min: Optional[float] = None, quantize_output: bool = True) -> None:
         if form not in FORMS:
             raise ValueError(f"smp form={form!r} is not valid; valid: {', '.join(map(repr, FORMS))} "
                              "(exact: X̃ + 2ηλ·L̃Δ as derived; released: X̃ + 2ηλ·ÂΔ as in the authors' code)")
         for name, val in (("mu", mu), ("eta", eta), ("eta_s", eta_s), ("eta_lambda", eta_lambda), ("c", c)):
             if not isinstance(val, (int, float)) or isinstance(val, bool) or val < 0:
                 raise ValueError(f"smp {name}={val!r} must be a number >= 0")
+        if not isinstance(quantize_output, bool):
+            raise ValueError(f"smp quantize_output={quantize_output!r} must be true or false (true: each step's "
+                             "output goes through the update quantizer; false: it stays float, as in the "
+                             "authors' code)")
         if eta <= 0:
             raise ValueError(f"smp eta={eta!r} must be > 0 (the step size of the descent on X)")
 
@@ -117,7 +123,9 @@ class SMPPropagation(Propagation):
             delta = xt - x
             a_delta = normalized_aggregate(g, delta, self.q_delta[k]["message"], self.q_delta[k]["aggregate"])
             step = delta - a_delta if self.form == "exact" else a_delta  # L̃Δ or ÂΔ
-            x = self.q[k]["update"](xt + (2 * eta * lam) * step, g)
+            x = xt + (2 * eta * lam) * step
+            if self.quantize_output:
+                x = self.q[k]["update"](x, g)
             t = float((delta.detach() * (delta.detach() - a_delta.detach())).sum())
             lam, s = multiplier_step(lam, s, t, budget, self.eta_lambda, self.eta_s, self.lambda_min)
             hidden.append(x)

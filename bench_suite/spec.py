@@ -1,4 +1,5 @@
-"""Run specs: a frozen, canonical, hashable description of one training run.
+"""Run specs: a frozen, canonical, hashable description of one run: a training run, or a speed
+measurement of the integer engine (``kind: speed``, :func:`resolve_speed_spec`).
 
 A flat ``key=value`` mapping (the CLI's and the matrix files' form) is resolved
 against the registry: the fixed keys below, then every constructor keyword of the
@@ -14,12 +15,12 @@ import hashlib
 import inspect
 import json
 from dataclasses import dataclass, fields
-from typing import Annotated, Any, Dict, Mapping, Tuple
+from typing import Annotated, Any, Dict, Mapping, Optional, Tuple
 
 import yaml
 
 from bench_suite.bits import BITS, FP32_BITS, is_full_precision
-from bench_suite.record import group_key, run_label
+from bench_suite.record import SPEED, TRAIN, group_key, run_label, spec_kind, spec_seed
 from bench_suite.registry import (
     DATASETS,
     MODELS,
@@ -48,6 +49,8 @@ UNVERSIONED_DEFAULTS: Dict[Tuple[str, str], Any] = {
     ("dataset", "sparse_features"): False,
     ("train", "lr_decay"): 1.0,
     ("train", "lr_decay_every"): 50,
+    ("propagation", "quantize_output"): True,
+    ("quant", "grad_mask"): "input",
 }
 
 
@@ -119,6 +122,12 @@ def _where(where: str) -> str:
     return f" (from {where})" if where else ""
 
 
+def _depth(depth: Any, where: str) -> int:
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 128:
+        raise SpecError(f"depth={depth!r}{_where(where)} is not valid; use an integer in 1..128")
+    return depth
+
+
 def _plugin_defaults(reg: Registry, name: str, skip=()) -> Dict[str, Any]:
     return {p.name: p.default for p in reg.params(name) if p.name not in skip}
 
@@ -142,12 +151,32 @@ class RunSpec:
         return hashlib.sha256(self.canonical.encode()).hexdigest()[:16]
 
     @property
+    def kind(self) -> str:
+        """What the run does: ``train`` (a training run; its spec has no ``kind`` field, so the ids of
+        training runs predate the field) or ``speed`` (a speed measurement of the integer engine)."""
+        return spec_kind(self.data)
+
+    @property
     def train(self) -> TrainConfig:
         return TrainConfig(**self.data["train"])
 
     @property
+    def measure(self) -> "SpeedConfig":
+        return SpeedConfig(**self.data["measure"])
+
+    @property
     def seed(self) -> int:
-        return int(self.data["train"]["seed"])
+        return spec_seed(self.data)
+
+    @property
+    def dataset(self) -> Optional[Dict[str, Any]]:
+        """The dataset section (name and parameters) whose files the run reads; None for a speed
+        measurement on a generated graph."""
+        d = self.data
+        if self.kind == SPEED:
+            graph = d["graph"]
+            return {"name": graph["name"]} if graph.get("source") == "dataset" else None
+        return d["dataset"]
 
     def group_key(self) -> str:
         """Everything but the seed: the unit a report aggregates over (:func:`bench_suite.record.group_key`)."""
@@ -156,6 +185,74 @@ class RunSpec:
     def label(self) -> str:
         """A short human name, e.g. ``cora/gcn+dropedge/L8/qlr-int2-bt*/s0`` (:func:`bench_suite.record.run_label`)."""
         return run_label(self.data)
+
+
+#: a spec section while resolving: its source (a registry, or the dataclass of a config section such as
+#: :class:`TrainConfig`), the chosen plugin (None for a config section, or a section left out) and defaults
+Section = Tuple[Any, Optional[str], Dict[str, Any]]
+#: what an error calls each config section
+CONFIG_OWNERS = {"train": "training", "measure": "speed measurement"}
+
+
+def config_defaults(cls: type) -> Dict[str, Any]:
+    return {f.name: f.default for f in fields(cls)}
+
+
+def _resolve_sections(raw: Mapping[str, Any], sections: Mapping[str, Section], top_keys: Tuple[str, ...],
+                      where: str) -> Dict[str, Optional[Dict[str, Any]]]:
+    """Assign each flat key of ``raw`` to the one section that has it (``section.key`` when several
+    do), check its type and range, and fill in every default; a plugin section also gets its
+    ``name``, a section without a plugin is None."""
+    order = list(sections)
+    chosen: Dict[str, Dict[str, Any]] = {s: {} for s in order}
+    for key, value in raw.items():
+        if "." in key:
+            sec, _, name = key.partition(".")
+            if sec not in sections:
+                raise SpecError(unknown_message("spec section", sec, order, where))
+            if name not in sections[sec][2]:
+                raise SpecError(unknown_message(f"key of {sec} {sections[sec][1] or ''}".rstrip(), name,
+                                                sorted(sections[sec][2]), where))
+            targets = [sec]
+        else:
+            targets = [s for s in order if key in sections[s][2]]
+        if not targets:
+            valid = sorted(set(top_keys) | {k for s in order for k in sections[s][2]})
+            raise SpecError(unknown_message("spec key", key, valid, where))
+        if len(targets) > 1:
+            raise SpecError(f"spec key {key!r}{_where(where)} fits several sections ({', '.join(targets)}); "
+                            f"write it as {' or '.join(t + '.' + key for t in targets)}")
+        chosen[targets[0]][key.partition(".")[2] if "." in key else key] = value
+
+    out: Dict[str, Optional[Dict[str, Any]]] = {}
+    for sec in order:
+        source, name, defaults = sections[sec]
+        config = not isinstance(source, Registry)
+        if not config and name is None:
+            out[sec] = None
+            continue
+        vals = {}
+        if config:
+            ranges, owner = declared_ranges(source), CONFIG_OWNERS.get(sec, sec)
+        else:
+            ranges, owner = ({p.name: p.range for p in source.params(name)} if defaults else {}), f"{sec} {name!r}"
+        for k, default in defaults.items():
+            if k in chosen[sec]:
+                vals[k] = _coerce(chosen[sec][k], default, k, where)
+                rng = ranges.get(k)
+                if rng is not None and vals[k] not in rng:
+                    raise SpecError(range_message(k, vals[k], rng, where, owner))
+            elif default is inspect.Parameter.empty:
+                raise SpecError(f"{sec} {name!r} needs {k}=…{_where(where)}")
+            else:
+                vals[k] = default
+            if (sec, k) in UNVERSIONED_DEFAULTS and _same_value(vals[k], UNVERSIONED_DEFAULTS[(sec, k)]):
+                del vals[k]
+        _check_json(vals, sec, where)
+        if not config:
+            vals["name"] = name
+        out[sec] = vals
+    return out
 
 
 def resolve_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
@@ -177,9 +274,7 @@ def resolve_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
     transform = None if transform in (None, "none") else str(transform)
     if transform is not None:
         TRANSFORMS.entry(transform, where)
-    depth = raw.pop("depth", 2)
-    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 128:
-        raise SpecError(f"depth={depth!r}{_where(where)} is not valid; use an integer in 1..128")
+    depth = _depth(raw.pop("depth", 2), where)
 
     if full_precision:
         if bits_raw not in (None, FP32_BITS):
@@ -201,65 +296,16 @@ def resolve_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
         propagation = str(raw.pop("propagation", raw.pop("model.propagation", model_defaults["propagation"])))
         PROPAGATIONS.entry(propagation, where)
 
-    sections: Dict[str, Tuple[Registry | None, str | None, Dict[str, Any]]] = {
+    sections: Dict[str, Section] = {
         "dataset": (DATASETS, dataset, _plugin_defaults(DATASETS, dataset)),
         "model": (MODELS, model, {k: v for k, v in model_defaults.items() if k != "propagation"}),
         "propagation": (PROPAGATIONS, propagation,
                         _plugin_defaults(PROPAGATIONS, propagation) if propagation else {}),
         "quant": (QUANTIZERS, quant, _plugin_defaults(QUANTIZERS, quant)),
         "transform": (TRANSFORMS, transform, _plugin_defaults(TRANSFORMS, transform) if transform else {}),
-        "train": (None, None, {f.name: f.default for f in fields(TrainConfig)}),
+        "train": (TrainConfig, None, config_defaults(TrainConfig)),
     }
-    chosen: Dict[str, Dict[str, Any]] = {s: {} for s in SECTIONS}
-    for key, value in raw.items():
-        if "." in key:
-            sec, _, name = key.partition(".")
-            if sec not in sections:
-                raise SpecError(unknown_message("spec section", sec, list(SECTIONS), where))
-            if name not in sections[sec][2]:
-                raise SpecError(unknown_message(f"key of {sec} {sections[sec][1] or ''}".rstrip(), name,
-                                                sorted(sections[sec][2]), where))
-            targets = [sec]
-        else:
-            targets = [s for s in SECTIONS if key in sections[s][2]]
-        if not targets:
-            valid = sorted(set(TOP_KEYS) | {k for s in SECTIONS for k in sections[s][2]})
-            msg = unknown_message("spec key", key, valid, where)
-            raise SpecError(msg)
-        if len(targets) > 1:
-            raise SpecError(f"spec key {key!r}{_where(where)} fits several sections ({', '.join(targets)}); "
-                            f"write it as {' or '.join(t + '.' + key for t in targets)}")
-        sec = targets[0]
-        chosen[sec][key.partition(".")[2] if "." in key else key] = value
-
-    out: Dict[str, Any] = {"version": SPEC_VERSION}
-    for sec in SECTIONS:
-        reg, name, defaults = sections[sec]
-        if sec != "train" and name is None:
-            out[sec] = None
-            continue
-        vals = {}
-        if sec == "train":
-            ranges = declared_ranges(TrainConfig)
-        else:
-            ranges = {p.name: p.range for p in reg.params(name)} if defaults else {}
-        for k, default in defaults.items():
-            if k in chosen[sec]:
-                vals[k] = _coerce(chosen[sec][k], default, k, where)
-                rng = ranges.get(k)
-                if rng is not None and vals[k] not in rng:
-                    raise SpecError(range_message(k, vals[k], rng, where, "training" if sec == "train"
-                                                  else f"{sec} {name!r}"))
-            elif default is inspect.Parameter.empty:
-                raise SpecError(f"{sec} {name!r} needs {k}=…{_where(where)}")
-            else:
-                vals[k] = default
-            if (sec, k) in UNVERSIONED_DEFAULTS and _same_value(vals[k], UNVERSIONED_DEFAULTS[(sec, k)]):
-                del vals[k]
-        _check_json(vals, sec, where)
-        if sec != "train":
-            vals["name"] = name
-        out[sec] = vals
+    out: Dict[str, Any] = {"version": SPEC_VERSION, **_resolve_sections(raw, sections, TOP_KEYS, where)}
     out["model"]["depth"] = depth
     out["quant"]["bits"] = bits
     third_party = spec_plugins(out, third_party_only=True)
@@ -324,6 +370,174 @@ def validate_spec(spec: RunSpec, where: str = "") -> None:
                 raise SpecError(f"{sec} {part['name']!r}{_where(where)}: {exc}") from None
 
 
+# --------------------------------------------------------------------------- speed measurements
+
+#: layout version of speed specs (their own: a training spec's ``version`` is :data:`SPEC_VERSION`)
+SPEED_SPEC_VERSION = 1
+#: generated graphs a speed measurement runs on: name -> (nodes, undirected edges, features, classes);
+#: a Chung-Lu power-law graph with random features (:func:`bench_suite.engine.bench.power_law_graph`)
+GENERATED_GRAPHS: Dict[str, Tuple[int, int, int, int]] = {
+    "arxiv-like": (169_343, 1_166_243, 128, 40),
+    "arxiv-like-10": (16_934, 116_624, 128, 40),
+    "small": (2_000, 10_000, 64, 8),
+    "tiny": (300, 1_200, 16, 4),
+}
+#: the implementations a speed measurement times: DGL's FP32 layers, the suite's FP32 model, the integer engine
+IMPLS = ("dgl-fp32", "suite-fp32", "int")
+#: how the integer model gets its activation ranges: recomputed from every tensor (QLR's α·[min, max], the
+#: exact simulation of the fake-quant model) or calibrated once and frozen
+#: (:func:`bench_suite.engine.convert.calibrate`)
+RANGES = ("dynamic", "calibrated")
+#: a speed measurement's flat keys with their defaults (the engine's headline configuration), beside those of
+#: the model, propagation and quantizer and of :class:`SpeedConfig`
+SPEED_DEFAULTS = {"graph": "arxiv-like", "model": "gcn", "depth": 4, "hidden": 256, "quant": "qlr", "bits": 2}
+SPEED_TOP_KEYS = ("kind", "graph", "model", "depth", "quant", "bits", "propagation")
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """How a speed measurement runs (:func:`bench_suite.engine.bench.measure`): ``impls`` timed
+    interleaved, one pass of each per round, the median of ``repeats`` rounds after ``warmup``.
+
+    ``breakdown`` profiles the integer model's stages afterwards; ``ranges``: dynamic, or calibrated
+    on the deployed graph (or on ``calibration_graph`` / ``calibration_seed``); ``train_epochs`` trains
+    the fake-quant model on a dataset's training nodes first (else one calibration forward sets its
+    ranges); ``model_path`` loads a saved integer model instead of converting one; ``seed`` seeds the
+    generated graph and the model's weights."""
+
+    impls: Tuple[str, ...] = IMPLS
+    repeats: Annotated[int, Range(5)] = 5
+    warmup: Annotated[int, Range(0)] = 1
+    breakdown: bool = False
+    ranges: str = "dynamic"
+    calibration_graph: Optional[str] = None
+    calibration_seed: Optional[int] = None
+    train_epochs: Annotated[int, Range(0)] = 0
+    model_path: Optional[str] = None
+    seed: int = 0
+
+
+def _speed_graph(name: Any, where: str, key: str = "graph") -> Dict[str, Any]:
+    """The ``graph`` section of a speed spec: a generated graph with its size, or a registered dataset."""
+    name = str(name)
+    if name in GENERATED_GRAPHS:
+        nodes, edges, features, classes = GENERATED_GRAPHS[name]
+        return {"name": name, "source": "generated", "nodes": nodes, "edges": edges, "features": features,
+                "classes": classes}
+    if name in DATASETS:
+        return {"name": name, "source": "dataset"}
+    raise SpecError(unknown_message(f"{key} (a generated graph or a registered dataset)", name,
+                                    list(GENERATED_GRAPHS) + DATASETS.keys(), where))
+
+
+def _engine_models(model: str, propagation: Optional[str], where: str) -> None:
+    """``model`` (and its ``propagation``) must be one the integer engine converts."""
+    from bench_suite.engine.convert import convertible
+
+    models, props = convertible()
+    valid = [k for k in MODELS.keys() if issubclass(MODELS.get(k), models)]
+    if model not in valid:
+        raise SpecError(f"model={model!r}{_where(where)} has no integer-engine conversion; valid for a speed "
+                        f"measurement: {', '.join(valid)}")
+    if propagation is not None and PROPAGATIONS.get(propagation) not in props:
+        valid = [k for k in PROPAGATIONS.keys() if PROPAGATIONS.get(k) in props]
+        raise SpecError(f"propagation={propagation!r}{_where(where)} has no integer-engine conversion; valid for a "
+                        f"speed measurement: {', '.join(valid)}")
+
+
+def _check_measure(m: Dict[str, Any], graph: Dict[str, Any], where: str) -> None:
+    """Checks across the keys of a speed spec's ``measure`` section; ``impls`` becomes a list."""
+    impls = m["impls"]
+    impls = [i.strip() for i in impls.split(",")] if isinstance(impls, str) else impls
+    if not isinstance(impls, (list, tuple)) or not impls or len(set(map(str, impls))) != len(impls):
+        raise SpecError(f"impls={m['impls']!r}{_where(where)} is not valid; give distinct names of {', '.join(IMPLS)}")
+    for i in impls:
+        if i not in IMPLS:
+            raise SpecError(unknown_message("implementation (impls)", i, list(IMPLS), where))
+    m["impls"] = list(impls)
+    if m["ranges"] not in RANGES:
+        raise SpecError(f"ranges={m['ranges']!r}{_where(where)} is not valid; valid: {', '.join(RANGES)}")
+    if m["ranges"] == "dynamic" and (m["calibration_graph"] is not None or m["calibration_seed"] is not None):
+        raise SpecError(f"calibration_graph / calibration_seed{_where(where)} apply to ranges=calibrated only")
+    if m["calibration_graph"] is not None:
+        m["calibration_graph"] = _speed_graph(m["calibration_graph"], where, "calibration_graph")["name"]
+    cal_seed = m["calibration_seed"]
+    if cal_seed is not None and (not isinstance(cal_seed, int) or isinstance(cal_seed, bool)):
+        raise SpecError(f"calibration_seed={cal_seed!r}{_where(where)} is not valid; use an integer")
+    if m["breakdown"] and "int" not in impls:
+        raise SpecError(f"breakdown=true{_where(where)} profiles the integer model; impls={impls} has no 'int'")
+    if m["train_epochs"] and graph["source"] != "dataset":
+        raise SpecError(f"train_epochs={m['train_epochs']}{_where(where)} needs a dataset with labels; "
+                        f"graph={graph['name']!r} is generated (use a dataset name such as amazon-computers)")
+    if m["model_path"] is not None:
+        m["model_path"] = str(m["model_path"])
+
+
+def resolve_speed_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
+    """Resolve a flat ``key=value`` mapping into the canonical :class:`RunSpec` of a speed measurement.
+
+    Its canonical form has ``kind: speed`` (a training spec has no ``kind``, so the two never share
+    an id), the ``graph`` (a generated graph with its size, or a dataset), the ``model``,
+    ``propagation`` and ``quant`` sections resolved against the registry as a training spec's are
+    (every constructor keyword, defaults filled in), and the ``measure`` section (:class:`SpeedConfig`).
+    Unset keys take :data:`SPEED_DEFAULTS`; every check happens here, before anything is built."""
+    raw = {str(k): parse_value(v) for k, v in flat.items()}
+    kind = raw.pop("kind", SPEED)
+    if kind != SPEED:
+        raise SpecError(f"kind={kind!r}{_where(where)} is not a speed measurement (kind=speed)")
+    graph = _speed_graph(raw.pop("graph", SPEED_DEFAULTS["graph"]), where)
+    model = str(raw.pop("model", SPEED_DEFAULTS["model"]))
+    MODELS.entry(model, where)
+    quant = str(raw.pop("quant", SPEED_DEFAULTS["quant"]))
+    if is_full_precision(QUANTIZERS.entry(quant, where).obj):
+        low_bit = [k for k in QUANTIZERS.keys() if not is_full_precision(QUANTIZERS.get(k))]
+        raise SpecError(f"quant={quant!r}{_where(where)}: a speed measurement times an integer model; choose a "
+                        f"quantizer ({', '.join(low_bit)})")
+    bits = raw.pop("bits", SPEED_DEFAULTS["bits"])
+    if bits not in BITS:
+        raise SpecError(f"bits={bits!r}{_where(where)} is not valid; valid: {', '.join(map(str, BITS))}")
+    depth = _depth(raw.pop("depth", SPEED_DEFAULTS["depth"]), where)
+    model_defaults = _plugin_defaults(MODELS, model, skip=("propagation_params",))
+    propagation = None
+    if "propagation" in model_defaults:
+        propagation = str(raw.pop("propagation", raw.pop("model.propagation", model_defaults["propagation"])))
+        PROPAGATIONS.entry(propagation, where)
+    elif "propagation" in raw:
+        raise SpecError(f"propagation={raw['propagation']!r}{_where(where)} applies to a model with a propagation "
+                        f"(decoupled), not model={model!r}")
+    _engine_models(model, propagation, where)
+    if "hidden" in model_defaults and "model.hidden" not in raw:
+        raw.setdefault("hidden", SPEED_DEFAULTS["hidden"])
+    sections: Dict[str, Section] = {
+        "model": (MODELS, model, {k: v for k, v in model_defaults.items() if k != "propagation"}),
+        "propagation": (PROPAGATIONS, propagation,
+                        _plugin_defaults(PROPAGATIONS, propagation) if propagation else {}),
+        "quant": (QUANTIZERS, quant, _plugin_defaults(QUANTIZERS, quant)),
+        "measure": (SpeedConfig, None, config_defaults(SpeedConfig)),
+    }
+    out: Dict[str, Any] = {"kind": SPEED, "version": SPEED_SPEC_VERSION, "graph": graph,
+                           **_resolve_sections(raw, sections, SPEED_TOP_KEYS, where)}
+    out["model"]["depth"] = depth
+    out["quant"]["bits"] = int(bits)
+    _check_measure(out["measure"], graph, where)
+    third_party = spec_plugins(out, third_party_only=True)
+    if third_party:
+        out["plugins"] = third_party
+    spec = RunSpec.from_dict(out)
+    validate_spec(spec, where)
+    return spec
+
+
+def resolve_run(flat: Mapping[str, Any], where: str = "") -> RunSpec:
+    """A flat mapping as the spec of its ``kind``: a training run (the default) or ``speed``."""
+    kind = parse_value(flat.get("kind", TRAIN))
+    if kind == SPEED:
+        return resolve_speed_spec(flat, where)
+    if kind != TRAIN:
+        raise SpecError(unknown_message("run kind", kind, [TRAIN, SPEED], where))
+    return resolve_spec({k: v for k, v in flat.items() if k != "kind"}, where)
+
+
 def parse_assignments(items, where: str = "command line") -> Dict[str, str]:
     """``["depth=2", "lr=0.1"]`` → ``{"depth": "2", "lr": "0.1"}``; an item without ``=`` or a key
     given twice (``depth=2 depth=3``: which one was meant?) is a :class:`SpecError`."""
@@ -349,4 +563,5 @@ def spec_from_cli(args: list[str], where: str = "command line", defaults: bool =
     return resolve_spec(flat, where)
 
 
-__all__ = ["RunSpec", "SpecError", "TrainConfig", "resolve_spec", "spec_from_cli", "parse_value", "RegistryError"]
+__all__ = ["RunSpec", "SpecError", "TrainConfig", "SpeedConfig", "resolve_spec", "resolve_speed_spec", "resolve_run",
+           "spec_from_cli", "parse_value", "RegistryError"]

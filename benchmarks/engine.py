@@ -1,12 +1,12 @@
-"""Integer engine benchmark (METHOD.md §9).
+"""Integer engine checks beside the speed matrices (METHOD.md §9).
 
-    python benchmarks/engine.py speed      # 4-layer GCN, hidden 256, arxiv-like, 2 threads, INT8/4/2
-    python benchmarks/engine.py decoupled  # decoupled APPNP and SMP at K = 10 and 64 (--propagations)
     python benchmarks/engine.py agreement  # integer vs fake-quant predictions on real graphs, both range modes
     python benchmarks/engine.py ranges     # calibrated vs dynamic ranges, interleaved, GCN-4 h256
     python benchmarks/engine.py bandwidth  # memory bandwidth (numpy copy) for the physical floor
 
-Prints one JSON line per measurement; ``--results DIR`` stores speed records.
+Prints one JSON line per measurement.  The speed of the integer engine against DGL FP32 is a
+matrix of speed measurements: ``bench-suite run speed`` (GCN-4) and ``bench-suite run
+speed-decoupled`` (APPNP and SMP at K = 10, 64), stored and reported like training runs.
 """
 from __future__ import annotations
 
@@ -27,22 +27,6 @@ def bandwidth(mb: int = 512, repeats: int = 5) -> float:
         np.copyto(b, a)
         best = min(best, time.perf_counter() - t)
     return 2 * a.nbytes / best / 1e9
-
-
-def speed(args) -> None:
-    from bench_suite.engine.bench import measure, write_record
-    from bench_suite.registry import load_all
-
-    load_all()
-    for model, depth, prop in args.configs:
-        for bits in args.bits:
-            for rec in (r for ranges in args.ranges for r in measure(
-                    model=model, depth=depth, hidden=256 if model == "gcn" else 64, graph=args.graph, bits=bits,
-                    threads=args.threads, repeats=args.repeats, warmup=1, propagation=prop, ranges=ranges)):
-                if args.results:
-                    write_record(rec, args.results)
-                rec.pop("times_ms")
-                print(json.dumps(rec), flush=True)
 
 
 def agreement(args) -> None:
@@ -75,7 +59,7 @@ def agreement(args) -> None:
                 hidden = {"hidden": args.hidden} if args.hidden else {}
                 m = MODELS.create(model, in_dim=d.features.shape[1], num_classes=d.num_classes, depth=args.depth,
                                   quant=QuantFactory(args.quant, bits), **params, **hidden)
-                train_briefly(m, g, d, args.epochs)
+                train_briefly(m, d, args.epochs)
                 m.eval()
                 with torch.no_grad():
                     ref = m(g, d.features).argmax(1).numpy()
@@ -140,12 +124,11 @@ def ranges_ratio(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["speed", "decoupled", "agreement", "ranges", "bandwidth"])
+    p.add_argument("what", choices=["agreement", "ranges", "bandwidth"])
     p.add_argument("--graph", default="arxiv-like")
     p.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--results", default=None)
     p.add_argument("--datasets", nargs="+", default=["cora", "citeseer", "coauthor-physics", "amazon-computers"])
     p.add_argument("--data-dir", default=None, help="dataset directory (default: $BENCH_SUITE_DATA)")
     p.add_argument("--quant", default="qlr")
@@ -154,18 +137,13 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=4, help="agreement: depth")
     p.add_argument("--hidden", type=int, default=256, help="agreement: hidden width (0: the model's default)")
     p.add_argument("--ranges", nargs="+", default=["dynamic", "calibrated"], choices=["dynamic", "calibrated"])
-    p.add_argument("--propagations", nargs="+", default=["appnp", "smp"], help="decoupled: propagations to time")
     a = p.parse_args()
     if a.what == "bandwidth":
         print(json.dumps({"copy_GBps": round(bandwidth(), 2)}))
     elif a.what == "agreement":
         agreement(a)
-    elif a.what == "ranges":
-        ranges_ratio(a)
     else:
-        a.configs = [("gcn", 4, "appnp")] if a.what == "speed" else \
-            [("decoupled", k, p) for p in a.propagations for k in (10, 64)]
-        speed(a)
+        ranges_ratio(a)
 
 
 if __name__ == "__main__":

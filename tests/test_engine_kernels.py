@@ -7,6 +7,7 @@ import scipy.sparse as sp
 
 from bench_suite.engine import kernels as K
 from bench_suite.engine.intmodel import fq
+from bench_suite.engine.kernels import aggregation as A
 from bench_suite.engine.packing import pack, row_bytes, unpack
 
 
@@ -27,7 +28,9 @@ def csr(a: np.ndarray):
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
-@pytest.mark.parametrize("width", [1, 5, 20, 32, 64, 65, 130])  # 1-2 words per row: the narrow kernel
+# every dispatch path and vector tail: row bytes 8 (one word, the register kernels), 16 (INT8
+# registers; INT2/INT4 one 16-byte block), 24 (16 + 8), 32, 40 (32 + 8), 48 (32 + 16), 56 (32 + 16 + 8)
+@pytest.mark.parametrize("width", [1, 5, 8, 16, 17, 20, 32, 33, 40, 48, 56, 64, 65, 96, 112, 130, 224])
 def test_aggregate_matches_dense_reference(bits: int, width: int) -> None:
     a = random_adjacency(seed=bits + width)
     assert a[3].sum() > 85 and a[7].sum() == 0
@@ -52,6 +55,115 @@ def test_aggregate_two_threads_same_result() -> None:
     K.set_threads(2)
     two = K.aggregate(indptr, indices, pack(q, 2), 2, 40)[0]
     np.testing.assert_array_equal(one, two)
+
+
+def counts_csr(counts: np.ndarray):
+    """CSR of a matrix of edge multiplicities: neighbour ``j`` listed ``counts[i, j]`` times in row ``i``."""
+    indptr = np.concatenate([[0], np.cumsum(counts.sum(1))]).astype(np.int64)
+    indices = np.concatenate([np.repeat(np.arange(counts.shape[1]), c) for c in counts]).astype(np.int64)
+    return indptr, indices
+
+
+def kernels_with_sentinel(indptr, indices, packed, bits, width, bounds):
+    """Every aggregation kernel that takes rows of this shape, run over ``bounds`` into outputs
+    pre-filled with −1, so that a row no chunk covers shows up (``np.empty`` could hold a stale
+    correct result)."""
+    n = len(indptr) - 1
+    words = packed.view(np.uint64)
+    runs = []
+
+    def outs():
+        return np.full((n, width), -1, np.int32), np.full(n, -1, np.int32), np.full(n, -1, np.int32)
+
+    for pf in (False, True):
+        runs.append((f"vec pf={pf}", A._aggregate_vec(indptr, indices, packed, bits, width, bounds, pf, *outs())))
+    if bits == 8 and words.shape[1] <= 2:
+        runs.append(("bytes_narrow", A._aggregate_bytes_narrow(indptr, indices, words, width, bounds, True, *outs())))
+    if bits != 8 and words.shape[1] == 1:
+        mask = A.MASK2 if bits == 2 else A.MASK4
+        runs.append(("swar_narrow", A._aggregate_swar_narrow(indptr, indices, words, bits, width, mask, bounds, True,
+                                                             *outs())))
+    return runs
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("width", [7, 16, 40, 130])
+def test_aggregate_flushes_at_every_lane_limit(bits: int, width: int) -> None:
+    """Rows of saturated codes with as many neighbours as a lane holds, one more, twice as many and
+    more: the 8-bit SWAR lanes (85, 17), INT8's 16-bit register lanes (257) and the vector
+    kernel's uint16 lanes (21845, 4369, 257) overflow by one neighbour if a flush comes late,
+    and lose a neighbour if it comes early or is missed at the end of the row."""
+    qm = 2 ** bits - 1
+    limits = sorted({255 // qm, 257, 65535 // qm})
+    degrees = [0, 1]
+    for lim in limits:
+        degrees += [lim - 1, lim, lim + 1, 2 * lim, 2 * lim + 3]
+    m = 40  # neighbours: rows 0..m-1 of the code matrix
+    rng = np.random.default_rng(bits * width)
+    counts = np.zeros((len(degrees) + m, len(degrees) + m), np.int64)
+    for r, d in enumerate(degrees):
+        counts[r, :m] = np.bincount(rng.integers(0, m, d), minlength=m)
+    counts[len(degrees):, :m] = rng.integers(0, 3, (m, m))
+    q = rng.integers(0, qm + 1, (counts.shape[0], width)).astype(np.uint8)
+    q[: m // 2] = qm  # half the neighbours saturated
+    indptr, indices = counts_csr(counts)
+    assert (np.diff(indptr)[: len(degrees)] == degrees).all()
+    ref = counts @ q.astype(np.int64)
+    packed = pack(q, bits)
+    S, lo, hi = K.aggregate(indptr, indices, packed, bits, width)
+    np.testing.assert_array_equal(S, ref)
+    np.testing.assert_array_equal(lo, ref.min(1))
+    np.testing.assert_array_equal(hi, ref.max(1))
+    bounds = A.chunk_bounds(indptr, 5)
+    for name, (S, lo, hi) in kernels_with_sentinel(indptr, indices, packed, bits, width, bounds):
+        np.testing.assert_array_equal(S, ref, err_msg=name)
+        np.testing.assert_array_equal(lo, ref.min(1), err_msg=name)
+
+
+def power_law_csr(n: int = 400, seed: int = 0):
+    """A CSR whose in-degrees grow towards the last rows (hubs at the end, empty rows scattered):
+    equal-row chunks would give the last thread most of the edges."""
+    rng = np.random.default_rng(seed)
+    deg = (rng.pareto(1.2, n) * 3).astype(np.int64)
+    deg = np.sort(deg)
+    deg[rng.integers(0, n, 20)] = 0
+    indptr = np.concatenate([[0], np.cumsum(deg)]).astype(np.int64)
+    indices = rng.integers(0, n, indptr[-1]).astype(np.int64)
+    return indptr, indices
+
+
+@pytest.mark.parametrize("nchunks", [1, 2, 3, 7, 32, 399, 400, 1000])
+def test_chunk_bounds_cover_every_row_once_with_equal_cost(nchunks: int) -> None:
+    indptr, _ = power_law_csr()
+    n = len(indptr) - 1
+    b = A.chunk_bounds(indptr, nchunks)
+    assert b.shape == (nchunks + 1,) and b[0] == 0 and b[-1] == n and (np.diff(b) >= 0).all()
+    cost = indptr + A.ROW_COST * np.arange(n + 1)
+    per_chunk = cost[b[1:]] - cost[b[:-1]]
+    heaviest_row = (np.diff(indptr) + A.ROW_COST).max()
+    assert per_chunk.max() <= cost[-1] / nchunks + heaviest_row
+    if nchunks == 2:  # the two threads' shares: equal edges, not equal rows
+        assert abs(per_chunk[0] - per_chunk[1]) <= heaviest_row
+        assert b[1] > n // 2
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("width", [9, 64])
+@pytest.mark.parametrize("nchunks", [1, 2, 3, 32, 1000])
+def test_aggregate_chunks_partition_the_rows(bits: int, width: int, nchunks: int) -> None:
+    """Any chunking (empty chunks, chunks of one row, more chunks than rows) writes every row once."""
+    indptr, indices = power_law_csr(seed=bits)
+    n = len(indptr) - 1
+    q = np.random.default_rng(width).integers(0, 2 ** bits, (n, width)).astype(np.uint8)
+    a = sp.csr_matrix((np.ones(indices.size, np.int64), indices, indptr), shape=(n, n))
+    ref = np.asarray(a @ q.astype(np.int64))
+    ref_lo = np.where(np.diff(indptr) > 0, ref.min(1), 0)
+    packed = pack(q, bits)
+    for name, (S, lo, hi) in kernels_with_sentinel(indptr, indices, packed, bits, width,
+                                                   A.chunk_bounds(indptr, nchunks)):
+        np.testing.assert_array_equal(S, ref, err_msg=name)
+        np.testing.assert_array_equal(lo, ref_lo, err_msg=name)
+        np.testing.assert_array_equal(hi, ref.max(1), err_msg=name)
 
 
 def quant(x, p):

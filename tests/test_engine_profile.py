@@ -79,25 +79,34 @@ def test_profiling_decoupled_smp_counts_its_steps() -> None:
     assert rows[intmodel.AGGREGATE]["calls"] == 6 and rows[intmodel.SMP]["calls"] == 9
 
 
-def test_speed_breakdown_record(tmp_path, monkeypatch) -> None:
-    from bench_suite.engine.bench import measure
+def _stored(rec, folder):
+    """The report's store of ``rec`` written as a runner writes it."""
     from bench_suite.report.aggregate import load_store
+    from bench_suite.runner.store import ResultStore
+
+    ResultStore(folder).write(rec)
+    return load_store([folder])
+
+
+def test_speed_breakdown_record(tmp_path, monkeypatch) -> None:
+    from bench_suite.engine.bench import measure, run
     from bench_suite.report.speed import breakdown_tables
+    from bench_suite.spec import resolve_speed_spec
 
     monkeypatch.setattr("os.getloadavg", lambda: (0.5, 0.5, 0.5))  # an idle machine: the floor is given
     with pytest.raises(ValueError, match="breakdown"):
         measure(model="gcn", depth=2, hidden=16, graph="tiny", bits=2, threads=1, impls=("dgl-fp32",),
                 breakdown=True)
-    recs = measure(model="gcn", depth=2, hidden=16, graph="tiny", bits=2, threads=1, repeats=5, breakdown=True)
+    torch.set_num_threads(1)
+    rec = run(resolve_speed_spec(dict(model="gcn", depth=2, hidden=16, graph="tiny", bits=2, repeats=5,
+                                      breakdown=True)))
+    recs = rec["measurements"]
     b = recs[-1]["breakdown"]
     assert "breakdown" not in recs[0] and b["bandwidth_gbs"] > 0 and b["int8_peak_gmacs"] > 0
     assert b["floor_ms"] == pytest.approx(sum(s["floor_ms"] for s in b["stages"]), abs=1e-2)
     assert b["ceiling_vs_dgl"] == pytest.approx(recs[0]["median_ms"] / b["floor_ms"], rel=1e-2)
     assert b["floor_withheld"] is None
-    from bench_suite.engine.bench import write_record
-
-    write_record(recs[-1], tmp_path)
-    (table,) = breakdown_tables(load_store([tmp_path]))
+    (table,) = breakdown_tables(_stored(rec, tmp_path))
     assert [r[0] for r in table.rows][:2] == [intmodel.INPUT, intmodel.GEMM] and table.rows[-1][0] == "all stages"
 
 
@@ -133,21 +142,22 @@ def test_static_ranges_skip_the_range_passes(model: str) -> None:
 def test_no_floor_on_a_loaded_machine(tmp_path, monkeypatch) -> None:
     """With the load average above the cores the measured bandwidth and int8 peak are a share of the
     machine: a warning, no floor (stages, total, ceiling), and the report says why."""
-    from bench_suite.engine.bench import measure, write_record
+    from bench_suite.engine.bench import run
     from bench_suite.engine.profile import cores
-    from bench_suite.report.aggregate import load_store
     from bench_suite.report.speed import breakdown_tables
+    from bench_suite.spec import resolve_speed_spec
     from bench_suite.report.tables import EMPTY
 
     load_all()
     monkeypatch.setattr("os.getloadavg", lambda: (cores() + 0.5, 1.0, 1.0))
+    torch.set_num_threads(1)
     with pytest.warns(RuntimeWarning, match="no floor: load average"):
-        recs = measure(model="gcn", depth=2, hidden=16, graph="tiny", bits=4, threads=1, repeats=5, breakdown=True)
-    b = recs[-1]["breakdown"]
+        rec = run(resolve_speed_spec(dict(model="gcn", depth=2, hidden=16, graph="tiny", bits=4, repeats=5,
+                                          breakdown=True)))
+    b = rec["measurements"][-1]["breakdown"]
     assert b["floor_ms"] is None and b["ceiling_vs_dgl"] is None and b["bandwidth_gbs"] is None
     assert "exceeds the" in b["floor_withheld"] and all(s["floor_ms"] is None for s in b["stages"])
     assert b["profiled_ms"] > 0 and {intmodel.GEMM, intmodel.AGGREGATE} <= {s["stage"] for s in b["stages"]}
-    write_record(recs[-1], tmp_path)
-    (table,) = breakdown_tables(load_store([tmp_path]))
+    (table,) = breakdown_tables(_stored(rec, tmp_path))
     assert table.rows[-1][0] == "all stages" and table.rows[-1][7] == EMPTY
     assert any("no floor: load average" in f for f in table.footnotes)

@@ -103,11 +103,11 @@ def test_unknown_matrix_name_lists_shipped_ones():
 
 def test_every_shipped_matrix_is_tested():
     assert shipped_matrices() == ["breadth", "datasets", "depth", "depth-quant", "paper", "paper-lite", "quantizers",
-                                  "reproduce", "smoke", "smp-int4"]
+                                  "reproduce", "smoke", "smp-int4", "speed", "speed-decoupled"]
 
 
 @pytest.mark.parametrize("name", ["smoke", "paper-lite", "paper", "quantizers", "breadth", "depth", "depth-quant",
-                                  "smp-int4", "reproduce", "datasets"])
+                                  "smp-int4", "reproduce", "datasets", "speed", "speed-decoupled"])
 def test_shipped_matrices_expand(name):
     assert name in shipped_matrices()
     m = load_matrix(name)
@@ -116,6 +116,12 @@ def test_shipped_matrices_expand(name):
     overrides = {"dataset": "cora", "depth": 2, "seed": 0} if name == "paper" else {}
     specs = expand_matrix(m, overrides)  # every plugin a shipped matrix names is registered: a typo fails here
     assert specs and len({s.run_id for s in specs}) == len(specs)
+    assert {s.kind for s in specs} == ({"speed"} if name.startswith("speed") else {"train"})
+    if name == "speed":  # 2 graphs x 3 bit widths x 2 range modes; the Cora runs train the model first
+        assert len(specs) == n_runs == 12
+        assert {(s.data["graph"]["name"], s.measure.train_epochs) for s in specs} == {("arxiv-like", 0), ("cora", 100)}
+    if name == "speed-decoupled":  # 2 propagations x 2 depths x 3 bit widths x 2 range modes
+        assert len(specs) == n_runs == 24 and {s.data["propagation"]["name"] for s in specs} == {"appnp", "smp"}
     if name == "smoke":
         assert {s.data["dataset"]["name"] for s in specs} == {"csbm", "cora"}
         assert any(s.data["quant"]["name"] == "fp32" for s in specs)
@@ -230,3 +236,24 @@ def test_matrix_name_plain_identifier_or_file_stem_accepted(tmp_path):
     assert load_matrix(matrix(tmp_path, "fixed: {dataset: csbm, model: gcn}\n", "from-stem.yaml")).name == "from-stem"
     with pytest.raises(MatrixError, match="from the file name"):
         load_matrix(matrix(tmp_path, "fixed: {dataset: csbm, model: gcn}\n", "has space.yaml"))
+
+
+def test_a_key_written_twice_is_an_error_not_a_silent_override(tmp_path):
+    p = matrix(tmp_path, """
+        fixed: {dataset: csbm}
+        axes:
+          depth: [2, 4]
+          depth: [8]
+    """)
+    with pytest.raises(MatrixError) as err:
+        load_matrix(p)
+    msg = str(err.value)
+    assert "m.yaml" in msg and "'depth' twice" in msg and "line 4" in msg, msg
+
+
+def test_shipped_yaml_files_have_no_repeated_keys():
+    from bench_suite.report.reproduce import load_references
+
+    assert tuned.rules() and load_references()  # defaults rules and references parse under the strict loader
+    for name in shipped_matrices():
+        load_matrix(name)

@@ -184,7 +184,7 @@ def test_unknown_truncation_names_the_valid_ones():
 def test_fused_alpha_path_equals_the_autograd_chain_bit_for_bit(bits, truncation, shift):
     """Training uses one _AlphaScale node for s(α); the value and both gradients must be those of the
     plain autograd chain through range_for/scale_zero (shift > 0: all-positive data, lo clamped at 0)."""
-    from bench_suite.quant.fused import _fq_backward_kernel
+    from bench_suite.quant.fused import scale_grad
 
     gen = torch.Generator().manual_seed(11)
     x0 = torch.randn(700, 33, generator=gen).pow(3 if truncation == "bt*" else 1) + shift
@@ -211,7 +211,7 @@ def test_fused_alpha_path_equals_the_autograd_chain_bit_for_bit(bits, truncation
     # the kernel's interleaved float64 sum is the sequential sum up to float64 rounding
     g, t = np.random.default_rng(0).standard_normal((2, 100003)).astype(np.float32)
     seq = math.fsum((g * t).astype(np.float64))  # float32 products, as the kernel forms them
-    acc = _fq_backward_kernel(g, t, np.empty(1, np.bool_), True, False, g)
+    acc = scale_grad(torch.from_numpy(g), torch.from_numpy(t))
     assert acc == pytest.approx(seq, rel=1e-12, abs=1e-12)
 
 
@@ -280,8 +280,8 @@ def test_sparse_alpha_gradient_falls_back_when_its_check_fails(monkeypatch):
     warns, keeps the dense value for that step and uses the dense product from then on."""
     from bench_suite.quant import fused
 
-    real = fused._sampled_grad_kernel
-    monkeypatch.setattr(fused, "_sampled_grad_kernel", lambda *a: real(*a) * (1 + 1e-6))
+    real = fused.sampled_scale_grad
+    monkeypatch.setattr(fused, "sampled_scale_grad", lambda *a, **k: (real(*a, **k)[0] * (1 + 1e-6), real(*a, **k)[1]))
     with pytest.warns(RuntimeWarning, match="dense product"):
         (sparse, qs), (dense, _) = _sparse_vs_dense(steps=2)
     assert qs._sparse_checked is False
@@ -295,7 +295,7 @@ def test_sparse_kernel_equals_the_dense_kernel_on_zeros_of_either_sign(step, kap
     """The sparse forward kernel's shortcut for +0.0 gives the dense kernel's x̂ bit for bit, and its
     (index, factor) list is exactly the dense kernel's non-zero ∂x̂/∂s factors, in order — also when
     x̂(0) is off the grid (BT* with a shift: every zero has a factor) and for -0.0."""
-    from bench_suite.quant.fused import _fq_sparse_kernel, _fq_trunc_kernel
+    from bench_suite.quant.fused import scale_factors, sparse_scale_factors
 
     rng = np.random.default_rng(1)
     x = (rng.standard_normal(5000) * (rng.random(5000) < 0.05)).astype(np.float32)  # +0.0 and -0.0
@@ -303,16 +303,35 @@ def test_sparse_kernel_equals_the_dense_kernel_on_zeros_of_either_sign(step, kap
     assert (np.signbit(x) & (x == 0)).any() and (~np.signbit(x) & (x == 0)).any()
     Q, Qc = (255, 3) if step != 1 else (15, 15)
     s, z32, k = np.float32(0.02), np.float32(z), np.float32(kappa)
-    zs, ss = (np.float32(z32 / step), np.float32(s * step)) if step != 1 else (z32, s)
-    out_d, t_d = np.empty_like(x), np.empty_like(x)
-    _fq_trunc_kernel(x, s, z32, Q, step, k, Qc, zs, ss, out_d, t_d, np.empty(x.size, np.bool_))
-    out_s, idx, tv = np.empty_like(x), np.empty(x.size, np.int64), np.empty(x.size, np.float32)
-    n = _fq_sparse_kernel(x, x.view(np.int32), s, z32, Q, step, k, Qc, zs, ss, out_s, idx, tv)
+    out_d, t_d = (v.numpy() for v in scale_factors(torch.from_numpy(x), s, z32, Q, step, k, Qc))
+    out_s, idx, tv = sparse_scale_factors(torch.from_numpy(x), s, z32, Q, step, k, Qc)
+    out_s, n = out_s.numpy(), idx.size
     assert np.array_equal(out_s.view(np.int32), out_d.view(np.int32))
     nz = np.flatnonzero(t_d)
-    assert n == nz.size and np.array_equal(idx[:n], nz) and np.array_equal(tv[:n].view(np.int32), t_d[nz].view(np.int32))
+    assert np.array_equal(idx, nz) and np.array_equal(tv.view(np.int32), t_d[nz].view(np.int32))
     if step != 1 and kappa:
         assert n > 0.9 * x.size  # x̂(0) off the grid: the zeros carry factors
+
+
+@pytest.mark.parametrize("K", [1, 7, 64, 128])
+def test_sampled_scale_grad_equals_the_dense_product_term_for_term(K):
+    """The sampled α-gradient (eight FMA chains side by side, a shared row loaded once) gives every term
+    of the dense product G·Wᵀ and the dense interleaved sum, bit for bit: rows with many, few and one
+    sampled entries (groups of eight on one row, across rows, and a tail)."""
+    from bench_suite.quant.fused import sampled_scale_grad, scale_grad
+
+    rng = np.random.default_rng(K)
+    n, m = 90, 300
+    dense_rows = rng.random((n, m)) < np.where(np.arange(n) % 3 == 0, 0.4, 0.01)[:, None]
+    t = torch.from_numpy((rng.standard_normal((n, m)) * dense_rows).astype(np.float32))
+    idx = np.flatnonzero(t.numpy())
+    assert idx.size % 8 != 0 and idx.size > 64
+    G = torch.from_numpy(rng.standard_normal((n, K)).astype(np.float32))
+    W = torch.from_numpy(rng.standard_normal((m, K)).astype(np.float32))
+    dense = G.mm(W.t()).contiguous()
+    acc, terms = sampled_scale_grad(G, W, idx, t.view(-1).numpy()[idx], terms=True)
+    assert np.array_equal(terms.view(np.int32), dense.view(-1).numpy()[idx].view(np.int32))
+    assert acc == scale_grad(dense, t)
 
 
 def test_scale_chain_equals_the_torch_chain_bit_for_bit():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -120,12 +119,30 @@ def test_new_record_names_its_kind_spec_label_and_status(spec):
         new_record(spec, "done")
 
 
-def test_speed_records_are_judged_by_the_same_rule():
-    good = {"kind": "speed", "impl": "int", "median_ms": 1.5, "run_id": "abc"}
-    assert record_problem(good) == "" and is_ok(good)
-    assert "median_ms" in record_problem(dict(good, median_ms=None))
-    failed = dict(good, status="failed")
+def test_speed_records_are_judged_by_the_same_rule(tmp_path):
+    from bench_suite.spec import resolve_speed_spec
+
+    older = {"kind": "speed", "impl": "int", "median_ms": 1.5, "run_id": "abc"}  # results/v1/speed: no spec
+    assert record_problem(older) == "" and is_ok(older)
+    assert "median_ms" in record_problem(dict(older, median_ms=None))
+    failed = dict(older, status="failed")
     assert record_problem(failed) == "" and not is_ok(failed)
+
+    speed = resolve_speed_spec({"graph": "tiny", "depth": 2, "hidden": 16, "seed": 3})
+    rows = [{"impl": "dgl-fp32", "median_ms": 2.0}, {"impl": "int", "median_ms": 1.0}]
+    rec = new_record(speed, measurements=rows, env={})
+    assert (rec["kind"], rec["run_id"], rec["label"]) == ("speed", speed.run_id,
+                                                          "speed:tiny/gcn/L2/h16/qlr-int2/dynamic/s3")
+    assert is_ok(rec, tmp_path / f"{speed.run_id}.json")
+    assert "its file name" in record_problem(rec, tmp_path / "speed-x.json")
+    assert "measurements" in record_problem(dict(rec, measurements=[]))
+    assert "median_ms" in record_problem(dict(rec, measurements=[{"impl": "int", "median_ms": "1.0"}]))
+    # a speed record whose spec is not a speed spec is judged as the older form: it lacks an impl at the top
+    assert "impl" in record_problem(dict(rec, spec=dict(rec["spec"], kind="train")))
+    assert "error" in record_problem(dict(rec, status="failed"))
+    assert [r["impl"] for r in record.speed_rows(rec)] == ["dgl-fp32", "int"]
+    assert all(r["run_id"] == speed.run_id and r["kind"] == "speed" for r in record.speed_rows(rec))
+    assert record.speed_rows(older) == [older]
 
 
 # -- atomic write ---------------------------------------------------------------------------------
@@ -161,19 +178,12 @@ def test_a_full_disk_leaves_no_record_and_no_temporary_file(tmp_path, spec, monk
     assert runner_and_report(store, spec.run_id) == (False, False)
 
 
-def test_the_speed_writer_is_the_record_writer(tmp_path, monkeypatch):
-    """``bench-suite speed --results``: atomic and fsync'd like the store (no writer of its own)."""
-    from bench_suite.engine.bench import write_record as write_speed
-
-    synced = []
-    real = os.fsync
-    monkeypatch.setattr(record.os, "fsync", lambda fd: synced.append(fd) or real(fd))
-    path = write_speed({"kind": "speed", "impl": "int", "median_ms": 2.0, "model": "gcn"}, tmp_path)
-    rec = read_record(path)
-    assert path.name == f"speed-{rec['run_id']}.json" and rec["median_ms"] == 2.0 and len(synced) == 2
-    assert _no_temp_files(tmp_path) and [r["impl"] for r in load_store([tmp_path]).speed] == ["int"]
-    with pytest.raises(ValueError, match="refusing to write"):
-        write_speed({"kind": "speed", "impl": "int"}, tmp_path)  # no median_ms: would not read back
+def test_speed_records_of_the_older_form_are_read_but_never_written(tmp_path):
+    """A speed record is written as the outcome of its spec (run id = file name), like a training record."""
+    older = {"kind": "speed", "impl": "int", "median_ms": 2.0, "run_id": "abc", "status": "ok"}
+    with pytest.raises(ValueError, match="without the spec of a speed measurement"):
+        write_record(tmp_path / "abc.json", older)
+    assert not list(tmp_path.iterdir())
 
 
 def test_write_json_atomic_creates_the_folder(tmp_path):

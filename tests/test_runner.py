@@ -50,7 +50,7 @@ PLANTED = textwrap.dedent('''
     class Sleepy(_Linear):
         """Sleeps ``delay`` seconds per forward: exceeds any short timeout."""
 
-        def __init__(self, in_dim, num_classes, depth, quant, delay: float = 1.0):
+        def __init__(self, in_dim, num_classes, depth, quant, delay: float = 10.0):
             super().__init__(in_dim, num_classes, depth, quant)
             self.delay = delay
 
@@ -147,7 +147,7 @@ def test_failing_nan_and_hanging_plugins_become_records_and_the_matrix_goes_on(t
           arch: [{model: gcn, depth: [2, 3]}, {model: [planted-boom, planted-nan, planted-sleepy]}]
     """)
     args = ["run", "f.yaml", "--results", "res", "--plugin", "planted_models", "--workers", "2",
-            "--timeout", "4", "--no-progress"]
+            "--timeout", "20", "--no-progress"]
     t0 = time.time()
     out = bench(*args, cwd=tmp_path)
     assert out.returncode == 1, out.stderr  # some runs did not succeed
@@ -162,7 +162,7 @@ def test_failing_nan_and_hanging_plugins_become_records_and_the_matrix_goes_on(t
     nan = by_model["planted-nan2"]
     assert nan["status"] == "failed" and nan["error"]["type"] == "NonFiniteLoss"
     sleepy = by_model["planted-sleepy2"]
-    assert sleepy["status"] == "timeout" and 3.9 < sleepy["timings"]["total_s"] < 15
+    assert sleepy["status"] == "timeout" and 19.9 < sleepy["timings"]["total_s"] < 35
     for rec in by_model.values():
         assert rec["env"]["versions"]["torch"].startswith("2.2") and rec["started"] <= rec["finished"]
 

@@ -89,6 +89,39 @@ def test_foreach_adam_updates_equal_the_per_tensor_loop_bit_for_bit():
     assert alphas and any(abs(a - round(a, 1)) > 1e-6 for a in alphas)  # α moved off its grid value
 
 
+def test_best_state_snapshot_restores_what_a_deep_copy_restores(monkeypatch):
+    """fit keeps the best epoch's state as cloned tensors (state_snapshot), not a deep copy of the
+    state dict: the same selected state, bit for bit, and the snapshot does not follow later training."""
+    import copy
+
+    import torch
+
+    from bench_suite import train
+    from bench_suite.data.datasets import load_dataset
+
+    spec = resolve_spec({"dataset": "csbm", "dataset.nodes": 300, "model": "gcnii", "depth": 4, "quant": "qlr",
+                         "bits": 4, "epochs": 25, "seed": 1})
+    data = load_dataset("csbm", seed=0, nodes=300)
+    runs = []
+    for snapshot in (train.state_snapshot, lambda m: copy.deepcopy(m.state_dict())):
+        monkeypatch.setattr(train, "state_snapshot", snapshot)
+        train.seed_everything(1)
+        model = train.build_model(spec, data)
+        out = train.fit(model, data, spec.train)
+        runs.append(({k: v for k, v in out.items() if not k.startswith("epoch_ms")}, model.state_dict()))
+    (m1, s1), (m2, s2) = runs
+    assert m1 == m2 and m1["best_epoch"] < m1["epochs_run"] - 1  # a later epoch ran after the selected one
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+    model = train.build_model(spec, data)
+    snap = train.state_snapshot(model)
+    name, param = next(iter(model.named_parameters()))
+    assert torch.equal(snap[name], param)
+    with torch.no_grad():
+        param.add_(1.0)
+    assert not torch.equal(snap[name], param)
+    assert getattr(snap, "_metadata", None) == getattr(model.state_dict(), "_metadata", None)
+
+
 def test_binary_dataset_records_roc_auc_and_selects_on_it():
     """minesweeper is binary and imbalanced (80% one class): its literature reports ROC-AUC, so the record's
     ``test_score`` is the ROC-AUC (not the accuracy, which a majority vote makes ~0.80), both are stored."""

@@ -1,11 +1,13 @@
-"""Speed benchmark: DGL FP32 vs the suite's FP32 path vs the integer engine.
+"""Speed measurement: DGL FP32 vs the suite's FP32 path vs the integer engine, one speed spec
+(:func:`bench_suite.spec.resolve_speed_spec`) → one ``speed`` record (:func:`run`).
 
 Timings are interleaved (one run of each implementation per round, ABAB…) and the
 median of ``repeats`` rounds after ``warmup`` rounds is reported, with the same
-thread count for torch, DGL and numba.  Each measurement becomes one ``speed``
-record (see :func:`measure`).  Before timing, :func:`bench_suite.engine.kernels.retain_heap`
-keeps freed memory in the process heap (for every implementation alike), and the
-quantizer ranges are set by one forward on a subgraph (:func:`calibrate`).
+thread count for torch, DGL and numba (the process's torch thread count: the runner's
+``--threads``, or ``bench-suite speed --threads``).  Before timing,
+:func:`bench_suite.engine.kernels.retain_heap` keeps freed memory in the process heap (for every
+implementation alike), and the quantizer ranges are set by one forward on a subgraph
+(:func:`calibrate`).
 
 Baselines: ``dgl.nn.GraphConv(norm='both')`` layers for GCN, ``dgl.nn.APPNPConv`` for
 decoupled APPNP, and the SMP iteration over ``GraphConv`` (``weight=False``) for SMP;
@@ -13,32 +15,16 @@ all in eval mode under ``torch.no_grad()`` with the same thread count.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
-from pathlib import Path
 from typing import Dict, List, Optional
 
 import dgl
 import numpy as np
 import torch
 
-from bench_suite.record import SPEED
-
-#: generated graphs: (nodes, undirected edges, features, classes)
-GRAPHS: Dict[str, tuple] = {
-    "arxiv-like": (169_343, 1_166_243, 128, 40),
-    "arxiv-like-10": (16_934, 116_624, 128, 40),
-    "small": (2_000, 10_000, 64, 8),
-    "tiny": (300, 1_200, 16, 4),
-}
-MODELS = ("gcn", "decoupled")
-PROPAGATIONS = ("appnp", "smp")
-IMPLS = ("dgl-fp32", "suite-fp32", "int")
-#: how the integer model gets its activation ranges: recomputed from every tensor (QLR's α·[min, max],
-#: the exact simulation of the fake-quant model) or calibrated once and frozen (:func:`bench_suite.engine.convert.calibrate`)
-RANGES = ("dynamic", "calibrated")
+from bench_suite.record import OK, new_record
+from bench_suite.spec import GENERATED_GRAPHS, RunSpec
 
 
 def power_law_graph(nodes: int, edges: int, seed: int = 0, exponent: float = 2.5) -> dgl.DGLGraph:
@@ -68,53 +54,44 @@ def power_law_graph(nodes: int, edges: int, seed: int = 0, exponent: float = 2.5
 
 
 def generated(name: str, seed: int = 0):
-    """``(graph, features, num_classes)`` of a generated graph in :data:`GRAPHS`."""
-    if name not in GRAPHS:
-        raise ValueError(f"unknown generated graph {name!r}; valid: {', '.join(GRAPHS)}")
-    n, e, f, c = GRAPHS[name]
+    """``(graph, features, num_classes)`` of a generated graph in :data:`bench_suite.spec.GENERATED_GRAPHS`."""
+    if name not in GENERATED_GRAPHS:
+        raise ValueError(f"unknown generated graph {name!r}; valid: {', '.join(GENERATED_GRAPHS)}")
+    n, e, f, c = GENERATED_GRAPHS[name]
     g = power_law_graph(n, e, seed)
     x = torch.from_numpy(np.random.default_rng(seed + 1).standard_normal((n, f)).astype(np.float32))
     return g, x, c
 
 
-def real_graph(name: str, data_dir=None):
+def real_graph(name: str, data_dir=None, download: bool = False):
     """``(graph, features, num_classes, data)`` of a registered dataset (public/seed-0 split)."""
     from bench_suite.data.datasets import load_dataset
 
-    data = load_dataset(name, seed=0, data_dir=data_dir)
+    data = load_dataset(name, seed=0, data_dir=data_dir, download=download)
     return data.graph, data.features, data.num_classes, data
 
 
-def graph_inputs(name: str, seed: int = 0, data_dir=None):
-    """A generated graph (:data:`GRAPHS`) or a registered dataset, by name; ``data`` is None
-    for generated graphs (no labels to train on)."""
+def graph_inputs(name: str, seed: int = 0, data_dir=None, download: bool = False):
+    """A generated graph (:data:`bench_suite.spec.GENERATED_GRAPHS`) or a registered dataset, by name;
+    ``data`` is None for generated graphs (no labels to train on)."""
     from bench_suite.registry import DATASETS
 
-    if name in GRAPHS:
+    if name in GENERATED_GRAPHS:
         return (*generated(name, seed), None)
     if name in DATASETS.keys():
-        return real_graph(name, data_dir)
-    raise ValueError(f"speed: graph={name!r} is neither a generated graph ({', '.join(GRAPHS)}) nor a "
+        return real_graph(name, data_dir, download)
+    raise ValueError(f"speed: graph={name!r} is neither a generated graph ({', '.join(GENERATED_GRAPHS)}) nor a "
                      f"registered dataset ({', '.join(sorted(DATASETS.keys()))})")
 
 
-def train_briefly(model: torch.nn.Module, g, data, epochs: int) -> None:
-    """``epochs`` full-graph Adam steps on the training nodes (quantizers in training mode), with the
-    suite's optimiser and defaults (:func:`bench_suite.train.optimizer_for`, :class:`TrainConfig`: lr
-    0.01, weight decay 5e-4, quantizer parameters such as QLR's α in their own group at lr 1e-4).
-    One Adam group at lr 0.01 for α too made QLR INT4/INT2 GCN-4 on amazon-computers predict one class."""
-    import torch.nn.functional as F
-
+def train_briefly(model: torch.nn.Module, data, epochs: int) -> None:
+    """``epochs`` epochs of the suite's own training loop (:func:`bench_suite.train.fit`: its optimiser,
+    QLR's α in its own group at lr 1e-4, the best validation epoch's state kept) with the default
+    :class:`TrainConfig`, on ``data.graph``."""
     from bench_suite.spec import TrainConfig
-    from bench_suite.train import optimizer_for
+    from bench_suite.train import fit
 
-    opt = optimizer_for(model, TrainConfig())
-    mask = data.train_mask & (data.labels >= 0)
-    model.train()
-    for _ in range(epochs):
-        opt.zero_grad()
-        F.cross_entropy(model(g, data.features)[mask], data.labels[mask]).backward()
-        opt.step()
+    fit(model, data, TrainConfig(epochs=epochs, patience=epochs))
 
 
 class DGLGCN(torch.nn.Module):
@@ -207,20 +184,17 @@ class DGLSMP(torch.nn.Module):
 
 def build(model: str, depth: int, hidden: int, in_dim: int, classes: int, quant, propagation: str = "appnp",
           lambda_min: Optional[float] = None):
+    """A registered model with ``hidden`` units; a model with a propagation (``decoupled``) gets
+    ``propagation``, with SMP's ``lambda_min`` when given."""
     from bench_suite.registry import MODELS as REG
 
-    if propagation not in PROPAGATIONS:
-        raise ValueError(f"speed: propagation={propagation!r} is not supported; valid: {', '.join(PROPAGATIONS)}")
-    if model not in MODELS:
-        raise ValueError(f"speed: model={model!r} is not supported; valid: {', '.join(MODELS)}")
     params = {"hidden": hidden}
-    if lambda_min is not None and (model, propagation) != ("decoupled", "smp"):
-        raise ValueError(f"speed: lambda_min={lambda_min} applies to model=decoupled propagation=smp only, "
-                         f"not model={model} propagation={propagation}")
-    if model == "decoupled":
+    if "propagation" in {p.name for p in REG.params(model)}:
         params["propagation"] = propagation
         if lambda_min is not None:
             params["propagation_params"] = {"lambda_min": float(lambda_min)}
+    elif lambda_min is not None:
+        raise ValueError(f"lambda_min={lambda_min} applies to a model with a propagation (SMP), not model={model}")
     return REG.create(model, in_dim=in_dim, num_classes=classes, depth=depth, quant=quant, **params)
 
 
@@ -259,85 +233,86 @@ def timed(fn) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = "arxiv-like", bits: int = 2,
-            quant: Optional[str] = None, threads: int = 2, repeats: int = 5, warmup: int = 1,
-            impls: tuple = IMPLS, model_path: Optional[str] = None, seed: int = 0,
-            propagation: str = "appnp", train_epochs: int = 0, data_dir=None,
-            truncation: Optional[str] = None, breakdown: bool = False,
-            lambda_min: Optional[float] = None, ranges: str = "dynamic", calibration_graph: Optional[str] = None,
-            calibration_seed: Optional[int] = None) -> List[dict]:
-    """Time each implementation in ``impls`` on one model and graph; one record per implementation.
+def measure(threads: Optional[int] = None, data_dir=None, **keys) -> List[dict]:
+    """Resolve ``keys`` as a speed spec (:func:`bench_suite.spec.resolve_speed_spec`: ``model``,
+    ``depth``, ``hidden``, ``graph``, ``bits``, ``impls``, ``repeats``, ...) and time it with
+    ``threads`` threads (default: the process's); the rows of :func:`measure_spec`."""
+    from bench_suite.spec import resolve_speed_spec
 
-    ``graph`` is a generated graph (:data:`GRAPHS`) or a registered dataset (read from
-    ``data_dir`` / ``$BENCH_SUITE_DATA``).  The fake-quant model has random weights with
-    ranges set by one calibration forward pass (timing does not depend on the weights'
-    values), or, with ``train_epochs`` > 0 on a dataset, is trained that many epochs on
-    its training nodes first (the record then also holds the test accuracy of the
-    fake-quant and the integer model); ``model_path`` loads a saved integer model instead
-    of converting one.  ``truncation`` (``bt``, ``bt*``; INT2 QLR) is passed to the quantizer,
-    ``lambda_min`` (SMP) to the propagation: λ ≥ lambda_min keeps a deep SMP from diverging.
-    ``breakdown`` (needs ``int`` in ``impls``): after timing, ``repeats`` more integer passes run
-    under :func:`bench_suite.engine.profile.profiling`; the integer record gets ``breakdown``:
-    per-stage time, bytes, MACs and floor, the measured bandwidth and int8 peak, the floor of
-    the whole pass and the speed-up over DGL that floor would allow (``ceiling_vs_dgl``).
+    spec = resolve_speed_spec(keys, "measure")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return measure_spec(spec, data_dir)
 
-    ``ranges`` (:data:`RANGES`): ``dynamic`` recomputes every QLR range from its tensor;
-    ``calibrated`` freezes them after one integer pass over the calibration graph — the deployed
-    graph itself unless ``calibration_graph`` (a graph name as ``graph``, with ``calibration_seed``
-    for generated ones) names another with the same features and degree distribution.  Records
-    carry ``ranges`` and ``calibration_graph``.
+
+def run(spec: RunSpec, data_dir=None, download: bool = False) -> Dict:
+    """Execute one speed measurement and return its ``ok`` record (:func:`bench_suite.record.new_record`,
+    kind ``speed``: one entry of ``measurements`` per implementation; the runner adds where and when it ran)."""
+    from bench_suite.env import environment
+    from bench_suite.spec import spec_plugins
+
+    t0 = time.perf_counter()
+    rows = measure_spec(spec, data_dir, download)
+    return new_record(spec, OK, measurements=rows, timings={"total_s": time.perf_counter() - t0},
+                      env=dict(environment(), plugins=spec_plugins(spec.data)))
+
+
+def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[dict]:
+    """Time each implementation of a speed spec's ``impls`` on its model and graph; one row per
+    implementation, with the process's torch thread count for torch, DGL and numba alike.
+
+    ``graph`` is a generated graph or a registered dataset (read from ``data_dir`` /
+    ``$BENCH_SUITE_DATA``).  The fake-quant model has random weights with ranges set by one
+    calibration forward pass (timing does not depend on the weights' values), or, with
+    ``train_epochs`` > 0 on a dataset, is trained that many epochs on its training nodes first (the
+    rows then also hold the test accuracy of the fake-quant and the integer model); ``model_path``
+    loads a saved integer model instead of converting one.  SMP's ``lambda_min`` (a propagation
+    key) keeps a deep SMP from diverging.  ``breakdown``: after timing, ``repeats`` more integer
+    passes run under :func:`bench_suite.engine.profile.profiling`; the integer row gets
+    ``breakdown``: per-stage time, bytes, MACs and floor, the measured bandwidth and int8 peak,
+    the floor of the whole pass and the speed-up over DGL that floor would allow (``ceiling_vs_dgl``).
+
+    ``ranges`` (:data:`bench_suite.spec.RANGES`): ``dynamic`` recomputes every QLR range from its
+    tensor; ``calibrated`` freezes them after one integer pass over the calibration graph — the
+    deployed graph itself unless ``calibration_graph`` (a graph name as ``graph``, with
+    ``calibration_seed`` for generated ones) names another with the same features and degree
+    distribution.  Rows carry ``ranges`` and ``calibration_graph``.
     """
+    from types import SimpleNamespace
+
     from bench_suite.engine import tuning
-    from bench_suite.engine.calibration import temporary_quantizer
     from bench_suite.engine.convert import calibrate as freeze_ranges
     from bench_suite.engine.convert import convert, fp32_bytes
     from bench_suite.engine.intmodel import EngineGraph, load
     from bench_suite.env import cpu_model
     from bench_suite.nn.graph import prepare_graph
-    from bench_suite.quant.base import QuantFactory
-    from bench_suite.registry import QUANTIZERS
+    from bench_suite.train import build_model
 
-    if repeats < 5:
-        raise ValueError(f"repeats={repeats} is too few for a median; use at least 5")
-    bad = [i for i in impls if i not in IMPLS]
-    if bad:
-        raise ValueError(f"unknown implementation(s) {bad}; valid: {', '.join(IMPLS)}")
-    if breakdown and "int" not in impls:
-        raise ValueError(f"speed: breakdown profiles the integer model; impls={list(impls)} has no 'int'")
-    if int(train_epochs) < 0:
-        raise ValueError(f"speed: train_epochs={train_epochs} must be >= 0")
-    if ranges not in RANGES:
-        raise ValueError(f"speed: ranges={ranges!r} is not valid; valid: {', '.join(RANGES)}")
-    if ranges == "dynamic" and (calibration_graph is not None or calibration_seed is not None):
-        raise ValueError("speed: calibration_graph / calibration_seed apply to ranges=calibrated only")
-    g0, x, classes, data = graph_inputs(graph, seed, data_dir)
-    if train_epochs and data is None:
-        raise ValueError(f"speed: train_epochs={train_epochs} needs a dataset with labels; graph={graph!r} is "
-                         "generated (use a dataset name such as amazon-computers)")
+    d, m = spec.data, spec.measure
+    graph, model, quant = d["graph"]["name"], d["model"], d["quant"]
+    prop = d.get("propagation") or {}
+    g0, x, classes, data = graph_inputs(graph, m.seed, data_dir, download)
+    threads = tuning.set_threads(torch.get_num_threads())
     torch.set_num_threads(threads)
-    threads = tuning.set_threads(threads)
     tuning.retain_heap()  # process-wide: baselines and engine alike reuse freed memory
     g = prepare_graph(g0)
     eg = EngineGraph.from_dgl(g)
     xn = x.numpy()
-    torch.manual_seed(seed)
+    shape = SimpleNamespace(num_features=x.shape[1], num_classes=classes)
+    torch.manual_seed(m.seed)
     accuracy = {}
-    with temporary_quantizer() as static:
-        qkey = quant or ("qlr" if "qlr" in QUANTIZERS else static)
-        fq_model = build(model, depth, hidden, x.shape[1], classes,
-                         QuantFactory(qkey, bits, {"truncation": truncation} if truncation else None), propagation,
-                         lambda_min)
-        if train_epochs:
-            train_briefly(fq_model, g, data, int(train_epochs))
-        else:
-            calibrate(fq_model, g0, x, seed)
-        fq_model.eval()
-        int_model = load(model_path) if model_path else convert(fq_model)
-    if int_model.ranges != ranges:
+    fq_model = build_model(spec, shape)
+    if m.train_epochs:
+        train_briefly(fq_model, data, m.train_epochs)
+    else:
+        calibrate(fq_model, g0, x, m.seed)
+    fq_model.eval()
+    int_model = load(m.model_path) if m.model_path else convert(fq_model)
+    if int_model.ranges != m.ranges:
         if int_model.ranges == "calibrated":
-            raise ValueError(f"speed: model_path={model_path} holds a model with calibrated ranges "
+            raise ValueError(f"speed: model_path={m.model_path} holds a model with calibrated ranges "
                              f"({int_model.calibration}); use ranges=calibrated")
-        freeze_ranges(int_model, *calibration_inputs(graph, seed, eg, xn, calibration_graph, calibration_seed,
+        freeze_ranges(int_model, *calibration_inputs(graph, m.seed, eg, xn, m.calibration_graph, m.calibration_seed,
                                                      data_dir))
     if data is not None:
         test = (data.test_mask & (data.labels >= 0)).numpy()
@@ -348,48 +323,50 @@ def measure(model: str = "gcn", depth: int = 4, hidden: int = 256, graph: str = 
         accuracy = {"fake_quant_test_acc": round(float((ref[test] == labels[test]).mean()), 4),
                     "int_test_acc": round(float((out[test] == labels[test]).mean()), 4),
                     "agreement": round(float((out == ref).mean()), 5)}
-    fp_model = build(model, depth, hidden, x.shape[1], classes, QuantFactory(), propagation, lambda_min)
+    fp_model = build_model(RunSpec.from_dict(dict(d, quant={"name": "fp32", "bits": 32})), shape)
     copy_weights(fq_model, fp_model)
     fp_model.eval()
-    base = (DGLGCN if model == "gcn" else DGLSMP if propagation == "smp" else DGLAPPNP)(fp_model).eval()
-    run = {
+    base = (DGLGCN if model["name"] == "gcn" else DGLSMP if prop.get("name") == "smp" else DGLAPPNP)(fp_model).eval()
+    run_impl = {
         "dgl-fp32": lambda: base(g, x),
         "suite-fp32": lambda: fp_model(g, x),
         "int": lambda: int_model(eg, xn),
     }
     load_start = os.getloadavg()
-    times: Dict[str, List[float]] = {i: [] for i in impls}
+    times: Dict[str, List[float]] = {i: [] for i in m.impls}
     with torch.no_grad():
-        for r in range(warmup + repeats):
-            for i in impls:
-                t = timed(run[i])
-                if r >= warmup:
+        for r in range(m.warmup + m.repeats):
+            for i in m.impls:
+                t = timed(run_impl[i])
+                if r >= m.warmup:
                     times[i].append(t)
     med = {i: float(np.median(v)) for i, v in times.items()}
-    stages = profile_passes(int_model, eg, xn, repeats, med.get("dgl-fp32")) if breakdown else None
+    stages = profile_passes(int_model, eg, xn, m.repeats, med.get("dgl-fp32")) if m.breakdown else None
     fp = fp32_bytes(fp_model)
+    trunc = quant.get("truncation")
     common = {
-        "kind": SPEED, "model": model, "depth": depth, "hidden": hidden, "graph": graph,
-        "nodes": g0.num_nodes(), "edges": g0.num_edges() // 2, "bits": bits,
-        "propagation": propagation if model == "decoupled" else None, "quant": qkey,
-        "truncation": truncation or "none", "threads": threads, "lambda_min": lambda_min,
-        "repeats": repeats, "warmup": warmup, "fp32_bytes": fp, "cpu": cpu_model(),
+        "model": model["name"], "depth": model["depth"], "hidden": model.get("hidden"), "graph": graph,
+        "nodes": g0.num_nodes(), "edges": g0.num_edges() // 2, "bits": quant["bits"],
+        "propagation": prop.get("name"), "quant": quant["name"],
+        "truncation": trunc if trunc not in (None, "") else "none", "threads": threads,
+        "lambda_min": prop.get("lambda_min"),
+        "repeats": m.repeats, "warmup": m.warmup, "fp32_bytes": fp, "cpu": cpu_model(),
         "loadavg_1min": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
-        "generator": ("Chung-Lu power law (Pareto weights, tail exponent 2.5), seed %d" % seed
+        "generator": ("Chung-Lu power law (Pareto weights, tail exponent 2.5), seed %d" % m.seed
                       if data is None else f"dataset {graph} (real graph)"),
-        "train_epochs": int(train_epochs), "ranges": int_model.ranges,
+        "train_epochs": m.train_epochs, "ranges": int_model.ranges,
         "calibration_graph": None if int_model.calibration is None else int_model.calibration["graph"], **accuracy,
     }
     out = []
-    for i in impls:
+    for i in m.impls:
         size = int_model.nbytes if i == "int" else fp
-        rec = dict(common, impl=i, bits=bits if i == "int" else 32, median_ms=round(med[i], 3),
+        row = dict(common, impl=i, bits=quant["bits"] if i == "int" else 32, median_ms=round(med[i], 3),
                    times_ms=[round(t, 3) for t in times[i]], model_bytes=size,
                    compression=round(fp / size, 3),
                    speedup_vs_dgl=round(med["dgl-fp32"] / med[i], 3) if "dgl-fp32" in med else None)
         if i == "int" and stages is not None:
-            rec["breakdown"] = stages
-        out.append(rec)
+            row["breakdown"] = stages
+        out.append(row)
     return out
 
 
@@ -402,7 +379,7 @@ def calibration_inputs(graph: str, seed: int, eg, xn: np.ndarray, name: Optional
 
     name = graph if name is None else name
     cal_seed = seed if cal_seed is None else int(cal_seed)
-    what = f"{name} seed {cal_seed}" if name in GRAPHS else name
+    what = f"{name} seed {cal_seed}" if name in GENERATED_GRAPHS else name
     if (name, cal_seed) == (graph, seed):
         return eg, xn, f"{what} (deployed graph)"
     g0, x, _, _ = graph_inputs(name, cal_seed, data_dir)
@@ -442,16 +419,3 @@ def profile_passes(int_model, eg, xn: np.ndarray, repeats: int, dgl_ms: Optional
     return {"stages": rows, "bandwidth_gbs": round(bw, 2), "int8_peak_gmacs": round(peak, 1),
             "profiled_ms": round(sum(r["ms"] for r in rows), 3), "floor_ms": round(floor, 3),
             "ceiling_vs_dgl": round(dgl_ms / floor, 2) if dgl_ms and floor else None, "floor_withheld": None}
-
-
-def write_record(record: dict, results: str | Path) -> Path:
-    """Write one speed record as ``speed-<id>.json`` in ``results`` (:func:`bench_suite.record.write_record`:
-    atomic, fsync'd); the id is a hash of the record with its environment and timestamp."""
-    from bench_suite.env import environment
-    from bench_suite.record import write_record as write
-
-    record = dict(record, env=environment(), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    body = json.dumps(record, sort_keys=True, default=str)
-    rid = hashlib.sha256(body.encode()).hexdigest()[:16]
-    record["run_id"] = rid
-    return write(Path(results) / f"speed-{rid}.json", record)

@@ -1,62 +1,69 @@
-"""``bench-suite speed key=value ... [--threads N --repeats N --warmup N --results DIR]``.
+"""``bench-suite speed key=value ... [--threads N --repeats N --warmup N --breakdown --results DIR]``:
+one speed measurement, the one-off form of a ``kind: speed`` matrix run.
 
-Keys: model (gcn, decoupled), depth, hidden, graph (a generated graph:
-arxiv-like, arxiv-like-10, small, tiny; or a registered dataset, read from --data-dir /
-$BENCH_SUITE_DATA), bits (8, 4, 2), propagation (decoupled: appnp, smp), quant (quantizer key;
-default qlr if registered, else a static min/max calibration), truncation (bt, bt*: QLR at
-INT2 with bit truncation), lambda_min (SMP: project the multiplier onto [lambda_min, ∞)), model_path (a saved
-integer model), train_epochs (datasets: train the fake-quant model this many epochs
-first; the record adds test accuracy of both models and their agreement), seed, ranges (dynamic:
-every QLR range from its current tensor, the exact simulation; calibrated: ranges frozen after one
-integer pass over the deployed graph, or over calibration_graph / calibration_seed).
-Prints one JSON line per implementation; ``--breakdown`` adds the integer model's time per
-stage, the bytes each stage moves and the floor they imply (:mod:`bench_suite.engine.profile`).
+The keys are those of a speed spec (:func:`bench_suite.spec.resolve_speed_spec`, ``bench-suite list
+speed``): graph (a generated graph: arxiv-like, arxiv-like-10, small, tiny; or a registered dataset,
+read from --data-dir / $BENCH_SUITE_DATA), model (gcn, decoupled) with its keys (depth, hidden,
+propagation: appnp or smp, SMP's lambda_min, ...), quant (default qlr) with bits (8, 4, 2) and its keys
+(truncation: bt, bt* for INT2 QLR), and the measurement's: impls, repeats, warmup, breakdown, ranges
+(dynamic: every QLR range from its current tensor, the exact simulation; calibrated: ranges frozen after
+one integer pass over the deployed graph, or over calibration_graph / calibration_seed), train_epochs
+(datasets: train the fake-quant model first; the rows add test accuracy of both models and their
+agreement), model_path (a saved integer model), seed.
+
+The spec is resolved and checked before anything is built, then measured by the worker's own code
+(:func:`bench_suite.runner.worker.perform`).  Prints one JSON line per implementation;
+``--results DIR`` also writes the record to ``DIR/<run id>.json`` as a runner would (replacing an
+earlier measurement of the same spec).  ``--breakdown`` adds the integer model's time per stage, the
+bytes each stage moves and the floor they imply (:mod:`bench_suite.engine.profile`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 
-KEYS = ("model", "depth", "hidden", "graph", "bits", "quant", "truncation", "model_path", "seed", "propagation",
-        "train_epochs", "lambda_min", "ranges", "calibration_graph", "calibration_seed")
-
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("assignments", nargs="*", metavar="KEY=VALUE", help=f"keys: {', '.join(KEYS)}")
+    p.add_argument("assignments", nargs="*", metavar="KEY=VALUE",
+                   help="speed spec keys (`bench-suite list speed`), e.g. graph=cora bits=4 ranges=calibrated")
     p.add_argument("--threads", type=int, default=2, help="threads for torch, DGL and numba (default 2)")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds, at least 5 (default 5)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds, at least 5 (default 5; key repeats)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 1; key warmup)")
     p.add_argument("--breakdown", action="store_true",
                    help="also profile the integer model's stages: time, bytes moved, floor (bandwidth, int8 peak)")
-    p.add_argument("--results", default=None, metavar="DIR", help="also write each record as JSON into DIR")
-
-
-def parse_assignments(items: list) -> dict:
-    from bench_suite.spec import parse_value
-
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or key not in KEYS:
-            raise ValueError(f"speed: bad argument {item!r}; expected KEY=VALUE with KEY one of {', '.join(KEYS)}")
-        out[key] = parse_value(value)
-    return out
+    p.add_argument("--results", default=None, metavar="DIR", help="also write the record as JSON into DIR")
 
 
 def execute(args: argparse.Namespace) -> int:
     import sys
 
-    from bench_suite.engine.bench import measure, write_record
+    from bench_suite.record import SPEED, utc_now
+    from bench_suite.runner.store import ResultStore
+    from bench_suite.runner.worker import perform, set_threads
+    from bench_suite.spec import SpecError, parse_assignments, resolve_speed_spec
 
+    items = list(args.assignments)
+    for key, value in (("repeats", args.repeats), ("warmup", args.warmup), ("breakdown", args.breakdown or None)):
+        if value is not None:
+            items.append(f"{key}={str(value).lower()}")  # a key also given as key=value is "given twice"
+    if args.threads < 1:
+        raise SpecError(f"--threads {args.threads} is not valid: give a number of threads >= 1")
+    spec = resolve_speed_spec(parse_assignments(items, "command line"), "command line")
+    store = None
+    if args.results:
+        store = ResultStore(args.results)
+        store.check_writable()
+    set_threads(args.threads)
+    started = utc_now()
     try:
-        kw = parse_assignments(args.assignments)
-        records = measure(threads=args.threads, repeats=args.repeats, warmup=args.warmup,
-                          data_dir=getattr(args, "data_dir", None), breakdown=args.breakdown, **kw)
-    except (ValueError, FloatingPointError) as exc:  # bad input; a model that diverges on this graph
+        record = perform(spec, data_dir=getattr(args, "data_dir", None), download=getattr(args, "download", False))
+    except FloatingPointError as exc:  # a model that diverges on this graph
         print(f"bench-suite speed: error: {exc}", file=sys.stderr)
         return 2
-    for rec in records:
-        if args.results:
-            rec["path"] = str(write_record(rec, args.results))
-        print(json.dumps(rec, sort_keys=True), flush=True)
+    path = None
+    if store is not None:
+        path = store.write(dict(record, started=started, finished=utc_now()))
+    for row in record["measurements"]:
+        line = dict(row, kind=SPEED, run_id=record["run_id"], **({"path": str(path)} if path else {}))
+        print(json.dumps(line, sort_keys=True), flush=True)
     return 0

@@ -20,9 +20,19 @@ from bench_suite.engine.intmodel import Aggregation, EngineGraph, IntDecoupled, 
 from bench_suite.engine.ranges import RangeRule, quantize_weight, recording, rule_of, rule_state, rules
 from bench_suite.quant.base import Quantizer
 
-__all__ = ["convert", "calibrate", "fp32_bytes", "RangeRule", "rule_of", "rule_state", "quantize_weight", "rules"]
+__all__ = ["convert", "convertible", "calibrate", "fp32_bytes", "RangeRule", "rule_of", "rule_state", "quantize_weight", "rules"]
 
 F32 = np.float32
+
+
+def convertible() -> tuple:
+    """``(model classes, propagation classes)`` that :func:`convert` converts: a model is an instance of
+    one of the first, a decoupled model's propagation exactly one of the second."""
+    from bench_suite.nn.models import Decoupled, DeepGCN
+    from bench_suite.nn.propagations import APPNPPropagation
+    from bench_suite.smp import SMPPropagation
+
+    return (DeepGCN, Decoupled), (APPNPPropagation, SMPPropagation)
 
 
 def convert(model: torch.nn.Module, calibrate_on: tuple | None = None, calibration_graph: str = "") -> IntModel:
@@ -60,11 +70,9 @@ def _gcn(model) -> IntGCN:
 
 
 def _decoupled(model) -> IntDecoupled:
-    from bench_suite.nn.propagations import APPNPPropagation
-    from bench_suite.smp import SMPPropagation
-
+    appnp, smp_prop = convertible()[1]
     kind = type(model.prop)
-    if kind not in (APPNPPropagation, SMPPropagation):
+    if kind not in (appnp, smp_prop):
         raise ValueError(f"integer engine: propagation {kind.__name__} is not supported; "
                          "supported: APPNPPropagation ('appnp'), SMPPropagation ('smp')")
     linears = []
@@ -76,8 +84,10 @@ def _decoupled(model) -> IntDecoupled:
         linears.append(IntLinear(w, r["input"], r["feature"], bias))
     aggs = [Aggregation(*rules(q, ("message", "aggregate", "update"), f"propagation step {k}").values())
             for k, q in enumerate(model.prop.q)]
-    if kind is APPNPPropagation:
+    if kind is appnp:
         return IntDecoupled(linears, aggs, model.prop.alpha)
+    if not getattr(model.prop, "quantize_output", True):
+        raise ValueError("integer engine: SMP with quantize_output=false (float step outputs) is not supported")
     smp = {key: getattr(model.prop, key) for key in IntDecoupled.SMP_KEYS}
     deltas = [Aggregation(*rules(q, ("message", "aggregate"), f"smp step {k} (Δ)").values())
               for k, q in enumerate(model.prop.q_delta)]

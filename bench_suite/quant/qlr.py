@@ -34,12 +34,15 @@ from torch import Tensor, nn
 
 from bench_suite.bits import BITS
 from bench_suite.quant.base import EPS, Quantizer, qmax, quantize_codes, scale_zero
-from bench_suite.quant import fused as _fused
+from bench_suite.quant import fused
 from bench_suite.quant.fused import fake_quant_fused
 from bench_suite.registry import QUANTIZERS
 from bench_suite.sparse import aminmax, implicit_zeros, is_sparse, moments_skewness, quantized_product
 
 TRUNCATIONS: Tuple[str, ...] = ("none", "bt", "bt*")
+#: ``grad_mask`` values: "input" = the suite's STE/LSQ backward; "output" = the authors' backward
+#: (:class:`_OutputMaskFakeQuant`)
+GRAD_MASKS: Tuple[str, ...] = ("input", "output")
 #: 8-bit codes kept by bit truncation: 0, 85, 170, 255 (= 255/3 apart).
 BT_STEP = 85
 TRUNCATION_BITS = 8
@@ -137,7 +140,7 @@ def _alpha_grad(gs: np.float32, vals: Tuple[np.float32, ...]) -> np.float32:
 class _QLRFakeQuant(torch.autograd.Function):
     """A QLR quantizer's training forward as one autograd node: the range ``α·[min x, max x]``, the
     scale chain of :func:`scale_chain` on float32 scalars, and one kernel pass
-    (:func:`bench_suite.quant.fused.fake_quant_arrays`) that writes x̂, the ∂x̂/∂s factor and the
+    (:func:`bench_suite.quant.fused.fake_quant_forward`) that writes x̂, the ∂x̂/∂s factor and the
     ∂x̂/∂x mask; the backward pass is one kernel pass too (∂ℒ/∂x = g·mask and Σ g·∂x̂/∂s in float64),
     then α's gradient through the scale chain (:func:`_alpha_grad`).
 
@@ -153,18 +156,76 @@ class _QLRFakeQuant(torch.autograd.Function):
         mn, mx = (float(v) for v in torch.aminmax(xc))
         s, z, pre, amn, amx = scale_chain(a, mn, mx, Q)
         need_t = ctx.needs_input_grad[1]
-        out, t, mask = _fused.fake_quant_arrays(xc, s, z, Q, step, kappa, Qc, need_t, ctx.needs_input_grad[0])
+        out, t, mask = fused.fake_quant_forward(xc, s, z, Q, step, kappa, Qc, need_t, ctx.needs_input_grad[0])
         ctx.t, ctx.mask = t, mask
         ctx.vals = (pre, amn, amx, np.float32(mn), np.float32(mx), np.float32(Q))
         return out
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        gx, acc = _fused.fake_quant_backward(g, ctx.t, ctx.mask, ctx.needs_input_grad[0])
+        gx, acc = fused.fake_quant_backward(g, ctx.t, ctx.mask, ctx.needs_input_grad[0])
         ga = None
         if acc is not None:
             ga = torch.full((), _alpha_grad(np.float32(acc), ctx.vals), dtype=torch.float32)
         return gx, ga, None
+
+
+class _OutputMaskFakeQuant(torch.autograd.Function):
+    """QLR's fake quantization with the backward of the authors' code (``grad_mask="output"``, an
+    ablation): SamirMoustafa/SMP_GNN_Quant@00dd14c, ``QLR_quantizer_fun.py``,
+    ``LearnsQuantize.backward`` (lines 98-132).  A plain torch path (correctness over speed).
+
+    The forward value is the suite's (:func:`bench_suite.quant.fused.fake_quant_forward` on the range of
+    :func:`scale_chain`, the same bits as the default path).  The backward, as their code computes it:
+
+    * the mask tests the saved *quantized output* x̂ (their ``ctx.save_for_backward(output)``, inf set
+      to 0) against the α-scaled, unclamped range ends α·min x, α·max x (their ``min_val``/``max_val``
+      after ``* s_alpha``): ``middle = not (x̂ < α·min x) and not (x̂ > α·max x)``; ∂ℒ/∂x = g·middle.
+      An element of an end code (clipped or not) dequantizes to ``hi + (v − z)·s`` (top) or
+      ``lo + (v − z)·s`` (bottom), v = −lo/s the unrounded zero point: when z rounds down the top code
+      lies above α·max x and all its elements are masked while the bottom code (clipped elements
+      included) passes; when z rounds up the reverse.  So clipped inputs keep their gradient at one
+      end only; with min x > 0 the code-0 value 0 < α·min x is masked.
+    * ∂ℒ/∂α = Σ (small·α·min x + big·α·max x + middle·(round(q) − r))·(g·middle), with q the integer
+      8-bit (BT/BT*: ``85·c``) or b-bit code and r = x̂·(1/s) + z recomputed from the output (BT/BT*:
+      ``round((r + κ)/85)·85``).  Since g is masked first the small/big terms vanish, and
+      round(q) − r is float rounding noise (exactly 0 under BT/BT*): α gets ~zero gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: Tensor, consts: tuple) -> Tensor:
+        a, Q, step, kappa, Qc = consts
+        xc = x.detach().contiguous()
+        mn, mx = (float(v) for v in torch.aminmax(xc))
+        s, z, _, amn, amx = scale_chain(a, mn, mx, Q)
+        out = fused.fake_quant_forward(xc, s, z, Q, step, kappa, Qc, False, False)[0]
+        ctx.consts = (s, z, amn, amx, step, float(kappa))
+        ctx.alpha_shape = alpha.shape
+        if ctx.needs_input_grad[1]:
+            code = fused._codes(xc, torch.tensor(s), torch.tensor(z), Q, step, float(kappa), Qc)[1]
+            ctx.save_for_backward(out.clone(), code * step if step != 1 else code)
+        else:
+            ctx.save_for_backward(out.clone())
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        s, z, amn, amx, step, kappa = ctx.consts
+        saved = ctx.saved_tensors
+        o = saved[0].clone()
+        o[torch.isinf(o)] = 0
+        f = torch.float32
+        small = o < torch.tensor(amn, dtype=f)
+        big = o > torch.tensor(amx, dtype=f)
+        middle = (~(small | big)).to(g.dtype)
+        gx = middle * g
+        ga = None
+        if ctx.needs_input_grad[1]:
+            r = o * (1.0 / torch.tensor(s, dtype=f)) + torch.tensor(z, dtype=f)
+            if step != 1:
+                r = torch.round((r + kappa) / step) * step
+            ga = (middle * (saved[1].round() - r) * gx).sum().reshape(ctx.alpha_shape)
+        return (gx if ctx.needs_input_grad[0] else None), ga, None
 
 
 #: A constant input denser than this keeps the dense α-gradient (the sampled product would not pay).
@@ -182,7 +243,7 @@ class _SparseInputAlphaGrad(torch.autograd.Function):
     Autograd would form the dense ∂ℒ/∂x̂ = G·Ŵᵀ (Cora: 2708x1433, a product FP32 training
     never computes) just for this sum, whose terms vanish wherever t = 0 (x = 0: x̂ = 0 is on
     the grid).  The sampled product is the same number bit for bit (see
-    :func:`bench_suite.quant.fused._sampled_grad_kernel`); on a quantizer's first such call the
+    :func:`bench_suite.quant.fused.sampled_scale_grad`); on a quantizer's first such call the
     backward computes both and compares every term (``owner._sparse_checked``), and a mismatch
     (another BLAS, another CPU) switches that quantizer back to the dense product for good.
     """
@@ -197,27 +258,22 @@ class _SparseInputAlphaGrad(torch.autograd.Function):
     def backward(ctx, G: Tensor):
         if not ctx.needs_input_grad[1]:
             return G, None, None, None, None, None, None
-        n_cols = ctx.w.shape[0]
         Gc = G.contiguous()
         if not bool(torch.isfinite(Gc).all()):  # the dense sum would be NaN (a non-finite g times t = 0)
             acc = float("nan")
         elif ctx.t_full is not None:  # first call: the dense reference, compared term by term
-            dense = G.mm(ctx.w.t())
-            acc = _fused._fq_backward_kernel(dense.contiguous().view(-1).numpy(), ctx.t_full.view(-1).numpy(),
-                                             np.empty(1, dtype=np.bool_), True, False,
-                                             dense.contiguous().view(-1).numpy())
+            dense = G.mm(ctx.w.t()).contiguous()
+            acc = fused.scale_grad(dense, ctx.t_full)
             if ctx.idx is None:  # too dense to be worth it: nothing to check
                 return G, torch.full(ctx.shape, acc, dtype=torch.float32), None, None, None, None, None
-            g = np.empty(ctx.idx.size, dtype=np.float32)
-            sparse = _fused._sampled_grad_kernel(Gc.numpy(), ctx.w.numpy(), ctx.idx, ctx.tv, n_cols, g)
-            same = sparse == acc and np.array_equal(g, dense.contiguous().view(-1).numpy()[ctx.idx])
+            sparse, g = fused.sampled_scale_grad(Gc, ctx.w, ctx.idx, ctx.tv, terms=True)
+            same = sparse == acc and np.array_equal(g, dense.view(-1).numpy()[ctx.idx])
             ctx.owner._sparse_checked = bool(same)
             if not same:
                 warnings.warn(f"QLR {ctx.owner.role}: the sampled α-gradient differs from the dense product on this "
                               "machine; using the dense product", RuntimeWarning, stacklevel=2)
         else:
-            acc = _fused._sampled_grad_kernel(Gc.numpy(), ctx.w.numpy(), ctx.idx, ctx.tv, n_cols,
-                                              np.empty(0, dtype=np.float32))
+            acc = fused.sampled_scale_grad(Gc, ctx.w, ctx.idx, ctx.tv)[0]
         return G, torch.full(ctx.shape, acc, dtype=torch.float32), None, None, None, None, None
 
 
@@ -228,18 +284,24 @@ class QLRQuantizer(Quantizer):
     ``truncation``: ``"none"``, or ``"bt"`` / ``"bt*"`` (bit truncation, INT2 only).
     ``lsq_scale``: scale α's gradient by 1/√(numel·Q).  ``skew_refresh``: for BT*,
     re-measure the skewness κ every that many training steps (0 = only at init).
+    ``grad_mask`` (ablation, default ``"input"`` = the suite's STE: no gradient to x where a clamp
+    is active, LSQ gradient to α): ``"output"`` trains with the backward of the authors' code
+    (:class:`_OutputMaskFakeQuant`: the mask tests the quantized output, α's gradient ~0), on a torch
+    path; evaluation (no gradient) is unchanged.  Not combinable with ``lsq_scale``.
     """
 
     #: ``qlr-frozen`` sets this to False: α becomes a buffer fixed at its grid-search value.
     learn_alpha = True
 
     def __init__(self, bits: int, role: str, truncation: str = "none", lsq_scale: bool = False,
-                 skew_refresh: int = 0) -> None:
-        self.validate_params(bits=bits, truncation=truncation, lsq_scale=lsq_scale, skew_refresh=skew_refresh)
+                 skew_refresh: int = 0, grad_mask: str = "input") -> None:
+        self.validate_params(bits=bits, truncation=truncation, lsq_scale=lsq_scale, skew_refresh=skew_refresh,
+                             grad_mask=grad_mask)
         super().__init__(bits, role)
         self.truncation = truncation
         self.lsq_scale = bool(lsq_scale)
         self.skew_refresh = int(skew_refresh)
+        self.grad_mask = grad_mask
         alpha = torch.ones(())
         if self.learn_alpha:
             self.alpha = nn.Parameter(alpha)
@@ -252,7 +314,13 @@ class QLRQuantizer(Quantizer):
 
     @staticmethod
     def validate_params(bits: int = 8, truncation: str = "none", lsq_scale: bool = False,
-                        skew_refresh: int = 0) -> None:
+                        skew_refresh: int = 0, grad_mask: str = "input") -> None:
+        if grad_mask not in GRAD_MASKS:
+            raise ValueError(f"grad_mask={grad_mask!r} is not valid; valid: {', '.join(map(repr, GRAD_MASKS))} "
+                             "(input: the suite's STE on the input; output: the authors' backward, masked by "
+                             "the quantized output)")
+        if grad_mask != "input" and lsq_scale:
+            raise ValueError("grad_mask='output' (the authors' backward) does not combine with lsq_scale=true")
         if truncation not in TRUNCATIONS:
             raise ValueError(f"truncation={truncation!r} is not valid; valid: {', '.join(map(repr, TRUNCATIONS))}")
         if truncation != "none" and bits != 2:
@@ -385,6 +453,8 @@ class QLRQuantizer(Quantizer):
 
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:
         self._track(x)
+        if self.grad_mask == "output" and torch.is_grad_enabled() and (x.requires_grad or self.alpha.requires_grad):
+            return _OutputMaskFakeQuant.apply(x, self.alpha, self._lean_consts())
         if (not self.lsq_scale and x.dtype == torch.float32 and self.alpha.dtype == torch.float32
                 and x.device.type == "cpu" and x.layout == torch.strided):
             return self._quantize_lean(x)
@@ -397,16 +467,21 @@ class QLRQuantizer(Quantizer):
         """:meth:`_quantize` on :meth:`range_for` for a dense float32 CPU ``x`` (α float32, unscaled), computed
         on float32 scalars and one kernel pass: one :class:`_QLRFakeQuant` node when a gradient is
         needed, no autograd at all otherwise (evaluation)."""
-        trunc = self.truncation != "none"
-        Q = TRUNCATION_BITS_QMAX if trunc else qmax(self.bits)
-        consts = (float(self.alpha), Q, BT_STEP if trunc else 1, np.float32(float(self.kappa)) if trunc else _ZERO32,
-                  qmax(self.bits))
+        consts = self._lean_consts()
+        Q = consts[1]
         if torch.is_grad_enabled() and (x.requires_grad or self.alpha.requires_grad):
             return _QLRFakeQuant.apply(x, self.alpha, consts)
         xc = x.detach().contiguous()
         mn, mx = (float(v) for v in torch.aminmax(xc))
         s, z = scale_chain(consts[0], mn, mx, Q)[:2]
-        return _fused.fake_quant_arrays(xc, s, z, Q, consts[2], consts[3], consts[4], False, False)[0]
+        return fused.fake_quant_forward(xc, s, z, Q, consts[2], consts[3], consts[4], False, False)[0]
+
+    def _lean_consts(self) -> tuple:
+        """(α as a float, Q, step, κ, Qc) of the fused kernel for this quantizer."""
+        trunc = self.truncation != "none"
+        Q = TRUNCATION_BITS_QMAX if trunc else qmax(self.bits)
+        return (float(self.alpha), Q, BT_STEP if trunc else 1, np.float32(float(self.kappa)) if trunc else _ZERO32,
+                qmax(self.bits))
 
     def matmul(self, x: Tensor, weight: Callable[[], Tensor]) -> Tensor:
         """``self(x) @ weight()`` (in that order).  For a constant sparse input (a first layer's
@@ -415,7 +490,11 @@ class QLRQuantizer(Quantizer):
         product FP32 training never computes (16-layer GCN on Cora: ~28 of QLR's ~73 ms over FP32).
 
         A CSR ``x`` (sparse features) is quantized on its stored values with the range of the whole
-        tensor (:func:`bench_suite.sparse.quantized_product`); α's gradient comes through them."""
+        tensor (:func:`bench_suite.sparse.quantized_product`); α's gradient comes through them.
+
+        With ``grad_mask="output"`` in training: ``self(x) @ weight()`` on a dense ``x``."""
+        if self.grad_mask == "output" and torch.is_grad_enabled():
+            return self(x.to_dense() if is_sparse(x) else x) @ weight()
         if is_sparse(x):
             self._track(x)
             if (self.learn_alpha and not self.lsq_scale and torch.is_grad_enabled() and self.alpha.requires_grad
@@ -429,30 +508,21 @@ class QLRQuantizer(Quantizer):
         self._track(x)
         Q = qmax(self.range_bits)
         s, s0, z = self._learned_scale(x)
-        xc = x.contiguous().view(-1).numpy()
-        s32, z32 = _fused._f32(s0), _fused._f32(z)
-        xhat = torch.empty_like(x, memory_format=torch.contiguous_format)
-        out = xhat.view(-1).numpy()
-        if self.truncation != "none":  # the scalars fake_quant_fused forms for bit truncation
-            kq = (Q, BT_STEP, np.float32(float(self.kappa)), qmax(self.bits), _fused._f32(z / BT_STEP),
-                  _fused._f32(s0 * BT_STEP))
-        else:  # the truncation kernel with step 1 computes the plain kernel's values
-            kq = (Q, 1, np.float32(0.0), Q, z32, s32)
+        xc = x.detach().contiguous()
+        s32, z32 = fused.f32(s0), fused.f32(z)
+        # the grid fake_quant_fused uses: the 8-bit one truncated to 2-bit codes, or the plain one
+        grid = (Q, BT_STEP, np.float32(float(self.kappa)), qmax(self.bits)) if self.truncation != "none" else (Q,)
         t_full = None
         if self._sparse_checked is None:  # first call: the dense t, kept for the check in backward
-            t_full = torch.empty_like(xhat)
+            xhat, t_full = fused.scale_factors(xc, s32, z32, *grid)
             t = t_full.view(-1).numpy()
-            _fused._fq_trunc_kernel(xc, s32, z32, *kq, out, t, np.empty(t.size, dtype=np.bool_))
             idx = np.flatnonzero(t)
             tv = t[idx]
             if idx.size > SPARSE_INPUT_MAX_DENSITY * t.size:  # not sparse: the dense product from now on
                 self._sparse_checked = False
                 idx, tv = None, None
         else:
-            idx = np.empty(xc.size, dtype=np.int64)
-            tv = np.empty(xc.size, dtype=np.float32)
-            n = _fused._fq_sparse_kernel(xc, xc.view(np.int32), s32, z32, *kq, out, idx, tv)
-            idx, tv = idx[:n], tv[:n]
+            xhat, idx, tv = fused.sparse_scale_factors(xc, s32, z32, *grid)
         w = weight()
         if t_full is not None and (w.dim() != 2 or w.shape[1] > SPARSE_INPUT_MAX_K):
             self._sparse_checked = False  # this call: the dense product from t_full; later calls: the usual path

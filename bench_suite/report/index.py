@@ -83,7 +83,8 @@ def write_index(out: Path, store: Store, runs: pd.DataFrame, status: pd.DataFram
     if speed:
         lines += [line for t in speed for line in _table_block(t)]
     else:
-        lines += ["No speed records (`bench-suite speed` writes them): no speed tables.", ""]
+        lines += ["No speed records (a matrix of kind speed, or `bench-suite speed --results`, writes them): "
+                  "no speed tables.", ""]
 
     lines += ["## Figures", ""]
     if figures:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
 
 import pandas as pd
 
-from bench_suite.record import group_key, method_label, quantizer_label
+from bench_suite.record import SPEED, TRAIN, group_key, method_label, quantizer_label
 from bench_suite.report.across import across_section
 from bench_suite.report.aggregate import (Store, aggregate, duplicate_runs, group_status, layers_frame, load_store,
                                           runs_frame, short_hash, smp_frame)
@@ -70,8 +70,9 @@ def _matrix_specs(matrices: Sequence[str | Path]) -> List[Tuple[str, "RunSpec"]]
 
 
 def _not_run(specs, store: Store) -> pd.DataFrame:
-    have = {r.get("run_id") for r in store.train}
-    rows = [{"matrix": name, "dataset": s.data["dataset"]["name"], "method": method_label(s.data),
+    have = {r.get("run_id") for r in store.train + store.speed}
+    rows = [{"matrix": name, "dataset": (s.data.get("dataset") or s.data.get("graph") or {}).get("name", "?"),
+             "method": method_label(s.data) + (" (speed)" if s.kind == SPEED else ""),
              "quantizer": quantizer_label(s.data), "depth": int(s.data["model"].get("depth", 0) or 0)}
             for name, s in specs if s.run_id not in have]
     if not rows:
@@ -83,7 +84,8 @@ def _not_run(specs, store: Store) -> pd.DataFrame:
 def _seeds_by_group(specs) -> Dict[str, Set[int]]:
     out: Dict[str, Set[int]] = {}
     for _, s in specs:
-        out.setdefault(short_hash(group_key(s.data)), set()).add(int(s.data["train"]["seed"]))
+        if s.kind == TRAIN:  # the groups of training runs; speed measurements are tables of their own
+            out.setdefault(short_hash(group_key(s.data)), set()).add(s.seed)
     return out
 
 

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import pandas as pd
-import yaml
-
 from bench_suite.record import OK
 from bench_suite.report.tables import EMPTY, Table
+from bench_suite.yamlfile import load_yaml
 
 REFERENCES = Path(__file__).with_name("references.yaml")
 #: the smallest tolerance, in points
@@ -55,7 +54,7 @@ def load_references(path: Optional[str | Path] = None) -> List[Reference]:
     """The rows of a references file (default: the shipped one; YAML, read with ``safe_load``),
     checked for their keys."""
     path = REFERENCES if path is None else path
-    rows = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or []
+    rows = load_yaml(Path(path).read_text(encoding="utf-8")) or []
     if not isinstance(rows, list):
         raise ValueError(f"references file {path} must hold a list of rows, got {type(rows).__name__}")
     out = []

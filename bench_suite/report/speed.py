@@ -1,4 +1,6 @@
-"""Speed and size tables from the integer engine's ``kind: speed`` records.
+"""Speed and size tables from the integer engine's ``kind: speed`` records (a row per timed
+implementation: :func:`bench_suite.record.speed_rows`), whether a speed matrix's runner or
+``bench-suite speed --results`` wrote them.
 
 One table per machine (CPU model and thread count, from the records): latency,
 speed-up over DGL FP32, model size and compression per model, graph and bit width.
@@ -14,6 +16,7 @@ from typing import Any, Dict, List
 import numpy as np
 import pandas as pd
 
+from bench_suite.record import speed_rows
 from bench_suite.report.aggregate import Store
 from bench_suite.report.tables import EMPTY, Table, bits_name, slug
 
@@ -48,10 +51,14 @@ def _quant_label(rec: Dict[str, Any]) -> str:
             + (" calibrated" if rec.get("ranges") == "calibrated" else ""))
 
 
+def _rows(store: Store) -> List[Dict[str, Any]]:
+    return [row for rec in store.speed for row in speed_rows(rec)]
+
+
 def speed_frame(store: Store) -> pd.DataFrame:
     """One row per speed record (missing fields become NaN / ``?``)."""
     rows = []
-    for rec in store.speed:
+    for rec in _rows(store):
         env: Dict[str, Any] = rec.get("env") or {}
         spec = rec.get("spec") or {}
         rows.append({
@@ -135,7 +142,7 @@ def breakdown_tables(store: Store) -> List[Table]:
     bytes moved, MACs and floor, and the floor of the whole pass against DGL FP32."""
     tables = []
     newest: Dict[str, Dict[str, Any]] = {}  # one table per configuration: its newest record
-    recs = [r for r in store.speed if isinstance(r.get("breakdown"), dict) and r.get("status", "ok") == "ok"]
+    recs = [r for r in _rows(store) if isinstance(r.get("breakdown"), dict) and r.get("status", "ok") == "ok"]
     for rec in sorted(recs, key=lambda r: str(r.get("timestamp"))):
         newest[f"{_model_label(rec)}-{rec.get('depth')} h{rec.get('hidden')} {rec.get('graph')} "
                f"{bits_name(int(rec['bits']))} {_quant_label(rec)} t{rec.get('threads')}"] = rec

@@ -93,7 +93,9 @@ def check_dataset_files(specs, data_dir, download: bool) -> None:
 
     seen = set()
     for s in specs:
-        params = dict(s.data["dataset"])
+        if s.dataset is None:  # a speed measurement on a generated graph
+            continue
+        params = dict(s.dataset)
         name = params.pop("name")
         key = (name, tuple(sorted(params.items())))
         if key in seen:
@@ -115,6 +117,7 @@ def execute(args: argparse.Namespace) -> int:
     from bench_suite.runner.matrix import expand_matrix, load_matrix, parse_only, parse_overrides
     from bench_suite.runner.reuse import check_sources, find_reusable, reuse_records
     from bench_suite.runner.session import plan, run_specs
+    from bench_suite.record import SPEED
     from bench_suite.registry import plugin_refs, report_load_failures
     from bench_suite.runner.store import ResultStore
     from bench_suite.spec import SpecError
@@ -139,6 +142,9 @@ def execute(args: argparse.Namespace) -> int:
               + (f" ({len(reusable)} of them reusable)" if reusable else "")
               + f"; {len(p.todo) - len(reusable)} would run", file=sys.stderr)
         return 0
+    if args.workers != 1 and any(s.kind == SPEED for s in specs):
+        print(f"warning: matrix {matrix.name} times speed measurements; runs side by side share the cores and "
+              "time each other's load (--workers 1 gives each the machine)", file=sys.stderr)
     executor = build_executor(args, matrix.name)
     reusable = find_reusable(_without_record(specs, store.scan()), sources) if sources else {}
     check_dataset_files([s for s in plan(specs, store, args.retry_failed).todo if s.run_id not in reusable],

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from bench_suite.record import TRAIN
 from bench_suite.spec import SPEC_VERSION, RunSpec
 
 
@@ -315,6 +316,9 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
 
     out = Estimate(records=used)
     for spec in pending:
+        if spec.kind != TRAIN:  # a speed measurement: no epochs, no cost table
+            out.unknown.append(spec.label())
+            continue
         d = spec.data
         dataset, arch, names, depth = _dataset(d), _arch(d), _names(d), int(d["model"]["depth"])
         group = by_group.get(spec.group_key())

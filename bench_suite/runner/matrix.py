@@ -13,10 +13,15 @@
     include: [{dataset: cora, model: gat, depth: 2}]   # extra combinations (get fixed + seeds too);
                                   # a matrix without axes is its includes alone
     defaults: {model: {gat: {lr: 0.005}}, dataset: {cora: {epochs: 200}}}
+    kind: train                   # or speed: every run is a speed measurement of the integer engine
+
+A matrix of ``kind: speed`` expands into speed specs (:func:`bench_suite.spec.resolve_speed_spec`:
+``graph``, ``model``, ``bits``, ``ranges``, ``repeats``, ...); the tuned default rules are for
+training and do not apply to them.
 
 Precedence, lowest first: tuned default rule files (:mod:`bench_suite.defaults`),
 the matrix's ``defaults``, ``fixed``, the axes, command-line ``key=value`` overrides.
-Every combination is resolved with :func:`bench_suite.spec.resolve_spec` before
+Every combination is resolved with :func:`bench_suite.spec.resolve_run` before
 anything runs, so a typo fails at once naming the file, the run and the valid choices.
 """
 from __future__ import annotations
@@ -32,9 +37,11 @@ import yaml
 
 from bench_suite.defaults import apply_defaults
 from bench_suite.registry import REGISTRIES, RegistryError, unknown_message
-from bench_suite.spec import RunSpec, SpecError, parse_assignments, parse_value, resolve_spec
+from bench_suite.record import KINDS, SPEED, TRAIN
+from bench_suite.spec import RunSpec, SpecError, parse_assignments, parse_value, resolve_run
+from bench_suite.yamlfile import load_yaml
 
-MATRIX_KEYS = ("name", "description", "seeds", "fixed", "axes", "include", "exclude", "defaults")
+MATRIX_KEYS = ("name", "description", "kind", "seeds", "fixed", "axes", "include", "exclude", "defaults")
 DEFAULT_SEEDS = tuple(range(10))
 #: a matrix name is a folder name under ``--results``: a plain identifier, never a path
 MATRIX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -82,6 +89,7 @@ class Matrix:
     exclude: List[Dict[str, Any]] = field(default_factory=list)
     defaults: Dict[str, Dict[str, Dict[str, Any]]] = field(default_factory=dict)
     description: str = ""
+    kind: str = TRAIN
 
     @property
     def where(self) -> str:
@@ -91,7 +99,7 @@ class Matrix:
 def load_matrix(name_or_path: str | Path) -> Matrix:
     path = find_matrix(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise MatrixError(f"matrix {path}: not valid YAML: {' '.join(str(exc).split())}") from None
     return parse_matrix(raw, path)
@@ -104,6 +112,9 @@ def parse_matrix(raw: Any, path: Path) -> Matrix:
     for key in raw:
         if key not in MATRIX_KEYS:
             raise MatrixError(unknown_message(f"top-level key of {where}", key, list(MATRIX_KEYS)))
+    kind = raw.get("kind", TRAIN)
+    if kind not in KINDS:
+        raise MatrixError(f"{where}: kind={kind!r} is not valid; valid: {', '.join(KINDS)} (default {TRAIN})")
     seeds = raw.get("seeds", list(DEFAULT_SEEDS))
     if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0:
         seeds = list(range(seeds))
@@ -130,7 +141,8 @@ def parse_matrix(raw: Any, path: Path) -> Matrix:
                     raise MatrixError(str(exc)) from None
             _mapping(settings, f"{where}: defaults.{key}.{value}")
     return Matrix(name=matrix_name(raw.get("name"), path), path=path, seeds=tuple(seeds), fixed=fixed, axes=axes,
-                  include=include, exclude=exclude, defaults=defaults, description=str(raw.get("description", "")))
+                  include=include, exclude=exclude, defaults=defaults, description=str(raw.get("description", "")),
+                  kind=kind)
 
 
 def matrix_name(name: Any, path: Path) -> str:
@@ -222,7 +234,9 @@ def combinations(m: Matrix, overrides: Optional[Mapping[str, Any]] = None) -> Li
             run = dict(combo)
             run.setdefault("seed", seed)
             run.update(overrides)
-            flats.append(apply_defaults({**_matrix_defaults(m, run), **run}))
+            flat = {**_matrix_defaults(m, run), **run}
+            # the tuned defaults are training hyper-parameters; a speed spec has none of their keys
+            flats.append(dict(flat, kind=SPEED) if m.kind == SPEED else apply_defaults(flat))
     return flats
 
 
@@ -298,7 +312,7 @@ def expand_matrix(m: Matrix | str | Path, overrides: Optional[Mapping[str, Any]]
         shown = ", ".join(f"{k}={v}" for k, v in flat.items())
         where = f"{m.where}, run #{i} {{{shown}}}"
         try:
-            spec = resolve_spec(flat, where)
+            spec = resolve_run(flat, where)
         except RegistryError as exc:  # unknown plugin name: same family as a spec error
             raise MatrixError(str(exc)) from None
         if spec.run_id not in seen:

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
-from bench_suite.record import (FINISHED, TRAIN, CorruptRecord, read_record, record_kind, record_status, utc_now,
-                                write_record)
+from bench_suite.record import (FINISHED, TRAIN, CorruptRecord, is_run_record, read_record, record_kind,
+                                record_status, utc_now, write_record)
 
 #: a running worker touches its claim this often
 HEARTBEAT_S = 30.0
@@ -148,7 +148,8 @@ class ResultStore:
         return sorted(p for p in self.root.glob("*.json") if not p.name.startswith("."))
 
     def scan(self) -> StoreScan:
-        """The status of every training record (speed records in the folder are no runs of its matrix)."""
+        """The status of every run record: training runs and speed measurements (speed records of the
+        older form, without a spec, are no runs of a matrix)."""
         out = StoreScan()
         for p in self.files():
             try:
@@ -156,7 +157,7 @@ class ResultStore:
             except CorruptRecord as exc:
                 out.corrupt[p.stem] = str(exc)
                 continue
-            if record_kind(rec) == TRAIN:
+            if is_run_record(rec):
                 out.status[p.stem] = record_status(rec)
         return out
 

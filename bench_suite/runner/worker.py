@@ -1,4 +1,5 @@
-"""The unit of work of every executor: run one spec and write its record into the store.
+"""The unit of work of every executor: run one spec (a training run or a speed measurement,
+:func:`perform`) and write its record into the store.
 
 The worker itself writes the record (ok, failed with traceback, or timeout), so a run
 on a dask worker or in a Slurm job is stored exactly like a local one and a matrix
@@ -179,6 +180,19 @@ class _Deadline:
         os._exit(WATCHDOG_EXIT)
 
 
+def perform(spec, data_dir: Optional[str] = None, download: bool = False) -> Dict[str, Any]:
+    """The ``ok`` record of one spec, by its kind: a training run (:func:`bench_suite.train.run`) or a
+    speed measurement (:func:`bench_suite.engine.bench.run`); the same for every executor and for
+    the one-off commands (``bench-suite speed``)."""
+    from bench_suite.record import SPEED
+
+    if spec.kind == SPEED:
+        from bench_suite.engine.bench import run
+    else:
+        from bench_suite.train import run
+    return run(spec, data_dir=data_dir, download=download)
+
+
 def execute_spec(canonical: str, cfg: WorkerConfig | Dict[str, Any]) -> Dict[str, Any]:
     """Run one spec (its canonical JSON) and store its record; returns a short outcome.
 
@@ -253,9 +267,7 @@ def _execute(spec, store, cfg: WorkerConfig) -> Dict[str, Any]:
     status = "ok"
     try:
         with _Deadline(cfg.timeout, cfg.grace, hard_timeout):
-            from bench_suite.train import run
-
-            record = run(spec, data_dir=cfg.data_dir, download=cfg.download)
+            record = perform(spec, data_dir=cfg.data_dir, download=cfg.download)
         with written:
             store.write(dict(record, **where, finished=utc_now()))
             state["written"] = True

@@ -1,8 +1,21 @@
-"""Sparse aggregation ``S = Ã·q`` over packed codes with int32 accumulation (METHOD.md §9).
+"""Sparse aggregation ``S = Ã·q`` over packed codes, exact int32 sums (METHOD.md §9).
 
-INT2 and INT4 use SWAR: a 64-bit word masked with ``0x0303…03`` (``0x0F0F…0F``) after a shift
-of ``k·b`` holds eight codes in eight byte lanes; lane-wise adds of up to 85 (17) neighbours
-cannot overflow a lane, then the lanes flush into int32 accumulators.  INT8 adds bytes.
+Rows of two or more words (INT2/INT4) or of three or more (INT8) widen their codes into uint16
+lanes with explicit vector instructions (:func:`_aggregate_vec`); the lanes flush into int32
+before they can overflow.  Rows of one word (two at INT8) keep SWAR lanes in scalar registers:
+a 64-bit word masked with ``0x0303…03`` (``0x0F0F…0F``) after a shift of ``k·b`` holds eight
+codes in eight byte lanes, which take up to 85 (17) neighbours before they flush; INT8 splits
+a word into even and odd bytes, four 16-bit lanes each (257 neighbours).
+
+Every kernel prefetches the code rows :data:`PREFETCH_DISTANCE` neighbours ahead when the code
+matrix is larger than :data:`PREFETCH_MIN_BYTES`, and the rows are split into chunks of equal
+edges (:func:`chunk_bounds`), not equal rows.
+
+Node reordering (reverse Cuthill–McKee, degree sort) was measured with ``benchmarks/aggregation.py``
+on cora, amazon-computers, coauthor-physics and arxiv-like and is not used: under RCM these
+kernels ran 0.74-1.36x as fast (median 1.01; degree order 0.98), while DGL's float
+``copy_u_sum`` ran 0.99-1.53x as fast (median 1.16), so compare against the float baseline on
+the same order (results/cost/aggregation.jsonl).
 """
 from __future__ import annotations
 
@@ -18,8 +31,19 @@ from bench_suite.engine.packing import check_bits
 MASK2 = np.uint64(0x0303030303030303)
 MASK4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 #: neighbours ahead whose code rows the aggregation prefetches (measured on this machine's
-#: arxiv-sized graph: 4 → 16 cut the INT2 aggregation from ≈45 to ≈30 ms; more did not help)
-PREFETCH_DISTANCE = 16
+#: arxiv-sized graph: 4 → 16 cut the INT2 aggregation from ≈45 to ≈30 ms; with the uint16-lane
+#: kernels 24 is 1.1-1.2x faster than 16 on rows of 32-64 bytes and equal elsewhere, while 32 and
+#: 48 made INT2 rows of 64 bytes (width 256) 2x slower)
+PREFETCH_DISTANCE = 24
+#: code matrices up to this size (a Zen 4 core's L2) are not prefetched: the rows are in cache
+#: and the prefetches only cost instructions (tuned on cora, amazon-computers, coauthor-physics)
+PREFETCH_MIN_BYTES = 1 << 20
+#: a row's fixed cost (zeroing, storing and reducing its sums) in units of one neighbour's, for
+#: the split of the rows into chunks of equal cost
+ROW_COST = 1
+#: neighbours an INT8 row sums in uint16 lanes before they flush into int32: 257·255 = 65535
+LIMIT8 = 257
+MASK8 = np.uint64(0x00FF00FF00FF00FF)
 
 
 @intrinsic
@@ -42,6 +66,75 @@ def _prefetch(typingctx, arr, row, offset):
     return types.void(arr, row, offset), codegen
 
 
+def _make_block_add(bits, block):
+    """An intrinsic ``add(acc, packed, row, off)``: the ``block`` packed bytes ``off … off+block−1``
+    of row ``row`` hold ``c = 8/bits`` codes each; code ``k`` of byte ``off+b`` (feature
+    ``k·B + off + b`` in :mod:`bench_suite.engine.packing`'s layout, ``B`` bytes a row) is
+    added to ``acc[k·B + off + b]`` (uint16).  One vector load, then per ``k`` a shift, a mask,
+    a widening to 16 bits and one vector add.  (numba's loop ``acc16[f] += codes[j, f]`` over a
+    row is vectorised only behind run-time alias checks, for long rows: INT8 rows of 40-64 bytes
+    in uint16 lanes were no faster than in int32, and fixed-length blocks stayed scalar.)"""
+    c = 8 // bits
+    mask = (1 << bits) - 1
+    i8, i16, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(64)
+    v8, v16 = ir.VectorType(i8, block), ir.VectorType(i16, block)
+
+    @intrinsic
+    def block_add(typingctx, acc, packed, row, off):
+        def codegen(context, builder, sig, args):
+            a = context.make_array(sig.args[0])(context, builder, args[0])
+            p = context.make_array(sig.args[1])(context, builder, args[1])
+            r = context.cast(builder, args[2], sig.args[2], types.int64)
+            o = context.cast(builder, args[3], sig.args[3], types.int64)
+            nb = builder.extract_value(p.shape, 1)
+            src = builder.gep(builder.bitcast(p.data, i8.as_pointer()), [builder.add(builder.mul(r, nb), o)])
+            x = builder.load(builder.bitcast(src, v8.as_pointer()), align=1)
+            base = builder.bitcast(a.data, i16.as_pointer())
+            for k in range(c):
+                v = x
+                if k:
+                    v = builder.lshr(v, ir.Constant(v8, [k * bits] * block))
+                if bits < 8:
+                    v = builder.and_(v, ir.Constant(v8, [mask] * block))
+                dst = builder.bitcast(builder.gep(base, [builder.add(builder.mul(ir.Constant(i64, k), nb), o)]),
+                                      v16.as_pointer())
+                builder.store(builder.add(builder.load(dst, align=2), builder.zext(v, v16)), dst, align=2)
+            return context.get_dummy_value()
+
+        return types.void(acc, packed, row, off), codegen
+
+    return block_add
+
+
+_add2_32, _add2_16, _add2_8 = _make_block_add(2, 32), _make_block_add(2, 16), _make_block_add(2, 8)
+_add4_32, _add4_16, _add4_8 = _make_block_add(4, 32), _make_block_add(4, 16), _make_block_add(4, 8)
+_add8_32, _add8_16, _add8_8 = _make_block_add(8, 32), _make_block_add(8, 16), _make_block_add(8, 8)
+
+
+@njit(cache=True)
+def chunk_bounds(indptr, nchunks):
+    """Row bounds ``b[0] = 0 ≤ b[1] ≤ … ≤ b[nchunks] = n`` of chunks of about equal cost
+    ``edges + ROW_COST·rows``: rows ``b[t] … b[t+1]−1`` form chunk ``t``.  Equal-row chunks
+    leave one thread with the hubs of a power-law graph; numba's prange hands each thread a
+    contiguous run of chunks, so equal-cost chunks are also an equal-cost split between threads."""
+    n = indptr.size - 1
+    total = indptr[n] - indptr[0] + ROW_COST * n
+    b = np.empty(nchunks + 1, np.int64)
+    b[0] = 0
+    b[nchunks] = n
+    for t in range(1, nchunks):
+        target = (total * t) // nchunks
+        lo, hi = b[t - 1], n  # first row whose cumulative cost reaches the target
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if indptr[mid] - indptr[0] + ROW_COST * mid < target:
+                lo = mid + 1
+            else:
+                hi = mid
+        b[t] = lo
+    return b
+
+
 @njit(inline="always")
 def _store_row(acc, out, i, width, rmin, rmax):
     """Row ``i`` of the sums from the accumulator, with its min and max."""
@@ -57,40 +150,66 @@ def _store_row(acc, out, i, width, rmin, rmax):
 
 
 @njit(parallel=True, cache=True)
-def _aggregate_swar(indptr, indices, words, bits, width, mask, nchunks, out, rmin, rmax):
-    n, nw = words.shape
+def _aggregate_vec(indptr, indices, packed, bits, width, bounds, pf, out, rmin, rmax):
+    """All widths and bit widths: codes widen into uint16 lanes (:func:`_make_block_add`, 32
+    bytes of a row per step, then 16 and 8), which flush into int32 before they can overflow (every
+    257, 4369, 21845 neighbours at INT8, INT4, INT2); a row with fewer neighbours (all but hubs)
+    is stored straight from its uint16 lanes."""
+    nb = packed.shape[1]
+    nb32 = nb - nb % 32
+    has16 = nb % 32 >= 16
+    has8 = nb % 16 == 8
     c = 8 // bits
-    nb = nw * 8
-    limit = 255 // ((1 << bits) - 1)
-    chunk = (n + nchunks - 1) // nchunks
+    limit = 65535 // ((1 << bits) - 1)
     nnz = indices.size
-    for t in prange(nchunks):
-        lanes = np.zeros(c * nw, np.uint64)
-        lanes8 = lanes.view(np.uint8)
+    for t in prange(bounds.size - 1):
         acc = np.zeros(c * nb, np.int32)
-        for i in range(t * chunk, min(n, (t + 1) * chunk)):
-            acc[:] = 0
+        acc16 = np.zeros(c * nb, np.uint16)
+        for i in range(bounds[t], bounds[t + 1]):
+            start, stop = indptr[i], indptr[i + 1]
+            acc16[:] = 0
+            hub = stop - start >= limit  # reaches a flush
+            if hub:
+                acc[:] = 0
             cnt = 0
-            for e in range(indptr[i], indptr[i + 1]):
-                if e + PREFETCH_DISTANCE < nnz:
+            for e in range(start, stop):
+                if pf and e + PREFETCH_DISTANCE < nnz:
                     for line in range(0, nb, 64):
-                        _prefetch(words, indices[e + PREFETCH_DISTANCE], line)
+                        _prefetch(packed, indices[e + PREFETCH_DISTANCE], line)
                 j = indices[e]
-                for k in range(c):
-                    sh = np.uint64(k * bits)
-                    for w in range(nw):
-                        lanes[k * nw + w] += (words[j, w] >> sh) & mask
+                if bits == 2:
+                    for o in range(0, nb32, 32):
+                        _add2_32(acc16, packed, j, o)
+                    if has16:
+                        _add2_16(acc16, packed, j, nb32)
+                    if has8:
+                        _add2_8(acc16, packed, j, nb - 8)
+                elif bits == 4:
+                    for o in range(0, nb32, 32):
+                        _add4_32(acc16, packed, j, o)
+                    if has16:
+                        _add4_16(acc16, packed, j, nb32)
+                    if has8:
+                        _add4_8(acc16, packed, j, nb - 8)
+                else:
+                    for o in range(0, nb32, 32):
+                        _add8_32(acc16, packed, j, o)
+                    if has16:
+                        _add8_16(acc16, packed, j, nb32)
+                    if has8:
+                        _add8_8(acc16, packed, j, nb - 8)
                 cnt += 1
                 if cnt == limit:
-                    for x in range(c * nb):
-                        acc[x] += lanes8[x]
-                    lanes[:] = 0
+                    for f in range(width):
+                        acc[f] += np.int32(acc16[f])
+                    acc16[:] = 0
                     cnt = 0
-            if cnt > 0:
-                for x in range(c * nb):
-                    acc[x] += lanes8[x]
-                lanes[:] = 0
-            _store_row(acc, out, i, width, rmin, rmax)
+            if hub:
+                for f in range(width):
+                    acc[f] += np.int32(acc16[f])
+                _store_row(acc, out, i, width, rmin, rmax)
+            else:
+                _store_row(acc16, out, i, width, rmin, rmax)
     return out, rmin, rmax
 
 
@@ -106,99 +225,142 @@ def _flush(acc, base, stride, l0, l1, l2, l3):
 
 
 @njit(parallel=True, cache=True)
-def _aggregate_swar_narrow(indptr, indices, words, bits, width, mask, nchunks, out, rmin, rmax):
-    """:func:`_aggregate_swar` for rows of one or two 64-bit words (INT2 width ≤ 64, INT4 ≤ 32:
-    a decoupled model's propagation over class scores), with the byte lanes in scalars
-    (registers) instead of a lane array that every neighbour's adds store to and load from:
-    2-2.6x faster on amazon-computers and arxiv-like rows of 10-64 codes.  (Walking a wider
-    row's neighbours once per pair of words this way was 1.5-3.5x slower than the lane array.)"""
-    n, nw = words.shape
+def _aggregate_swar_narrow(indptr, indices, words, bits, width, mask, bounds, pf, out, rmin, rmax):
+    """SWAR over rows of one 64-bit word (INT2 width ≤ 32, INT4 ≤ 16: a decoupled model's class
+    scores) with the byte lanes in scalars (registers), 1.2-1.4x faster there than
+    :func:`_aggregate_vec` (at two words the vector kernel is as fast or faster).  The neighbours
+    are walked in blocks of as many as a lane holds (no count in the inner loop); a row of one
+    block (all but hubs) is stored straight from the lanes."""
     c = 8 // bits
     limit = 255 // ((1 << bits) - 1)
-    chunk = (n + nchunks - 1) // nchunks
     nnz = indices.size
-    two = nw == 2
     s1, s2, s3 = np.uint64(bits), np.uint64(2 * bits), np.uint64(3 * bits)
     zero = np.uint64(0)
-    for t in prange(nchunks):
-        acc = np.zeros(4 * 8 * nw, np.int32)
-        for i in range(t * chunk, min(n, (t + 1) * chunk)):
-            acc[:] = 0
-            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
-            cnt = 0
-            for e in range(indptr[i], indptr[i + 1]):
-                if e + PREFETCH_DISTANCE < nnz:
-                    _prefetch(words, indices[e + PREFETCH_DISTANCE], 0)
-                j = indices[e]
-                v = words[j, 0]
-                a0 += v & mask
-                a1 += (v >> s1) & mask
-                if c == 4:
-                    a2 += (v >> s2) & mask
-                    a3 += (v >> s3) & mask
-                if two:
-                    v = words[j, 1]
-                    b0 += v & mask
-                    b1 += (v >> s1) & mask
+    for t in prange(bounds.size - 1):
+        acc = np.zeros(32, np.int32)
+        lanes = np.zeros(4, np.uint64)
+        lanes8 = lanes.view(np.uint8)  # byte b of lane k: feature 8k + b (little-endian)
+        for i in range(bounds[t], bounds[t + 1]):
+            start, stop = indptr[i], indptr[i + 1]
+            hub = stop - start > limit  # needs more than one block of neighbours
+            if hub:
+                acc[:] = 0
+            a0 = a1 = a2 = a3 = zero
+            for e0 in range(start, stop, limit):  # blocks of as many neighbours as a lane holds
+                a0 = a1 = a2 = a3 = zero
+                for e in range(e0, min(e0 + limit, stop)):
+                    if pf and e + PREFETCH_DISTANCE < nnz:
+                        _prefetch(words, indices[e + PREFETCH_DISTANCE], 0)
+                    v = words[indices[e], 0]
+                    a0 += v & mask
+                    a1 += (v >> s1) & mask
                     if c == 4:
-                        b2 += (v >> s2) & mask
-                        b3 += (v >> s3) & mask
-                cnt += 1
-                if cnt == limit:
-                    _flush(acc, 0, 8 * nw, a0, a1, a2, a3)
-                    if two:
-                        _flush(acc, 8, 16, b0, b1, b2, b3)
-                    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
-                    cnt = 0
-            if cnt > 0:
-                _flush(acc, 0, 8 * nw, a0, a1, a2, a3)
-                if two:
-                    _flush(acc, 8, 16, b0, b1, b2, b3)
-            _store_row(acc, out, i, width, rmin, rmax)
+                        a2 += (v >> s2) & mask
+                        a3 += (v >> s3) & mask
+                if hub:
+                    _flush(acc, 0, 8, a0, a1, a2, a3)
+            if hub:
+                _store_row(acc, out, i, width, rmin, rmax)
+            else:
+                lanes[0], lanes[1], lanes[2], lanes[3] = a0, a1, a2, a3
+                _store_row(lanes8, out, i, width, rmin, rmax)
     return out, rmin, rmax
+
+
+@njit(inline="always")
+def _flush16(acc, base, ev, od):
+    """Add the four 16-bit lanes of ``ev`` (bytes 0, 2, 4, 6 of a word) and ``od`` (1, 3, 5, 7)
+    into ``acc[base … base+7]``."""
+    for b in range(4):
+        sh = np.uint64(16 * b)
+        acc[base + 2 * b] += np.int32((ev >> sh) & np.uint64(0xFFFF))
+        acc[base + 2 * b + 1] += np.int32((od >> sh) & np.uint64(0xFFFF))
 
 
 @njit(parallel=True, cache=True)
-def _aggregate_bytes(indptr, indices, codes, width, nchunks, out, rmin, rmax):
-    n = codes.shape[0]
-    chunk = (n + nchunks - 1) // nchunks
+def _aggregate_bytes_narrow(indptr, indices, words, width, bounds, pf, out, rmin, rmax):
+    """INT8 rows of one or two 64-bit words (≤ 16 codes: a decoupled model's class scores):
+    even and odd bytes of each word add into four 16-bit lanes of a scalar (a register), which
+    flush into int32 every :data:`LIMIT8` neighbours; a row of fewer neighbours (all but hubs)
+    is stored straight from the lanes."""
+    nw = words.shape[1]
     nnz = indices.size
-    for t in prange(nchunks):
-        acc = np.zeros(width, np.int32)
-        for i in range(t * chunk, min(n, (t + 1) * chunk)):
-            acc[:] = 0
-            for e in range(indptr[i], indptr[i + 1]):
-                if e + PREFETCH_DISTANCE < nnz:
-                    for line in range(0, width, 64):
-                        _prefetch(codes, indices[e + PREFETCH_DISTANCE], line)
+    two = nw == 2
+    s8 = np.uint64(8)
+    zero = np.uint64(0)
+    ffff = np.uint64(0xFFFF)
+    for t in prange(bounds.size - 1):
+        acc = np.zeros(8 * nw, np.int32)
+        for i in range(bounds[t], bounds[t + 1]):
+            start, stop = indptr[i], indptr[i + 1]
+            hub = stop - start >= LIMIT8  # reaches a flush
+            if hub:
+                acc[:] = 0
+            a0 = a1 = b0 = b1 = zero
+            cnt = 0
+            for e in range(start, stop):
+                if pf and e + PREFETCH_DISTANCE < nnz:
+                    _prefetch(words, indices[e + PREFETCH_DISTANCE], 0)
                 j = indices[e]
-                for f in range(width):
-                    acc[f] += codes[j, f]
-            _store_row(acc, out, i, width, rmin, rmax)
+                v = words[j, 0]
+                a0 += v & MASK8
+                a1 += (v >> s8) & MASK8
+                if two:
+                    v = words[j, 1]
+                    b0 += v & MASK8
+                    b1 += (v >> s8) & MASK8
+                cnt += 1
+                if cnt == LIMIT8:
+                    _flush16(acc, 0, a0, a1)
+                    if two:
+                        _flush16(acc, 8, b0, b1)
+                    a0 = a1 = b0 = b1 = zero
+                    cnt = 0
+            if hub:
+                _flush16(acc, 0, a0, a1)
+                if two:
+                    _flush16(acc, 8, b0, b1)
+                _store_row(acc, out, i, width, rmin, rmax)
+                continue
+            lo = np.int32(65535)
+            hi = np.int32(0)
+            for f in range(width):  # feature f: byte f % 8 of word f // 8, even or odd lane
+                ev, od = (a0, a1) if f < 8 else (b0, b1)
+                lane = od if f & 1 else ev
+                x = np.int32((lane >> np.uint64(16 * ((f & 7) >> 1))) & ffff)
+                out[i, f] = x
+                lo = min(lo, x)
+                hi = max(hi, x)
+            rmin[i] = lo
+            rmax[i] = hi
     return out, rmin, rmax
 
 
-def aggregate(indptr: np.ndarray, indices: np.ndarray, packed: np.ndarray, bits: int, width: int):
+def aggregate(indptr: np.ndarray, indices: np.ndarray, packed: np.ndarray, bits: int, width: int, bounds=None):
     """``S[i, f] = Σ_{j ∈ N(i)} q[j, f]`` (int32) with per-row min and max of ``S``.
 
     ``indptr``/``indices`` are the CSR of Ã (in-neighbours of each row, self-loops
-    included); ``packed`` is :func:`bench_suite.engine.packing.pack` output.
+    included); ``packed`` is :func:`bench_suite.engine.packing.pack` output.  ``bounds``: the
+    row chunks (:func:`chunk_bounds`, the default); rows outside them are left unwritten (a
+    benchmark times one thread's share this way).
     """
     check_bits(bits, "aggregate")
     if packed.shape[1] % 8:
         raise ValueError(f"packed rows must be whole 64-bit words, got {packed.shape[1]} bytes")
     n = len(indptr) - 1
-    nchunks = row_chunks(n)
+    if bounds is None:
+        bounds = chunk_bounds(indptr, row_chunks(n))
     # Outputs are allocated here, not inside the kernels: numba's allocator maps fresh
     # pages for every large array (one page fault per 4 KiB, ≈40k for an arxiv-sized
     # int32 S), while numpy's reuses the process heap (:func:`retain_heap`).
     out = np.empty((n, width), np.int32)
     rmin = np.empty(n, np.int32)
     rmax = np.empty(n, np.int32)
-    if bits == 8:
-        return _aggregate_bytes(indptr, indices, packed, width, nchunks, out, rmin, rmax)
     words = packed.view(np.uint64)
-    kernel = _aggregate_swar_narrow if words.shape[1] <= 2 else _aggregate_swar
-    return kernel(indptr, indices, words, bits, width, MASK2 if bits == 2 else MASK4, nchunks, out, rmin, rmax)
-
-
+    pf = packed.nbytes > PREFETCH_MIN_BYTES
+    if bits == 8 and words.shape[1] <= 2:
+        return _aggregate_bytes_narrow(indptr, indices, words, width, bounds, pf, out, rmin, rmax)
+    if bits != 8 and words.shape[1] == 1:
+        return _aggregate_swar_narrow(indptr, indices, words, bits, width, MASK2 if bits == 2 else MASK4, bounds,
+                                      pf, out, rmin, rmax)
+    return _aggregate_vec(indptr, indices, packed, bits, width, bounds, pf, out, rmin, rmax)
