@@ -246,6 +246,41 @@ def test_epilogue_modes_match_the_float_order_reference(bits: int) -> None:
     np.testing.assert_array_equal(K.epilogue(dense, agg, bias, mode="float"), fq(dense, agg) + bias)
 
 
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_epilogue_without_recomputed_sums_is_the_integer_formula(bits: int) -> None:
+    """Neighbour sums that have not been through ``fix_ties`` (``sums="exact"``, which never recomputes
+    one, not even the row bounds) give every mode of the epilogue the integer model's
+    ``a = s_m·(S − z_m·d̃)·d̃^{-1/2}``, on the ties of the float-order test where the order decides codes."""
+    a = random_adjacency(seed=bits)
+    rng = np.random.default_rng(bits)
+    n, f = a.shape[0], 12
+    q = rng.integers(0, 2 ** bits, (n, f)).astype(np.uint8)
+    deg = a.sum(1).astype(np.float32)
+    norm = np.where(np.arange(n) % 2, np.maximum(deg, 1) ** -0.5, 1).astype(np.float32)  # half keep their ties
+    bias = rng.standard_normal((1, f)).astype(np.float32)
+    sm, zm = 0.1, float(2 ** bits // 2)
+    indptr, indices = csr(a)
+    packed = pack(q, bits)
+    S = K.aggregate(indptr, indices, packed, bits, f)[0]
+    ns = K.NeighbourSums(S, np.float32(sm), np.float32(zm), indptr, indices, packed, bits)
+    assert not ns.recomputed
+    exact_a = (np.float32(sm) * (S.astype(np.float32) - np.float32(zm) * deg[:, None])) * norm[:, None]
+    Q = float(2 ** (bits + 4) - 1)
+    agg, upd, nxt = (0.2, Q // 2, Q), (0.5, 3.0, 15.0), (0.1, 0.0, 3.0)
+    ref_a = ordered_reference(a, q, sm, zm, norm)
+    assert (quant(exact_a, agg) != quant(ref_a, agg)).sum() > 3, "no element where the order decides the code"
+    v = fq(exact_a, agg) + bias
+    kw = dict(sums=ns, deg=deg, norm=norm)
+    lo, hi = K.epilogue(S, agg, bias, mode="range", **kw)
+    np.testing.assert_array_equal(lo, v.min(1))
+    np.testing.assert_array_equal(hi, v.max(1))
+    np.testing.assert_array_equal(K.epilogue(S, agg, bias, update=upd, mode="float", **kw), fq(v, upd))
+    codes = K.epilogue(S, agg, bias, update=upd, relu=True, mode="codes", following=nxt, **kw)
+    np.testing.assert_array_equal(codes, quant(np.maximum(fq(v, upd), 0), nxt))
+    np.testing.assert_array_equal(K.epilogue(S, agg, bias, mode="float", coef=0.9, **kw),
+                                  np.float32(0.9) * fq(exact_a, agg) + bias)
+
+
 def test_row_bounds_hold_on_adversarial_sums() -> None:
     """The bound on |float-order sum − exact sum| holds for a hub whose messages alternate between the
     extreme codes (the largest partial sums, the largest rounding errors)."""

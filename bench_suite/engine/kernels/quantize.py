@@ -76,9 +76,11 @@ def quantize_pack(x: np.ndarray, norm: np.ndarray, message: tuple, bits: int, nb
 
 @functools.lru_cache(maxsize=None)
 def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bool, mode: int,
-                     trunc_a: bool = False, trunc_u: bool = False, trunc_2: bool = False):
+                     trunc_a: bool = False, trunc_u: bool = False, trunc_2: bool = False, recomputed: bool = False):
     """Specialised epilogue; every flag is a compile-time constant so the row loop is
-    branch-free and vectorises (mode 0: row ranges, 1: floats, 2: codes)."""
+    branch-free and vectorises (mode 0: row ranges, 1: floats, 2: codes).  ``recomputed``: the
+    neighbour sums carry sums recomputed in the fake-quant model's order (``sums="reference"``);
+    without it the sums are the integer ones, computed inline as one expression per element."""
 
     @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
     def kernel(src, deg, norm, sm, zm, ga, coef, add, gu, g2, out_f, out_q, rmin, rmax, nchunks,
@@ -91,15 +93,15 @@ def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bo
             lu = scalars(gu)
             l2 = scalars(g2)
             tmp = np.empty(width if mode == 0 else 1, np.float32)
-            av = np.empty(width if from_sums else 1, np.float32)  # the row's normalised sums
+            av = np.empty(width if recomputed else 1, np.float32)  # the row's normalised sums
             for i in range(t * chunk, min(n, (t + 1) * chunk)):
                 sr = src[i]
                 ar = add[i] if add_rows else add[0]
+                d = deg[i] if from_sums else zero
+                nrm = norm[i] if from_sums else zero
                 of = out_f[i if mode == 1 else 0]
                 oq = out_q[i if mode == 2 else 0]
-                if from_sums:
-                    d = deg[i]
-                    nrm = norm[i]
+                if recomputed:
                     if whole_slot[i] >= 0:  # recomputed whole in the fake-quant model's order
                         av[:] = whole_vals[whole_slot[i]]
                     else:
@@ -109,8 +111,11 @@ def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bo
                         for k in range(fix_ptr[i], fix_ptr[i + 1]):
                             av[fix_idx[k]] = fix_val[k]
                 for f in range(width):
-                    if from_sums:
+                    if recomputed:
                         v = coef * fq_value(av[f], la, trunc_a) + ar[f]
+                    elif from_sums:
+                        a = sm * (np.float32(sr[f]) - zm * d)
+                        v = coef * fq_value(a * nrm, la, trunc_a) + ar[f]
                     else:
                         v = fq_value(np.float32(sr[f]), la, trunc_a) + ar[f]
                     if mode == 0:
@@ -136,12 +141,14 @@ def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: NeighbourS
              following: tuple | None = None, out: np.ndarray | None = None):
     """The fused elementwise stage after an aggregation or a dense product.
 
-    With ``sums`` (:class:`~bench_suite.engine.kernels.sum_order.NeighbourSums` after
-    :func:`~bench_suite.engine.kernels.sum_order.fix_ties` for the quantizer ``first``; ``src`` is its
+    With ``sums`` (:class:`~bench_suite.engine.kernels.sum_order.NeighbourSums`; ``src`` is its
     int32 ``S``, message codes with effective scale and zero ``s_m``, ``z_m``):
     ``v = coef · q_first(a) + add`` with ``a = d̃^{-1/2} · s_m·(S − z_m·d̃)`` (the aggregate role
-    quantizes the normalised sum), except for the sums recomputed in the fake-quant model's float32
-    order (``sums.whole_*``, ``sums.fix_*``), which are its sums; otherwise (``src`` float dense output)
+    quantizes the normalised sum).  If they have been through
+    :func:`~bench_suite.engine.kernels.sum_order.fix_ties` for the quantizer ``first`` (``sums="reference"``,
+    ``sums.recomputed``), the sums recomputed in the fake-quant model's float32 order (``sums.whole_*``,
+    ``sums.fix_*``) replace those ``a``; otherwise (``sums="exact"``) every ``a`` is the integer
+    model's, with no per-row lookup.  Without ``sums`` (``src`` float dense output)
     ``v = q_first(src) + add``.  ``add`` is ``[1, F]`` (bias) or
     ``[N, F]``.  ``mode="range"`` returns per-row min/max of ``v``; ``"float"``
     returns ``relu?(q_update(v))``; ``"codes"`` returns the uint8 codes of that under
@@ -156,8 +163,9 @@ def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: NeighbourS
     m = {"range": 0, "float": 1, "codes": 2}[mode]
     if m == 2 and following is None:
         raise ValueError("epilogue mode='codes' needs following=(scale, zero, Q)")
-    if from_sums and sums.fix_ptr.size != n + 1:
-        raise ValueError("epilogue: the neighbour sums have not been through sum_order.fix_ties for this quantizer")
+    recomputed = from_sums and sums.recomputed
+    if recomputed and (sums.fix_ptr.size != n + 1 or sums.whole_slot.size != n):
+        raise ValueError(f"epilogue: recomputed neighbour sums of {sums.fix_ptr.size - 1} rows for {n} rows")
     out_f = (out if out is not None else np.empty((n, width), np.float32)) if m == 1 else np.empty((1, 1), np.float32)
     out_q = (out if out is not None else np.empty((n, width), np.uint8)) if m == 2 else np.empty((1, 1), np.uint8)
     rmin = np.empty(n if m == 0 else 1, np.float32)
@@ -165,12 +173,11 @@ def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: NeighbourS
     dummy = np.ones(1, np.float32)
     add = np.ascontiguousarray(add, dtype=np.float32)
     kernel = _epilogue_kernel(from_sums, add.shape[0] > 1, update is not None, bool(relu), m,
-                              ta, tu, t2 and m == 2)
-    if from_sums:
-        sm, zm = f32(sums.scale), f32(sums.zero)
+                              ta, tu, t2 and m == 2, recomputed)
+    sm, zm = (f32(sums.scale), f32(sums.zero)) if from_sums else (f32(1.0), f32(0.0))
+    if recomputed:
         fix = (sums.whole_slot, sums.whole_vals, sums.fix_ptr, sums.fix_idx, sums.fix_val)
     else:
-        sm, zm = f32(1.0), f32(0.0)
         fix = (np.zeros(1, np.int64), np.zeros((1, 1), np.float32), np.zeros(1, np.int64), np.zeros(0, np.int32),
                np.zeros(0, np.float32))
     kernel(src, deg if from_sums else dummy, norm if from_sums else dummy, sm, zm, ga, f32(coef), add,

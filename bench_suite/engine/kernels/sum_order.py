@@ -1,5 +1,9 @@
 """The fake-quant model's float32 neighbour sums, recomputed where they decide a code (METHOD.md §2, §9).
 
+Used by an integer model converted with ``sums="reference"``
+(:func:`bench_suite.engine.convert.convert`); with the default ``sums="exact"`` the integer model keeps
+its exact integer sums and none of this runs (a :class:`NeighbourSums` without recomputed sums).
+
 The fake-quant model computes the normalised aggregation as ``a = fl(T · d̃_i^{-1/2})`` with
 ``T = (…((0 + m̂_{j1}) + m̂_{j2}) + …)``: DGL's ``copy_u_sum`` adds the dequantized messages
 ``m̂_j = (q_j − z)·s`` of the in-neighbours one by one in float32, in the order of the graph's
@@ -56,7 +60,9 @@ class NeighbourSums:
     ``8u·|a|``).  Then the sums recomputed in that order: whole rows (:func:`whole_rows`: row ``i`` is
     ``whole_vals[whole_slot[i]]`` if ``whole_slot[i] ≥ 0``), and of the other rows those that decide
     a code of the aggregate quantizer (:func:`fix_ties`: row ``i``'s are ``fix_val[k]`` for features
-    ``fix_idx[k]``, ``fix_ptr[i] ≤ k < fix_ptr[i + 1]``)."""
+    ``fix_idx[k]``, ``fix_ptr[i] ≤ k < fix_ptr[i + 1]``).  Before :func:`fix_ties` (and with
+    ``sums="exact"``, which never calls it) no sum counts as recomputed: the epilogue uses the integer
+    sums ``S`` throughout, and ``bound`` may be None."""
 
     S: np.ndarray
     scale: np.float32
@@ -65,12 +71,18 @@ class NeighbourSums:
     indices: np.ndarray
     packed: np.ndarray
     bits: int
-    bound: np.ndarray
+    bound: np.ndarray | None = None
     whole_slot: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     whole_vals: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.float32))
     fix_ptr: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     fix_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     fix_val: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    @property
+    def recomputed(self) -> bool:
+        """Whether the sums deciding a code have been recomputed in the fake-quant model's order
+        (:func:`fix_ties` ran); if not, the epilogue takes every sum from ``S``."""
+        return self.fix_ptr.size > 0
 
     def estimates(self, smin: np.ndarray, smax: np.ndarray, deg: np.ndarray, norm: np.ndarray) -> tuple:
         """The integer model's per-row extremes of the normalised sums, from those of ``S``."""
