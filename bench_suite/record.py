@@ -145,8 +145,10 @@ def run_label(spec: Mapping[str, Any]) -> str:
     if spec_kind(spec) == SPEED:
         measure = _section(spec, "measure")
         trained = f"/trained{measure['train_epochs']}" if measure.get("train_epochs") else ""
+        sums = f"/{measure['sums']}-sums" if measure.get("sums", "exact") != "exact" else ""
         return (f"speed:{_section(spec, 'graph').get('name', '?')}/{method}/L{model.get('depth', '?')}/"
-                f"h{model.get('hidden', '?')}/{q}/{measure.get('ranges', '?')}{trained}/s{measure.get('seed', '?')}")
+                f"h{model.get('hidden', '?')}/{q}/{measure.get('ranges', '?')}{sums}{trained}/"
+                f"s{measure.get('seed', '?')}")
     return (f"{_section(spec, 'dataset').get('name', '?')}/{method}/L{model.get('depth', '?')}/"
             f"{q}/s{_section(spec, 'train').get('seed', '?')}")
 

@@ -53,6 +53,8 @@ UNVERSIONED_DEFAULTS: Dict[Tuple[str, str], Any] = {
     ("quant", "grad_mask"): "input",
     ("model", "batchnorm"): False,
     ("model", "self_weight"): False,
+    # a speed spec's measure section (speed specs have their own SPEED_SPEC_VERSION; the same rule)
+    ("measure", "sums"): "exact",
 }
 
 
@@ -390,6 +392,10 @@ IMPLS = ("dgl-fp32", "suite-fp32", "int")
 #: exact simulation of the fake-quant model) or calibrated once and frozen
 #: (:func:`bench_suite.engine.convert.calibrate`)
 RANGES = ("dynamic", "calibrated")
+#: how the integer model computes the neighbour sums that decide the aggregate role's codes and ranges
+#: (:data:`bench_suite.engine.intmodel.SUMS`): the exact integer sums, or the fake-quant model's float32
+#: order where it decides a code or a range (that model's codes exactly, at a cost in time)
+SUMS = ("exact", "reference")
 #: a speed measurement's flat keys with their defaults (the engine's headline configuration), beside those of
 #: the model, propagation and quantizer and of :class:`SpeedConfig`
 SPEED_DEFAULTS = {"graph": "arxiv-like", "model": "gcn", "depth": 4, "hidden": 256, "quant": "qlr", "bits": 2}
@@ -405,7 +411,9 @@ class SpeedConfig:
     on the deployed graph (or on ``calibration_graph`` / ``calibration_seed``); ``train_epochs`` trains
     the fake-quant model on a dataset's training nodes first (else one calibration forward sets its
     ranges); ``model_path`` loads a saved integer model instead of converting one; ``seed`` seeds the
-    generated graph and the model's weights."""
+    generated graph and the model's weights; ``sums`` (:data:`SUMS`) is the integer model's sums mode
+    (:func:`bench_suite.engine.convert.convert`; a loaded model is switched to it), left out of the
+    canonical spec at its default ``exact`` (:data:`UNVERSIONED_DEFAULTS`)."""
 
     impls: Tuple[str, ...] = IMPLS
     repeats: Annotated[int, Range(5)] = 5
@@ -417,6 +425,7 @@ class SpeedConfig:
     train_epochs: Annotated[int, Range(0)] = 0
     model_path: Optional[str] = None
     seed: int = 0
+    sums: str = "exact"
 
 
 def _speed_graph(name: Any, where: str, key: str = "graph") -> Dict[str, Any]:
@@ -459,6 +468,8 @@ def _check_measure(m: Dict[str, Any], graph: Dict[str, Any], where: str) -> None
     m["impls"] = list(impls)
     if m["ranges"] not in RANGES:
         raise SpecError(f"ranges={m['ranges']!r}{_where(where)} is not valid; valid: {', '.join(RANGES)}")
+    if m.get("sums", "exact") not in SUMS:  # left out at its default (UNVERSIONED_DEFAULTS)
+        raise SpecError(f"sums={m['sums']!r}{_where(where)} is not valid; valid: {', '.join(SUMS)}")
     if m["ranges"] == "dynamic" and (m["calibration_graph"] is not None or m["calibration_seed"] is not None):
         raise SpecError(f"calibration_graph / calibration_seed{_where(where)} apply to ranges=calibrated only")
     if m["calibration_graph"] is not None:

@@ -186,26 +186,118 @@ def test_quantize_pack_matches_reference(bits: int) -> None:
     np.testing.assert_array_equal(unpack(plain, bits, 33), quant(x * norm[:, None], msg))
 
 
-def test_epilogue_modes_match_reference() -> None:
-    rng = np.random.default_rng(0)
-    n, f = 40, 12
-    S = rng.integers(0, 60, (n, f)).astype(np.int32)
-    deg = rng.integers(1, 20, n).astype(np.float32)
-    norm = (deg ** -0.5).astype(np.float32)
+def ordered_reference(a: np.ndarray, q: np.ndarray, sm: float, zm: float, norm: np.ndarray) -> np.ndarray:
+    """The fake-quant model's normalised aggregation, dense and slow: ``fl(T)·d̃^{-1/2}`` with
+    ``T = Σ_j (q_j − z)·s`` added one term at a time in float32, in CSR order."""
+    m = (q.astype(np.float32) - np.float32(zm)) * np.float32(sm)
+    out = np.zeros(q.shape, np.float32)
+    for i in range(a.shape[0]):
+        for j in np.flatnonzero(a[i]):
+            out[i] += m[j]
+    return out * norm[:, None]
+
+
+def neighbour_sums(a: np.ndarray, q: np.ndarray, bits: int, sm: float, zm: float, deg, norm) -> tuple:
+    indptr, indices = csr(a)
+    packed = pack(q, bits)
+    S, smin, smax = K.aggregate(indptr, indices, packed, bits, q.shape[1])
+    ns = K.NeighbourSums(S, np.float32(sm), np.float32(zm), indptr, indices, packed, bits,
+                         K.row_bounds(deg, norm, sm, zm, max(zm, 2 ** bits - 1 - zm)))
+    return ns, smin, smax
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_epilogue_modes_match_the_float_order_reference(bits: int) -> None:
+    """Every mode of the epilogue after an aggregation equals the dense reference computed in the
+    fake-quant model's float32 order, although the exact sums put many elements on the other side
+    of a tie (message scale 0.1, aggregate scale 0.2: ``s·(S − z·d̃)/0.2`` is a tie for every odd
+    ``S − z·d̃``), and the range of the aggregate is the reference's."""
+    a = random_adjacency(seed=bits)
+    rng = np.random.default_rng(bits)
+    n, f = a.shape[0], 12
+    q = rng.integers(0, 2 ** bits, (n, f)).astype(np.uint8)
+    deg = a.sum(1).astype(np.float32)  # row 7 has no neighbour: d̃ = 0, S = 0
+    norm = np.ones(n, np.float32)  # unit norm keeps the ties; the kernel multiplies by it all the same
     bias = rng.standard_normal((1, f)).astype(np.float32)
-    sums, agg, upd, nxt = (0.1, 2.0), (0.05, 7.0, 15.0), (0.2, 3.0, 15.0), (0.1, 0.0, 3.0)
-    a = np.float32(sums[0]) * (S.astype(np.float32) - np.float32(sums[1]) * deg[:, None])
-    v = fq(a * norm[:, None], agg) + bias  # the aggregate role quantizes the normalised sum
-    kw = dict(sums=sums, deg=deg, norm=norm)
+    sm, zm = 0.1, float(2 ** bits // 2)
+    ns, smin, smax = neighbour_sums(a, q, bits, sm, zm, deg, norm)
+    ref_a = ordered_reference(a, q, sm, zm, norm)
+    exact_a = np.float32(sm) * (ns.S.astype(np.float32) - np.float32(zm) * deg[:, None])
+    Q = float(2 ** (bits + 4) - 1)
+    agg, upd, nxt = (0.2, Q // 2, Q), (0.5, 3.0, 15.0), (0.1, 0.0, 3.0)
+    assert (quant(exact_a, agg) != quant(ref_a, agg)).sum() > 3, "no element where the order decides the code"
+    v = fq(ref_a, agg) + bias
+    s_a = float(np.float32(agg[0]))
+    ties = K.fix_ties(ns, norm, deg, s_a)
+    whole = K.fix_ties(K.whole_rows(ns, norm, deg, 1e-12), norm, deg, s_a)  # every row of several terms
+    assert 3 < ties.fix_idx.size < n * f // 2 and whole.fix_idx.size == 0 and (whole.whole_slot >= 0).sum() > n // 2
+    for sums in (ties, whole):
+        kw = dict(sums=sums, deg=deg, norm=norm)
+        lo, hi = K.epilogue(ns.S, agg, bias, mode="range", **kw)
+        np.testing.assert_array_equal(lo, v.min(1))
+        np.testing.assert_array_equal(hi, v.max(1))
+        out = K.epilogue(ns.S, agg, bias, update=upd, mode="float", **kw)
+        np.testing.assert_array_equal(out, fq(v, upd))
+        codes = K.epilogue(ns.S, agg, bias, update=upd, relu=True, mode="codes", following=nxt, **kw)
+        np.testing.assert_array_equal(codes, quant(np.maximum(fq(v, upd), 0), nxt))
+    assert K.sum_extremes(ns, smin, smax, deg, norm) == (ref_a.min(), ref_a.max())
+    assert K.sum_extremes(whole, smin, smax, deg, norm) == (ref_a.min(), ref_a.max())
+    dense = rng.standard_normal((n, f)).astype(np.float32)
+    np.testing.assert_array_equal(K.epilogue(dense, agg, bias, mode="float"), fq(dense, agg) + bias)
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_epilogue_without_recomputed_sums_is_the_integer_formula(bits: int) -> None:
+    """Neighbour sums that have not been through ``fix_ties`` (``sums="exact"``, which never recomputes
+    one, not even the row bounds) give every mode of the epilogue the integer model's
+    ``a = s_m·(S − z_m·d̃)·d̃^{-1/2}``, on the ties of the float-order test where the order decides codes."""
+    a = random_adjacency(seed=bits)
+    rng = np.random.default_rng(bits)
+    n, f = a.shape[0], 12
+    q = rng.integers(0, 2 ** bits, (n, f)).astype(np.uint8)
+    deg = a.sum(1).astype(np.float32)
+    norm = np.where(np.arange(n) % 2, np.maximum(deg, 1) ** -0.5, 1).astype(np.float32)  # half keep their ties
+    bias = rng.standard_normal((1, f)).astype(np.float32)
+    sm, zm = 0.1, float(2 ** bits // 2)
+    indptr, indices = csr(a)
+    packed = pack(q, bits)
+    S = K.aggregate(indptr, indices, packed, bits, f)[0]
+    ns = K.NeighbourSums(S, np.float32(sm), np.float32(zm), indptr, indices, packed, bits)
+    assert not ns.recomputed
+    exact_a = (np.float32(sm) * (S.astype(np.float32) - np.float32(zm) * deg[:, None])) * norm[:, None]
+    Q = float(2 ** (bits + 4) - 1)
+    agg, upd, nxt = (0.2, Q // 2, Q), (0.5, 3.0, 15.0), (0.1, 0.0, 3.0)
+    ref_a = ordered_reference(a, q, sm, zm, norm)
+    assert (quant(exact_a, agg) != quant(ref_a, agg)).sum() > 3, "no element where the order decides the code"
+    v = fq(exact_a, agg) + bias
+    kw = dict(sums=ns, deg=deg, norm=norm)
     lo, hi = K.epilogue(S, agg, bias, mode="range", **kw)
     np.testing.assert_array_equal(lo, v.min(1))
     np.testing.assert_array_equal(hi, v.max(1))
-    out = K.epilogue(S, agg, bias, update=upd, mode="float", **kw)
-    np.testing.assert_array_equal(out, fq(v, upd))
+    np.testing.assert_array_equal(K.epilogue(S, agg, bias, update=upd, mode="float", **kw), fq(v, upd))
     codes = K.epilogue(S, agg, bias, update=upd, relu=True, mode="codes", following=nxt, **kw)
     np.testing.assert_array_equal(codes, quant(np.maximum(fq(v, upd), 0), nxt))
-    dense = rng.standard_normal((n, f)).astype(np.float32)
-    np.testing.assert_array_equal(K.epilogue(dense, agg, bias, mode="float"), fq(dense, agg) + bias)
+    np.testing.assert_array_equal(K.epilogue(S, agg, bias, mode="float", coef=0.9, **kw),
+                                  np.float32(0.9) * fq(exact_a, agg) + bias)
+
+
+def test_row_bounds_hold_on_adversarial_sums() -> None:
+    """The bound on |float-order sum − exact sum| holds for a hub whose messages alternate between the
+    extreme codes (the largest partial sums, the largest rounding errors)."""
+    n, f, bits = 3000, 8, 8
+    a = np.zeros((n, n), bool)
+    a[0, :] = True
+    a[np.arange(n), np.arange(n)] = True
+    rng = np.random.default_rng(0)
+    q = np.where(rng.random((n, f)) < 0.5, 255, 0).astype(np.uint8)
+    q[: n // 2] = 255
+    deg = a.sum(1).astype(np.float32)
+    norm = (deg ** -0.5).astype(np.float32)
+    sm, zm = 0.0123457, 3.0
+    ns, _, _ = neighbour_sums(a, q, bits, sm, zm, deg, norm)
+    exact = sm * (ns.S.astype(np.float64) - zm * deg[:, None]) * norm[:, None]
+    err = np.abs(ordered_reference(a, q, sm, zm, norm) - exact)
+    assert (err <= ns.bound[:, None]).all() and err[0].max() > 0
 
 
 def test_retain_heap_stops_page_faults_on_reallocation() -> None:

@@ -276,7 +276,8 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
     tensor; ``calibrated`` freezes them after one integer pass over the calibration graph — the
     deployed graph itself unless ``calibration_graph`` (a graph name as ``graph``, with
     ``calibration_seed`` for generated ones) names another with the same features and degree
-    distribution.  Rows carry ``ranges`` and ``calibration_graph``.
+    distribution.  ``sums`` (:data:`bench_suite.spec.SUMS`): the integer model's sums mode
+    (:func:`bench_suite.engine.convert.convert`).  Rows carry ``ranges``, ``sums`` and ``calibration_graph``.
     """
     from types import SimpleNamespace
 
@@ -307,7 +308,8 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
     else:
         calibrate(fq_model, g0, x, m.seed)
     fq_model.eval()
-    int_model = load(m.model_path) if m.model_path else convert(fq_model)
+    int_model = load(m.model_path) if m.model_path else convert(fq_model, sums=m.sums)
+    int_model.sums = m.sums  # a loaded model runs in the spec's mode
     if int_model.ranges != m.ranges:
         if int_model.ranges == "calibrated":
             raise ValueError(f"speed: model_path={m.model_path} holds a model with calibrated ranges "
@@ -354,7 +356,7 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
         "loadavg_1min": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "generator": ("Chung-Lu power law (Pareto weights, tail exponent 2.5), seed %d" % m.seed
                       if data is None else f"dataset {graph} (real graph)"),
-        "train_epochs": m.train_epochs, "ranges": int_model.ranges,
+        "train_epochs": m.train_epochs, "ranges": int_model.ranges, "sums": int_model.sums,
         "calibration_graph": None if int_model.calibration is None else int_model.calibration["graph"], **accuracy,
     }
     out = []

@@ -7,9 +7,10 @@ read from --data-dir / $BENCH_SUITE_DATA), model (gcn, decoupled) with its keys 
 propagation: appnp or smp, SMP's lambda_min, ...), quant (default qlr) with bits (8, 4, 2) and its keys
 (truncation: bt, bt* for INT2 QLR), and the measurement's: impls, repeats, warmup, breakdown, ranges
 (dynamic: every QLR range from its current tensor, the exact simulation; calibrated: ranges frozen after
-one integer pass over the deployed graph, or over calibration_graph / calibration_seed), train_epochs
-(datasets: train the fake-quant model first; the rows add test accuracy of both models and their
-agreement), model_path (a saved integer model), seed.
+one integer pass over the deployed graph, or over calibration_graph / calibration_seed), sums (exact:
+the integer neighbour sums, default; reference: the fake-quant model's float32 order where it decides
+an aggregate code or range), train_epochs (datasets: train the fake-quant model first; the rows add
+test accuracy of both models and their agreement), model_path (a saved integer model), seed.
 
 The spec is resolved and checked before anything is built, then measured by the worker's own code
 (:func:`bench_suite.runner.worker.perform`).  Prints one JSON line per implementation;

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench_suite.engine.intmodel import Aggregation, EngineGraph, IntDecoupled, IntGCN, IntLinear, IntModel
+from bench_suite.engine.intmodel import Aggregation, EngineGraph, IntDecoupled, IntGCN, IntLinear, IntModel, check_sums
 from bench_suite.engine.ranges import RangeRule, quantize_weight, recording, rule_of, rule_state, rules
 from bench_suite.quant.base import Quantizer
 
@@ -35,12 +35,18 @@ def convertible() -> tuple:
     return (DeepGCN, Decoupled), (APPNPPropagation, SMPPropagation)
 
 
-def convert(model: torch.nn.Module, calibrate_on: tuple | None = None, calibration_graph: str = "") -> IntModel:
+def convert(model: torch.nn.Module, calibrate_on: tuple | None = None, calibration_graph: str = "",
+            sums: str = "exact") -> IntModel:
     """An integer model equivalent to ``model`` in eval mode.  ``calibrate_on``: ``(EngineGraph,
     features)`` to calibrate static ranges on (:func:`calibrate`, described as ``calibration_graph``);
-    None keeps the dynamic ranges."""
+    None keeps the dynamic ranges.  ``sums`` (:data:`bench_suite.engine.intmodel.SUMS`): ``"exact"``
+    computes the aggregate role's codes and ranges from the exact integer neighbour sums;
+    ``"reference"`` from the fake-quant model's float32 sums where they decide a code or a range
+    (:mod:`bench_suite.engine.kernels.sum_order`: that model's codes exactly, at a cost in time); the
+    model keeps it (:attr:`~bench_suite.engine.intmodel.IntModel.sums`) and calibrates in that mode."""
     from bench_suite.nn.models import Decoupled, DeepGCN
 
+    check_sums(sums)
     model.eval()
     if isinstance(model, DeepGCN):
         int_model: IntModel = _gcn(model)
@@ -49,6 +55,7 @@ def convert(model: torch.nn.Module, calibrate_on: tuple | None = None, calibrati
     else:
         raise ValueError(f"cannot convert {type(model).__name__} to an integer model; supported: DeepGCN ('gcn'), "
                          "Decoupled ('decoupled' with propagation 'appnp' or 'smp')")
+    int_model.sums = sums
     if calibrate_on is not None:
         calibrate(int_model, *calibrate_on, graph=calibration_graph)
     return int_model

@@ -8,6 +8,24 @@ aggregation as ``Â·x = q_aggregate(D̃^{-1/2}·s·(Ã·q − z·d̃))`` over p
 dynamic range comes from min/max of the current tensor, which the fused kernels
 return per row.  Quantizers and ReLU are monotone, so a range further down the
 chain follows from the per-row extremes without another pass.
+
+How the neighbour sums of the ``aggregate`` role are computed is the model's ``sums`` mode
+(:data:`SUMS`, chosen at :func:`bench_suite.engine.convert.convert`, stored with the model):
+
+* ``"exact"`` (default): every normalised sum is the integer model's ``s·(S − z·d̃)·d̃^{-1/2}`` from
+  the exact int32 sums, and a dynamic aggregate range is the min/max of those.  The fake-quant
+  model adds the same dequantized messages one by one in float32, so the two models can give an
+  element within rounding error of a tie a different code, and a dynamic range whose extreme moves
+  by an ulp a different scale (so other codes too); nothing is spent on telling them apart.
+* ``"reference"``: where the fake-quant model's float32 neighbour sums and the exact integer sums
+  would give the ``aggregate`` role different codes (a sum within rounding error of a tie, the
+  range's extremes), the sums are recomputed in the fake-quant model's order
+  (:mod:`bench_suite.engine.kernels.sum_order`), so the integer model computes that model's
+  aggregate codes and ranges exactly, at a cost in time (INT8 inference +45-55% as measured when it was
+  always on; +23-32% for a 4-layer INT8/INT4 GCN on arxiv-like-10, one thread, under load).
+
+In both modes the dense products are exact integer sums, which the fake-quant model's float32 BLAS
+products approximate.
 """
 from __future__ import annotations
 
@@ -17,6 +35,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
+from bench_suite.bits import qmax
 from bench_suite.engine import kernels as K
 from bench_suite.engine.packing import PackedTensor, row_bytes
 from bench_suite.engine.profile import stage
@@ -28,7 +47,20 @@ F32 = np.float32
 INPUT, GEMM, RANGE = "input codes", "dense int8 product (oneDNN)", "range of a float tensor"
 PACK, AGGREGATE = "quantize + pack messages", "sparse aggregation (int32 sums)"
 EPI_RANGE, OUTPUT = "epilogue: range pass", "epilogue: codes / float output"
+WHOLE, AGG_RANGE = "high-degree rows in float order", "range of the normalised sums (extremes in float order)"
+TIES = "sums near ties in float order"
 SMP = "SMP elementwise steps"
+#: the ``sums`` modes of an integer model (module docstring): the integer sums as they are, or the
+#: fake-quant model's float32 order wherever it decides an aggregate code or range
+SUMS = ("exact", "reference")
+
+
+def check_sums(sums) -> str:
+    """``sums`` if it is one of :data:`SUMS`, else a ValueError naming it and the valid ones."""
+    if not isinstance(sums, str) or sums not in SUMS:
+        raise ValueError(f"integer engine: sums={sums!r} is not valid; valid: 'exact' (the integer sums, default) "
+                         "or 'reference' (the fake-quant model's float32 order where it decides a code or a range)")
+    return sums
 
 
 def fq(x: np.ndarray, p: tuple) -> np.ndarray:
@@ -144,10 +176,13 @@ def input_codes(x: np.ndarray, rule: RangeRule) -> tuple:
 
 
 class Aggregation:
-    """One quantized normalised aggregation ``Â·x`` (message, aggregate roles) with its update rule."""
+    """One quantized normalised aggregation ``Â·x`` (message, aggregate roles) with its update rule;
+    ``sum_mode``: how its neighbour sums are computed (:data:`SUMS`; the model sets it, :attr:`IntModel.sums`)."""
 
-    def __init__(self, message: RangeRule, aggregate: RangeRule, update: RangeRule | None = None) -> None:
+    def __init__(self, message: RangeRule, aggregate: RangeRule, update: RangeRule | None = None,
+                 sum_mode: str = "exact") -> None:
         self.message, self.aggregate, self.update = message, aggregate, update
+        self.sum_mode = check_sums(sum_mode)
 
     def apply(self, g: EngineGraph, x: np.ndarray, rmin=None, rmax=None) -> np.ndarray:
         """The float value of the quantized ``Â·x`` (no update quantizer); ``rmin``/``rmax``:
@@ -159,25 +194,55 @@ class Aggregation:
                      norm=g.norm)
 
     def sums(self, g: EngineGraph, x: np.ndarray, feature: tuple | None, rmin, rmax):
-        """Pack message codes of ``d̃^{-1/2}·q_feature(x)`` and sum them over Ã."""
+        """Pack message codes of ``d̃^{-1/2}·q_feature(x)`` and sum them over Ã: ``(S, NeighbourSums,
+        params of the aggregate role)``.  ``sum_mode`` ``"exact"``: the integer sums as they are (a
+        dynamic aggregate range from their per-row extremes); ``"reference"``: the sums that decide an
+        aggregate code recomputed in the fake-quant model's order, and a dynamic aggregate range the
+        fake-quant model's (:func:`bench_suite.engine.kernels.sum_extremes`)."""
+        bits = self.message.bits
+        reference = self.sum_mode == "reference"
+        ext = None
         if self.message.dynamic:
             lo, hi = (rmin, rmax) if feature is None else (fq(rmin, feature), fq(rmax, feature))
-            msg = self.message.params((lo * g.norm).min(), (hi * g.norm).max())
+            mlo, mhi = (lo * g.norm).min(), (hi * g.norm).max()
+            if reference:
+                ext = np.array([[mlo, mhi]], F32)
+                mlo, mhi = ext[0, 0], ext[0, 1]
+            msg = self.message.params(mlo, mhi)
         else:
             msg = self.message.params()
-        bits = self.message.bits
         width = x.shape[1]
         packed = stage(PACK, K.quantize_pack, x, g.norm, msg, bits, row_bytes(width, bits), feature)
         S, smin, smax = stage(AGGREGATE, K.aggregate, g.indptr, g.indices, packed, bits, width,
                               gather=g.indices.size * packed.shape[1])
         sm, zm = (F32(v) for v in K.effective(msg))
+        if reference:
+            return self._reference_sums(g, S, smin, smax, packed, msg, ext, sm, zm)
         if self.aggregate.dynamic:
             amin = sm * (smin.astype(F32) - zm * g.deg) * g.norm
             amax = sm * (smax.astype(F32) - zm * g.deg) * g.norm
             agg = self.aggregate.params(amin.min(), amax.max())
         else:
             agg = self.aggregate.params()
-        return S, (sm, zm), agg
+        return S, K.NeighbourSums(S, sm, zm, g.indptr, g.indices, packed, bits), agg
+
+    def _reference_sums(self, g: EngineGraph, S, smin, smax, packed, msg, ext, sm, zm):
+        """:meth:`sums` with ``sum_mode="reference"``: ``ext`` the message range's extremes (``[[lo, hi]]``)
+        when the message rule is dynamic."""
+        bits = self.message.bits
+        # every message code lies between these two
+        codes = K.quantize(ext, msg) if ext is not None else np.array([0, qmax(bits)])
+        spread = float(np.abs(codes.astype(np.float64) - float(zm)).max())
+        ns = K.NeighbourSums(S, sm, zm, g.indptr, g.indices, packed, bits,
+                             K.row_bounds(g.deg, g.norm, sm, zm, spread))
+        if self.aggregate.dynamic:  # the fake-quant model's range; the integer sums' is within ulps of it
+            lo, hi = ns.estimates(smin, smax, g.deg, g.norm)
+            ns = stage(WHOLE, K.whole_rows, ns, g.norm, g.deg, self.aggregate.grid_scale(lo.min(), hi.max()))
+            agg = self.aggregate.params(*stage(AGG_RANGE, K.sum_extremes, ns, smin, smax, g.deg, g.norm))
+        else:
+            agg = self.aggregate.params()
+            ns = stage(WHOLE, K.whole_rows, ns, g.norm, g.deg, _step(agg))
+        return S, stage(TIES, K.fix_ties, ns, g.norm, g.deg, _step(agg)), agg
 
     def map_rules(self, fn: Callable[[RangeRule], RangeRule]) -> None:
         self.message, self.aggregate = fn(self.message), fn(self.aggregate)
@@ -193,6 +258,11 @@ class Aggregation:
         upd = d.get("update")
         return cls(rule_from_state(d["message"]), rule_from_state(d["aggregate"]),
                    None if upd is None else rule_from_state(upd))
+
+
+def _step(p: tuple) -> float:
+    """The step ``s`` of the grid on which quantizer parameters ``p`` round (the 8-bit grid under bit truncation)."""
+    return float(K.grid(p)[1][0])
 
 
 def _extremes(rmin, rmax) -> tuple:
@@ -229,6 +299,7 @@ class IntModel:
 
     kind = ""
     calibration: Optional[dict] = None
+    _sums = "exact"
 
     def parts(self) -> list:  # pragma: no cover - abstract
         """The linears and aggregations holding range rules."""
@@ -240,6 +311,19 @@ class IntModel:
             part.map_rules(fn)
 
     @property
+    def sums(self) -> str:
+        """How every aggregation computes its neighbour sums (:data:`SUMS`, module docstring); setting it
+        sets each aggregation's ``sum_mode``."""
+        return self._sums
+
+    @sums.setter
+    def sums(self, value: str) -> None:
+        self._sums = check_sums(value)
+        for part in self.parts():
+            if isinstance(part, Aggregation):
+                part.sum_mode = value
+
+    @property
     def ranges(self) -> str:
         """``"calibrated"`` (static ranges frozen at conversion) or ``"dynamic"`` (any rule reads its tensor)."""
         return "calibrated" if self.calibration is not None else "dynamic"
@@ -248,7 +332,8 @@ class IntModel:
         raise NotImplementedError
 
     def save(self, path) -> None:
-        torch.save({"kind": self.kind, "state": self.state(), "calibration": self.calibration}, path)
+        torch.save({"kind": self.kind, "state": self.state(), "calibration": self.calibration, "sums": self.sums},
+                   path)
 
     @property
     def nbytes(self) -> int:  # pragma: no cover - abstract
@@ -263,6 +348,7 @@ def load(path) -> IntModel:
         raise ValueError(f"{path}: unknown integer model kind {d.get('kind')!r}; valid: {', '.join(classes)}")
     model = classes[d["kind"]].from_state(d["state"])
     model.calibration = d.get("calibration")
+    model.sums = d.get("sums", "exact")  # files saved before the sums mode computed the exact sums
     return model
 
 

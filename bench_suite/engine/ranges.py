@@ -75,6 +75,14 @@ class RangeRule:
                 raise RuntimeError("a range rule was applied twice with different ranges in one calibration pass")
         return out
 
+    def grid_scale(self, xmin: float = 0.0, xmax: float = 0.0) -> float:
+        """The scale of the grid :meth:`params` would round on for these extremes (the 8-bit grid under
+        bit truncation), without recording it: a hint for work that depends on the range only roughly."""
+        if self.kind == "static":
+            return float(self.scale)
+        with np.errstate(all="ignore"):
+            return float(scale_chain(self.alpha, float(xmin), float(xmax), qmax(self.grid_bits or self.bits))[0])
+
     def frozen(self, params: tuple) -> "RangeRule":
         """The static rule that applies ``params`` (as :meth:`params` returned them) to every tensor."""
         return replace(self, kind="static", scale=float(params[0]), zero=float(params[1]))

@@ -43,12 +43,14 @@ def _model_label(rec: Dict[str, Any]) -> str:
 
 
 def _quant_label(rec: Dict[str, Any]) -> str:
-    """Bit truncation and calibrated ranges are part of the quantizer compared (INT2 QLR and INT2 QLR
-    BT* must not pool, nor dynamic and calibrated ranges: they sit side by side)."""
+    """Bit truncation, calibrated ranges and the integer model's sums mode are part of the quantizer
+    compared (INT2 QLR and INT2 QLR BT* must not pool, nor dynamic and calibrated ranges, nor exact and
+    reference sums: they sit side by side)."""
     spec = rec.get("spec") or {}
     return (str(rec.get("quant") or _section(spec, "quant").get("name") or "–")
             + (f" {rec['truncation']}" if rec.get("truncation") not in (None, "none") else "")
-            + (" calibrated" if rec.get("ranges") == "calibrated" else ""))
+            + (" calibrated" if rec.get("ranges") == "calibrated" else "")
+            + (f" {rec['sums']} sums" if rec.get("sums", "exact") != "exact" else ""))
 
 
 def _rows(store: Store) -> List[Dict[str, Any]]:

@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from bench_suite.engine.kernels.common import EXACT_FASTMATH, row_chunks, code_of, fq_value, minmax, scalars, grid
+from bench_suite.engine.kernels.sum_order import NeighbourSums
 from bench_suite.engine.packing import check_bits
 
 
@@ -75,12 +76,15 @@ def quantize_pack(x: np.ndarray, norm: np.ndarray, message: tuple, bits: int, nb
 
 @functools.lru_cache(maxsize=None)
 def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bool, mode: int,
-                     trunc_a: bool = False, trunc_u: bool = False, trunc_2: bool = False):
+                     trunc_a: bool = False, trunc_u: bool = False, trunc_2: bool = False, recomputed: bool = False):
     """Specialised epilogue; every flag is a compile-time constant so the row loop is
-    branch-free and vectorises (mode 0: row ranges, 1: floats, 2: codes)."""
+    branch-free and vectorises (mode 0: row ranges, 1: floats, 2: codes).  ``recomputed``: the
+    neighbour sums carry sums recomputed in the fake-quant model's order (``sums="reference"``);
+    without it the sums are the integer ones, computed inline as one expression per element."""
 
     @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
-    def kernel(src, deg, norm, sm, zm, ga, coef, add, gu, g2, out_f, out_q, rmin, rmax, nchunks):
+    def kernel(src, deg, norm, sm, zm, ga, coef, add, gu, g2, out_f, out_q, rmin, rmax, nchunks,
+               whole_slot, whole_vals, fix_ptr, fix_idx, fix_val):
         n, width = src.shape
         zero = np.float32(0)
         chunk = (n + nchunks - 1) // nchunks
@@ -89,6 +93,7 @@ def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bo
             lu = scalars(gu)
             l2 = scalars(g2)
             tmp = np.empty(width if mode == 0 else 1, np.float32)
+            av = np.empty(width if recomputed else 1, np.float32)  # the row's normalised sums
             for i in range(t * chunk, min(n, (t + 1) * chunk)):
                 sr = src[i]
                 ar = add[i] if add_rows else add[0]
@@ -96,8 +101,19 @@ def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bo
                 nrm = norm[i] if from_sums else zero
                 of = out_f[i if mode == 1 else 0]
                 oq = out_q[i if mode == 2 else 0]
+                if recomputed:
+                    if whole_slot[i] >= 0:  # recomputed whole in the fake-quant model's order
+                        av[:] = whole_vals[whole_slot[i]]
+                    else:
+                        for f in range(width):
+                            av[f] = (sm * (np.float32(sr[f]) - zm * d)) * nrm
+                        # the sums the fake-quant model's float32 order decides (sum_order.fix_ties)
+                        for k in range(fix_ptr[i], fix_ptr[i + 1]):
+                            av[fix_idx[k]] = fix_val[k]
                 for f in range(width):
-                    if from_sums:
+                    if recomputed:
+                        v = coef * fq_value(av[f], la, trunc_a) + ar[f]
+                    elif from_sums:
                         a = sm * (np.float32(sr[f]) - zm * d)
                         v = coef * fq_value(a * nrm, la, trunc_a) + ar[f]
                     else:
@@ -119,17 +135,21 @@ def _epilogue_kernel(from_sums: bool, add_rows: bool, has_update: bool, relu: bo
     return kernel
 
 
-def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: tuple | None = None,
+def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: NeighbourSums | None = None,
              deg: np.ndarray | None = None, norm: np.ndarray | None = None, coef: float = 1.0,
              update: tuple | None = None, relu: bool = False, mode: str = "range",
              following: tuple | None = None, out: np.ndarray | None = None):
     """The fused elementwise stage after an aggregation or a dense product.
 
-    With ``sums=(s_m, z_m)`` (``src`` int32 neighbour sums ``S``; the message codes' effective
-    scale and zero, :func:`effective`):
-    ``v = coef · q_first(d̃^{-1/2} · s_m·(S − z_m·d̃)) + add`` (the aggregate role quantizes
-    the normalised sum); otherwise (``src`` float
-    dense output) ``v = q_first(src) + add``.  ``add`` is ``[1, F]`` (bias) or
+    With ``sums`` (:class:`~bench_suite.engine.kernels.sum_order.NeighbourSums`; ``src`` is its
+    int32 ``S``, message codes with effective scale and zero ``s_m``, ``z_m``):
+    ``v = coef · q_first(a) + add`` with ``a = d̃^{-1/2} · s_m·(S − z_m·d̃)`` (the aggregate role
+    quantizes the normalised sum).  If they have been through
+    :func:`~bench_suite.engine.kernels.sum_order.fix_ties` for the quantizer ``first`` (``sums="reference"``,
+    ``sums.recomputed``), the sums recomputed in the fake-quant model's float32 order (``sums.whole_*``,
+    ``sums.fix_*``) replace those ``a``; otherwise (``sums="exact"``) every ``a`` is the integer
+    model's, with no per-row lookup.  Without ``sums`` (``src`` float dense output)
+    ``v = q_first(src) + add``.  ``add`` is ``[1, F]`` (bias) or
     ``[N, F]``.  ``mode="range"`` returns per-row min/max of ``v``; ``"float"``
     returns ``relu?(q_update(v))``; ``"codes"`` returns the uint8 codes of that under
     ``following``.  Quantizer arguments are parameters as :func:`grid` takes them.
@@ -137,13 +157,15 @@ def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: tuple | No
     f32 = np.float32
     n, width = src.shape
     from_sums = sums is not None
-    sm, zm = sums if from_sums else (1.0, 0.0)
     ta, ga = grid(first)
     tu, gu = grid(update if update is not None else (1.0, 0.0, 1.0))
     t2, g2 = grid(following if following is not None else (1.0, 0.0, 1.0))
     m = {"range": 0, "float": 1, "codes": 2}[mode]
     if m == 2 and following is None:
         raise ValueError("epilogue mode='codes' needs following=(scale, zero, Q)")
+    recomputed = from_sums and sums.recomputed
+    if recomputed and (sums.fix_ptr.size != n + 1 or sums.whole_slot.size != n):
+        raise ValueError(f"epilogue: recomputed neighbour sums of {sums.fix_ptr.size - 1} rows for {n} rows")
     out_f = (out if out is not None else np.empty((n, width), np.float32)) if m == 1 else np.empty((1, 1), np.float32)
     out_q = (out if out is not None else np.empty((n, width), np.uint8)) if m == 2 else np.empty((1, 1), np.uint8)
     rmin = np.empty(n if m == 0 else 1, np.float32)
@@ -151,9 +173,15 @@ def epilogue(src: np.ndarray, first: tuple, add: np.ndarray, *, sums: tuple | No
     dummy = np.ones(1, np.float32)
     add = np.ascontiguousarray(add, dtype=np.float32)
     kernel = _epilogue_kernel(from_sums, add.shape[0] > 1, update is not None, bool(relu), m,
-                              ta, tu, t2 and m == 2)
-    kernel(src, deg if from_sums else dummy, norm if from_sums else dummy, f32(sm), f32(zm), ga, f32(coef), add,
-           gu, g2, out_f, out_q, rmin, rmax, row_chunks(n))
+                              ta, tu, t2 and m == 2, recomputed)
+    sm, zm = (f32(sums.scale), f32(sums.zero)) if from_sums else (f32(1.0), f32(0.0))
+    if recomputed:
+        fix = (sums.whole_slot, sums.whole_vals, sums.fix_ptr, sums.fix_idx, sums.fix_val)
+    else:
+        fix = (np.zeros(1, np.int64), np.zeros((1, 1), np.float32), np.zeros(1, np.int64), np.zeros(0, np.int32),
+               np.zeros(0, np.float32))
+    kernel(src, deg if from_sums else dummy, norm if from_sums else dummy, sm, zm, ga, f32(coef), add,
+           gu, g2, out_f, out_q, rmin, rmax, row_chunks(n), *fix)
     if m == 0:
         return rmin, rmax
     return out_f if m == 1 else out_q
