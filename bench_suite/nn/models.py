@@ -135,7 +135,7 @@ class DeepSAGE(GraphModel):
                  hidden: int = 64, dropout: float = 0.5):
         super().__init__()
         check_depth(depth, "sage")
-        self.dropout, self.input_dropout = dropout, True  # shares DeepGCN.forward
+        self.dropout, self.input_dropout, self.bns = dropout, True, None  # shares DeepGCN.forward
         self.layers = nn.ModuleList(
             QSAGEConv(i, o, quant, layer=k) for k, (i, o) in enumerate(widths(in_dim, hidden, num_classes, depth))
         )
