@@ -372,6 +372,12 @@ def validate_spec(spec: RunSpec, where: str = "") -> None:
                 check(**params)
             except (ValueError, TypeError) as exc:
                 raise SpecError(f"{sec} {part['name']!r}{_where(where)}: {exc}") from None
+        across = getattr(obj, "validate_spec", None)  # checks that need other sections (e.g. the quantizer)
+        if across is not None:
+            try:
+                across(d)
+            except (ValueError, TypeError) as exc:
+                raise SpecError(f"{sec} {part['name']!r}{_where(where)}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- speed measurements

@@ -190,3 +190,13 @@ def test_the_integer_engine_refuses_the_full_precision_options():
     with pytest.raises(ValueError) as err:
         convert(model)
     assert "batchnorm" in str(err.value)
+
+
+@pytest.mark.parametrize("key, value", [("batchnorm", True), ("self_weight", True), ("norm", "first_order")])
+def test_a_full_precision_option_with_a_quantizer_fails_when_the_spec_is_resolved(key, value):
+    from bench_suite.spec import SpecError
+
+    with pytest.raises(SpecError) as err:
+        resolve_run({"dataset": "cora", "model": "gcn", "depth": 2, "quant": "qlr", "bits": 4, key: value})
+    assert key in str(err.value) and "full precision only" in str(err.value) and "'qlr'" in str(err.value)
+    resolve_run({"dataset": "cora", "model": "gcn", "depth": 2, key: value})  # full precision: valid

@@ -78,6 +78,21 @@ class DeepGCN(GraphModel):
         )
         self.bns = nn.ModuleList(nn.BatchNorm1d(o) for _, o in dims) if batchnorm else None
 
+    @staticmethod
+    def validate_spec(data: dict) -> None:
+        """Before anything runs: the full-precision-only options with a quantizer are refused."""
+        from bench_suite.nn.graph import FP32_ADJ_NORMS
+        from bench_suite.quant.base import is_full_precision
+        from bench_suite.registry import QUANTIZERS
+
+        model, quant = data.get("model") or {}, (data.get("quant") or {}).get("name", "fp32")
+        if is_full_precision(QUANTIZERS.get(quant)):
+            return
+        for key, bad in (("batchnorm", model.get("batchnorm") is True), ("self_weight", model.get("self_weight") is True),
+                         ("norm", model.get("norm") in FP32_ADJ_NORMS)):
+            if bad:
+                raise ValueError(f"{key}={model[key]!r} is full precision only, not with quant={quant!r}")
+
     def forward(self, g: dgl.DGLGraph, x: Tensor, return_hidden: bool = False):
         hidden = []
         h = x
