@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from bench_suite.nn.graph import check_adj_norm, normalized_aggregate
 from bench_suite.quant.base import ROLES, QuantFactory, RoleQuantizers, quantized_matmul
-from bench_suite.sparse import dropout
+from bench_suite.sparse import csr_matmul, dropout, is_sparse
 
 
 def make_quantizers(quant: QuantFactory, layer, roles=ROLES) -> RoleQuantizers:
@@ -94,7 +94,7 @@ class QGraphConv(nn.Module):
         h = self.q["feature"](quantized_matmul(self.q["input"], x, self.q["weight"], self.weight))
         out = normalized_aggregate(g, h, self.q["message"], self.q["aggregate"], self.norm)
         if self.weight_self is not None:
-            out = out + (torch.sparse.mm(x, self.weight_self) if x.layout != torch.strided else x @ self.weight_self)
+            out = out + (csr_matmul(x, x.values(), self.weight_self) if is_sparse(x) else x @ self.weight_self)
         if self.bias is not None:
             out = out + self.bias
         return self.q["update"](out, g)

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench_suite.nn.layers import QGATConv, QGraphConv, QLinear, QSAGEConv
-from bench_suite.quant.base import QuantFactory
-from bench_suite.registry import MODELS, PROPAGATIONS
+from bench_suite.nn.graph import FP32_ADJ_NORMS
+from bench_suite.quant.base import QuantFactory, is_full_precision
+from bench_suite.registry import MODELS, PROPAGATIONS, QUANTIZERS
 from bench_suite.sparse import dropout
 
 MAX_DEPTH = 128
@@ -49,6 +50,16 @@ def widths(in_dim: int, hidden: int, out_dim: int, depth: int) -> List[Tuple[int
     return list(zip(dims[:-1], dims[1:]))
 
 
+def refuse_full_precision_options(quant: str, batchnorm: bool = False, self_weight: bool = False,
+                                  norm: str = "sym") -> None:
+    """A ValueError naming the first of GCN's full-precision-only options (``batchnorm``, ``self_weight``,
+    a :data:`~bench_suite.nn.graph.FP32_ADJ_NORMS` normalisation) that is set, for quantizer ``quant``."""
+    for key, value, bad in (("batchnorm", batchnorm, batchnorm is True), ("self_weight", self_weight, self_weight is True),
+                            ("norm", norm, norm in FP32_ADJ_NORMS)):
+        if bad:
+            raise ValueError(f"{key}={value!r} is full precision only, not with quant={quant!r}")
+
+
 @MODELS.register("gcn")
 class DeepGCN(GraphModel):
     """Plain deep GCN (Kipf & Welling 2017): ``depth`` GCN layers, ReLU and dropout between.
@@ -68,8 +79,8 @@ class DeepGCN(GraphModel):
                  init: str = "xavier", norm: str = "sym", batchnorm: bool = False, self_weight: bool = False):
         super().__init__()
         check_depth(depth, "gcn")
-        if batchnorm and not quant.fp32:
-            raise ValueError(f"gcn batchnorm=true is full precision only, not with quant={quant.name!r}")
+        if not quant.fp32:
+            refuse_full_precision_options(quant.name, batchnorm=batchnorm, self_weight=self_weight, norm=norm)
         self.dropout, self.input_dropout = dropout, input_dropout
         dims = widths(in_dim, hidden, num_classes, depth)
         self.layers = nn.ModuleList(
@@ -81,17 +92,10 @@ class DeepGCN(GraphModel):
     @staticmethod
     def validate_spec(data: dict) -> None:
         """Before anything runs: the full-precision-only options with a quantizer are refused."""
-        from bench_suite.nn.graph import FP32_ADJ_NORMS
-        from bench_suite.quant.base import is_full_precision
-        from bench_suite.registry import QUANTIZERS
-
-        model, quant = data.get("model") or {}, (data.get("quant") or {}).get("name", "fp32")
-        if is_full_precision(QUANTIZERS.get(quant)):
-            return
-        for key, bad in (("batchnorm", model.get("batchnorm") is True), ("self_weight", model.get("self_weight") is True),
-                         ("norm", model.get("norm") in FP32_ADJ_NORMS)):
-            if bad:
-                raise ValueError(f"{key}={model[key]!r} is full precision only, not with quant={quant!r}")
+        quant = (data.get("quant") or {}).get("name", "fp32")
+        if not is_full_precision(QUANTIZERS.get(quant)):
+            refuse_full_precision_options(quant, **{k: v for k, v in (data.get("model") or {}).items()
+                                                    if k in ("batchnorm", "self_weight", "norm")})
 
     def forward(self, g: dgl.DGLGraph, x: Tensor, return_hidden: bool = False):
         hidden = []

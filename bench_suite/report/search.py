@@ -48,27 +48,26 @@ def search_results(matrices: Sequence[str | Path], train_records: Sequence[Mappi
         m = load_matrix(name)
         if m.search is None:
             continue
-        runs = search_runs(m)
+        draws = m.search.draws()
         combos: Dict[str, Dict[str, Any]] = {}
-        cells: Dict[Tuple[str, int], List[Tuple[Dict[str, Any], Mapping[str, Any]]]] = defaultdict(list)
-        for trial, base, flat in runs:
+        cells: Dict[Tuple[str, int], List[Mapping[str, Any]]] = defaultdict(list)
+        for trial, base, flat in search_runs(m):
             key = repr(sorted(base.items()))
             combos.setdefault(key, base)
             rec = by_id.get(resolve_run(flat).run_id)
-            values = {k: flat[k] for k in m.search.keys if k in flat and k not in base}
-            cells[(key, trial)].append((values, rec))
+            if rec is not None:
+                cells[(key, trial)].append(rec)
         keys = sorted({k for c in combos.values() for k in c})
         varying = [k for k in keys if len({repr(c.get(k)) for c in combos.values()}) > 1]
         for key, combo in combos.items():
             trials = []
             for t in range(m.search.trials):
-                entries = cells.get((key, t), [])
-                done = [rec for _, rec in entries if rec is not None]
+                done = cells.get((key, t), [])
                 if not done:
                     continue
                 val = [float(r["metrics"]["val_score"]) for r in done]
                 test = [float(r["metrics"]["test_score"]) for r in done]
-                trials.append({"trial": t, "values": entries[0][0], "val": float(np.mean(val)),
+                trials.append({"trial": t, "values": m.search.values_for(combo, draws[t]), "val": float(np.mean(val)),
                                "test": float(np.mean(test)), "n": len(done),
                                "seeds": sorted(int(r["spec"]["train"]["seed"]) for r in done)})
             trials.sort(key=lambda x: (-x["val"], x["trial"]))
