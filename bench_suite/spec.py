@@ -53,6 +53,7 @@ UNVERSIONED_DEFAULTS: Dict[Tuple[str, str], Any] = {
     ("quant", "grad_mask"): "input",
     ("model", "batchnorm"): False,
     ("model", "self_weight"): False,
+    ("model", "variant"): "xu",
     # a speed spec's measure section (speed specs have their own SPEED_SPEC_VERSION; the same rule)
     ("measure", "sums"): "exact",
 }

@@ -232,6 +232,61 @@ def test_jknet_matches_jumping_knowledge_rule(mode):
         np.testing.assert_allclose(model(g, x).numpy(), expected, **TOL)
 
 
+@pytest.mark.parametrize("mode", ["concat", "max"])
+def test_jknet_dropedge_variant_is_the_authors_densegcn(mode):
+    """variant=dropedge (DropEdge src/models.py, --type densegcn): depth counts graph convolutions,
+    the depth - 1 states after ReLU are concatenated (or max-pooled) and a GCN layer maps them to
+    the classes; weights and biases U(+-1/sqrt(out))."""
+    graph = small_graph()
+    g = prepare_graph(graph)
+    _, a_hat, _ = dense(graph)
+    x = t64(RNG.normal(size=(4, 5)))
+    model = MODELS.create("jknet", in_dim=5, num_classes=2, depth=4, quant=QuantFactory(), hidden=3,
+                          mode=mode, variant="dropedge").double().eval()
+    assert len(model.layers) == 3 and model.out.weight.shape == ((9 if mode == "concat" else 3), 2)
+    for layer in list(model.layers) + [model.out]:
+        bound = 1 / math.sqrt(layer.weight.shape[1])
+        assert float(layer.weight.abs().max()) <= bound and float(layer.bias.abs().max()) <= bound
+    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    hs, h = [], x.numpy()
+    for layer in model.layers:
+        h = relu(a_hat @ h @ layer.weight.detach().numpy() + layer.bias.detach().numpy())
+        hs.append(h)
+    z = np.concatenate(hs, 1) if mode == "concat" else np.max(hs, 0)
+    expected = a_hat @ z @ model.out.weight.detach().numpy() + model.out.bias.detach().numpy()
+    with torch.no_grad():
+        np.testing.assert_allclose(model(g, x).numpy(), expected, **TOL)
+
+
+@pytest.mark.parametrize("variant,raw", [("dropedge", True), ("xu", False)])
+def test_jknet_dropedge_variant_does_not_drop_the_raw_features(variant, raw):
+    """The DropEdge authors drop hidden states only; Xu et al.'s JKNet as built here also drops the input."""
+    graph = small_graph()
+    g = prepare_graph(graph)
+    x = torch.rand(4, 50) + 0.5
+    torch.manual_seed(0)
+    model = MODELS.create("jknet", in_dim=50, num_classes=2, depth=3, quant=QuantFactory(), hidden=3,
+                          dropout=0.5, variant=variant).train()
+    seen = []
+    model.layers[0].register_forward_pre_hook(lambda mod, args: seen.append(args[1]))
+    model(g, x)
+    assert torch.equal(seen[0], x) is raw
+
+
+def test_jknet_variant_and_self_weight_in_the_spec():
+    """The default variant leaves every existing JKNet run id unchanged (no new spec key); a bad
+    variant and self_weight with a quantizer are refused before anything runs."""
+    spec = resolve_spec({"dataset": "csbm", "model": "jknet"})
+    assert "variant" not in spec.data["model"] and "self_weight" not in spec.data["model"]
+    assert resolve_spec({"dataset": "csbm", "model": "jknet", "variant": "dropedge"}).data["model"]["variant"] == "dropedge"
+    with pytest.raises(SpecError, match="variant='kipf'"):
+        resolve_spec({"dataset": "csbm", "model": "jknet", "variant": "kipf"})
+    from bench_suite.spec import validate_spec
+    with pytest.raises(ValueError, match="self_weight=True is full precision only"):
+        validate_spec(resolve_spec({"dataset": "csbm", "model": "jknet", "self_weight": True, "quant": "qlr",
+                                    "bits": 4}))
+
+
 def test_dropedge_as_the_authors_sample_keeps_a_fraction_of_directed_entries():
     """randomedge_sampler keeps int(nnz * (1 - p)) entries of the symmetric adjacency, each direction
     on its own: some edges keep one direction only."""
