@@ -77,6 +77,20 @@ def test_adding_a_combination_leaves_the_other_runs_unchanged(tmp_path):
     assert fewer_ids < ids and len(ids - fewer_ids) == 3 * 2
 
 
+def test_more_trials_keep_the_earlier_trials_runs(tmp_path):
+    """Extending a search (trials 3 -> 5) adds runs and changes none: trial t's values do not depend
+    on how many trials follow it, so finished trials keep their records."""
+    m3 = load_matrix(_matrix(tmp_path))
+    m5 = load_matrix(_matrix(tmp_path, SEARCH.replace("trials: 3", "trials: 5"), "five.yaml"))
+    ids3 = {resolve_run(f).run_id for _, _, f in search_runs(m3)}
+    by_trial5 = {}
+    for t, _, f in search_runs(m5):
+        by_trial5.setdefault(t, set()).add(resolve_run(f).run_id)
+    assert set().union(*(by_trial5[t] for t in range(3))) == ids3
+    assert (by_trial5[3] | by_trial5[4]) - ids3  # new runs (a run the include's own lr leaves equal to an
+    # earlier trial's, with the same two-valued choices, is the same run and keeps its record)
+
+
 @pytest.mark.parametrize("bad, says", [
     ("trials: 0", "search.trials=0"),
     ("trials: 3\n  speed: 1", "search key 'speed'"),
