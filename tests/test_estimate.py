@@ -91,7 +91,7 @@ def test_estimate_from_cost_table_and_finished_runs_gives_hand_computed_seconds(
     assert est.seconds == pytest.approx(1.2 + 3.6 + 0.09 * 38 / 22 * 400 + 10 + 7 + 3.6 + 0.4 + 8 + 10)
     assert est.estimated == 9 and est.records == 3
     assert est.by_level == {"group": 1, "cost": 3, "cost-scaled": 3, "depth": 0, "scaled": 0, "proxy": 2,
-                            "dataset": 0}
+                            "dataset": 0, "dense": 0}
     assert est.epochs_from == {"finished": 3, "maximum": 5}
     assert est.unknown == [pending[-1].label()]
     text = est.summary(2)
@@ -109,6 +109,18 @@ def test_estimate_without_cost_table_keeps_the_finished_run_levels(tmp_path) -> 
     # the same spec: 7; GCN-4 from the finished GCN-2 (any quantizer), proportional to depth: 14
     assert est.seconds == pytest.approx(7 + 14)
     assert est.by_level["group"] == 1 and est.by_level["scaled"] == 1
+
+
+def test_a_sparse_feature_run_without_history_is_estimated_as_its_dense_twin(tmp_path) -> None:
+    """A dataset stored sparse for the first time (no finished run, no cost row of it): the same run
+    with dense features, an upper bound, named as such; nothing dense either: not estimated."""
+    from bench_suite.runner.estimate import estimate, finished_records
+
+    _stores(tmp_path)
+    est = estimate([_spec(quant="qlr", bits=2, seed=4, sparse_features=True),
+                    _spec(dataset="citeseer", sparse_features=True)], finished_records(tmp_path))
+    assert est.seconds == pytest.approx(7) and est.by_level["dense"] == 1
+    assert est.unknown == [_spec(dataset="citeseer", sparse_features=True).label()]
 
 
 def test_duration_names_days_beyond_two_days() -> None:

@@ -157,7 +157,7 @@ def test_shipped_matrices_expand(name):
         smp = [s.data["propagation"] for s in specs if (s.data["propagation"] or {}).get("name") == "smp"]
         assert smp and all(p["lambda_min"] == 0 for p in smp)
         sparse = {s.data["dataset"]["name"] for s in specs if s.data["dataset"].get("sparse_features")}
-        assert sparse == {"amazon-photo", "amazon-computers", "coauthor-cs", "coauthor-physics"}
+        assert sparse == {"cora", "citeseer", "amazon-photo", "amazon-computers", "coauthor-cs", "coauthor-physics"}
     if name == "quantizers":  # 2 datasets x 2 models x (FP32 + 4 quantizers x 3 bits + 2 x BT/BT*) x 10 seeds
         assert len(specs) == n_runs == 2 * 2 * (1 + 12 + 4) * 10
 

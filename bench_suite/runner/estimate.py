@@ -91,7 +91,8 @@ LEVELS = {"group": "same spec finished", "cost": "cost table, same configuration
           "cost-scaled": "cost table, depth/width-scaled (depth: linear between measured depths, beyond "
                          "them as finished runs of the architecture scale, else ∝ depth; ∝ hidden)",
           "depth": "same dataset/architecture/depth finished", "scaled": "depth-scaled finished runs",
-          "proxy": "cost table via a proxy architecture or quantizer", "dataset": "scaled from another dataset"}
+          "proxy": "cost table via a proxy architecture or quantizer", "dataset": "scaled from another dataset",
+          "dense": "as the same run with dense features (an upper bound: sparse inputs cost less)"}
 #: the measured architecture a model without cost entries is costed as: (model, propagation)
 PROXIES = {"coupled": ("gcn", None), "decoupled": ("decoupled", "appnp")}
 
@@ -314,11 +315,7 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
         out.epochs_from["finished" if runs else "maximum"] += 1
         return found[0] * (statistics.mean(runs) if runs else int(d["train"]["epochs"])), found[1]
 
-    out = Estimate(records=used)
-    for spec in pending:
-        if spec.kind != TRAIN:  # a speed measurement: no epochs, no cost table
-            out.unknown.append(spec.label())
-            continue
+    def find(spec: RunSpec) -> Optional[Tuple[float, str]]:
         d = spec.data
         dataset, arch, names, depth = _dataset(d), _arch(d), _names(d), int(d["model"]["depth"])
         group = by_group.get(spec.group_key())
@@ -335,6 +332,20 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
                 archs = named[(source, names)]
                 found = same_dataset(source, arch if arch in archs else min(archs), depth)
                 found = (found[0] * links[source][0], "dataset") if found else None
+        return found
+
+    out = Estimate(records=used)
+    for spec in pending:
+        if spec.kind != TRAIN:  # a speed measurement: no epochs, no cost table
+            out.unknown.append(spec.label())
+            continue
+        found = find(spec)
+        if found is None and spec.data["dataset"].get("sparse_features"):
+            # a dataset stored sparse for the first time: its dense-feature twin, an upper bound
+            d = spec.data
+            twin = find(RunSpec.from_dict(dict(d, dataset={k: v for k, v in d["dataset"].items()
+                                                           if k != "sparse_features"})))
+            found = (twin[0], "dense") if twin else None
         if found is None:
             out.unknown.append(spec.label())
             continue
