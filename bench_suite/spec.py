@@ -393,8 +393,15 @@ GENERATED_GRAPHS: Dict[str, Tuple[int, int, int, int]] = {
     "small": (2_000, 10_000, 64, 8),
     "tiny": (300, 1_200, 16, 4),
 }
-#: the implementations a speed measurement times: DGL's FP32 layers, the suite's FP32 model, the integer engine
-IMPLS = ("dgl-fp32", "suite-fp32", "int")
+#: the implementations a speed measurement can time: DGL's FP32 layers, the suite's FP32 model, the integer
+#: engine, and the tuned FP32 path (:mod:`bench_suite.engine.fp32`: DGL's sparse kernel with the normalisation
+#: folded in), which is timed beside ``int`` whenever ``int`` is, listed or not (:class:`SpeedConfig`)
+IMPLS = ("dgl-fp32", "suite-fp32", "int", "fp32-tuned")
+#: the default ``impls`` of a speed spec (written in its canonical form, so it stays what it was: the tuned
+#: FP32 path joins ``int`` without being listed, and the ids of existing speed specs do not change)
+DEFAULT_IMPLS = ("dgl-fp32", "suite-fp32", "int")
+#: the implementation every integer timing is also compared against (``speedup_vs_fp32``)
+TUNED_FP32 = "fp32-tuned"
 #: how the integer model gets its activation ranges: recomputed from every tensor (QLR's α·[min, max], the
 #: exact simulation of the fake-quant model) or calibrated once and frozen
 #: (:func:`bench_suite.engine.convert.calibrate`)
@@ -413,6 +420,9 @@ SPEED_TOP_KEYS = ("kind", "graph", "model", "depth", "quant", "bits", "propagati
 class SpeedConfig:
     """How a speed measurement runs (:func:`bench_suite.engine.bench.measure`): ``impls`` timed
     interleaved, one pass of each per round, the median of ``repeats`` rounds after ``warmup``.
+    When ``impls`` has ``int``, the tuned FP32 path (:data:`TUNED_FP32`) is timed in the same rounds even if
+    not listed, so that every integer timing has its speed-up over it (``speedup_vs_fp32``) beside the one
+    over DGL (``speedup_vs_dgl``).
 
     ``breakdown`` profiles the integer model's stages afterwards; ``ranges``: dynamic, or calibrated
     on the deployed graph (or on ``calibration_graph`` / ``calibration_seed``); ``train_epochs`` trains
@@ -422,7 +432,7 @@ class SpeedConfig:
     (:func:`bench_suite.engine.convert.convert`; a loaded model is switched to it), left out of the
     canonical spec at its default ``exact`` (:data:`UNVERSIONED_DEFAULTS`)."""
 
-    impls: Tuple[str, ...] = IMPLS
+    impls: Tuple[str, ...] = DEFAULT_IMPLS
     repeats: Annotated[int, Range(5)] = 5
     warmup: Annotated[int, Range(0)] = 1
     breakdown: bool = False

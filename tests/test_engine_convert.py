@@ -109,11 +109,21 @@ def test_speed_cli_prints_json_lines(tmp_path) -> None:
                                                                                    "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     recs = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-    assert [r["impl"] for r in recs] == ["dgl-fp32", "suite-fp32", "int"]
+    # the tuned FP32 path is timed beside the integer model without being listed (the spec's default impls)
+    assert [r["impl"] for r in recs] == ["dgl-fp32", "suite-fp32", "fp32-tuned", "int"]
+    med = {r["impl"]: r["median_ms"] for r in recs}
     for r in recs:
         assert r["kind"] == "speed" and r["median_ms"] > 0 and r["graph"] == "tiny"
         assert r["median_ms"] == pytest.approx(float(np.median(r["times_ms"])), abs=1e-3)
-    assert recs[2]["bits"] == 2 and recs[2]["model_bytes"] < recs[2]["fp32_bytes"]
+        # both speed-ups on every row, each the baseline's median over the row's
+        # (of the medians before rounding to 3 decimals: the bound of that rounding)
+        for key, baseline in (("speedup_vs_dgl", "dgl-fp32"), ("speedup_vs_fp32", "fp32-tuned")):
+            ratio = med[baseline] / r["median_ms"]
+            tol = ratio * (5e-4 / med[baseline] + 5e-4 / r["median_ms"]) * 1.01 + 5e-4
+            assert abs(r[key] - ratio) <= tol, (key, r[key], ratio)
+    assert recs[2]["speedup_vs_fp32"] == 1.0 and recs[0]["speedup_vs_dgl"] == 1.0
+    assert recs[2]["bits"] == 32 and recs[2]["model_bytes"] == recs[2]["fp32_bytes"]
+    assert recs[3]["bits"] == 2 and recs[3]["model_bytes"] < recs[3]["fp32_bytes"]
     # one record of the measurement, named by its run id, as a runner writes it
     (path,) = tmp_path.glob("*.json")
     stored = json.loads(path.read_text())
@@ -172,7 +182,9 @@ def test_speed_on_a_trained_dataset_model_records_accuracy_and_agreement(data_di
 
     recs = measure(model="gcn", depth=2, hidden=16, graph="cora", bits=4, threads=1, repeats=5,
                    impls=("dgl-fp32", "int"), train_epochs=40, data_dir=data_dir)
-    dgl_rec, int_rec = recs
+    dgl_rec, tuned_rec, int_rec = recs
+    assert tuned_rec["impl"] == "fp32-tuned" and tuned_rec["speedup_vs_fp32"] == 1.0
+    assert int_rec["speedup_vs_fp32"] == pytest.approx(tuned_rec["median_ms"] / int_rec["median_ms"], rel=1e-2)
     assert int_rec["nodes"] == 2708 and int_rec["train_epochs"] == 40 and int_rec["generator"].startswith("dataset")
     assert int_rec["agreement"] >= 0.999
     assert int_rec["int_test_acc"] > 0.5 and abs(int_rec["int_test_acc"] - int_rec["fake_quant_test_acc"]) < 0.01

@@ -95,9 +95,10 @@ def test_speed_records_ranges_and_calibration_graph() -> None:
     dyn = measure(**kw)
     cal = measure(**kw, ranges="calibrated")
     other = measure(**kw, ranges="calibrated", calibration_seed=1)
-    assert [r["ranges"] for r in dyn] == ["dynamic"] * 2 and dyn[1]["calibration_graph"] is None
-    assert cal[1]["ranges"] == "calibrated" and cal[1]["calibration_graph"] == "tiny seed 0 (deployed graph)"
-    assert other[1]["calibration_graph"] == "tiny seed 1"
+    assert [r["impl"] for r in dyn] == ["dgl-fp32", "fp32-tuned", "int"]  # the tuned FP32 path joins int
+    assert [r["ranges"] for r in dyn] == ["dynamic"] * 3 and dyn[-1]["calibration_graph"] is None
+    assert cal[-1]["ranges"] == "calibrated" and cal[-1]["calibration_graph"] == "tiny seed 0 (deployed graph)"
+    assert other[-1]["calibration_graph"] == "tiny seed 1"
     with pytest.raises(ValueError, match="ranges='static'"):
         measure(**kw, ranges="static")
     with pytest.raises(ValueError, match="ranges=calibrated only"):

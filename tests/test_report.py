@@ -118,9 +118,12 @@ def test_render_writes_every_indexed_file_and_valid_pngs(rendered):
         assert f"figures/{p.name}" in links
     for t in (rendered / "tables").iterdir():
         assert f"tables/{t.name}" in links
-    # speed table names the machine and the speed-up over DGL
+    # speed table names the machine and the speed-ups over DGL and over the tuned FP32 path
     speed = (rendered / "tables" / "speed_fixture-cpu-2-0ghz_t2.md").read_text()
-    assert "Fixture CPU @ 2.0GHz, 2 threads" in speed and "| INT2 | qlr | int | 1 | 10.00 | 4.00× | 4.0 | 64.0 | 16.0× |" in speed
+    assert "Fixture CPU @ 2.0GHz, 2 threads" in speed
+    assert "| median ms | speed-up vs DGL | speed-up vs tuned FP32 | model KiB |" in speed
+    assert "| INT2 | qlr | int | 1 | 10.00 | 4.00× | 3.00× | 4.0 | 64.0 | 16.0× |" in speed
+    assert "| FP32 | – | fp32-tuned | 1 | 30.00 | 1.33× | 1.00× | 64.0 | 64.0 | 1.0× |" in speed
 
 
 def test_best_value_is_bold(rendered):
@@ -247,6 +250,29 @@ def test_speed_table_keeps_propagations_and_trained_graphs_apart():
     assert set(rows) == {"decoupled+appnp arxiv-like", "decoupled+smp arxiv-like", "gcn cora (trained 50 ep)"}
     assert rows["decoupled+appnp arxiv-like"][8] == "10.00" and rows["decoupled+smp arxiv-like"][8] == "40.00"
     assert rows["gcn cora (trained 50 ep)"][-2:] == ["80.0", "99.90"]
+
+
+def test_speed_table_shows_the_speed_up_over_the_tuned_fp32_path_and_a_dash_for_records_without_it():
+    """Records made before the tuned FP32 path was timed have no ``speedup_vs_fp32``: their cell is "–",
+    beside configurations whose records have it (and a record without it does not pull the median)."""
+    from types import SimpleNamespace
+
+    from bench_suite.report.speed import speed_frame, speed_tables
+    from bench_suite.report.tables import EMPTY
+
+    base = {"kind": "speed", "model": "gcn", "depth": 4, "hidden": 256, "graph": "arxiv-like", "bits": 4,
+            "quant": "qlr", "impl": "int", "cpu": "Fixture CPU", "threads": 2, "model_bytes": 10, "fp32_bytes": 40,
+            "compression": 4.0, "median_ms": 20.0, "speedup_vs_dgl": 5.0, "env": {"git_commit": "c"}}
+    recs = [dict(base, bits=8),  # an older record: no speedup_vs_fp32 at all
+            dict(base, speedup_vs_fp32=3.0), dict(base, speedup_vs_fp32=None), dict(base, speedup_vs_fp32=4.0),
+            dict(base, bits=2, speedup_vs_fp32=None)]
+    (table,) = speed_tables(speed_frame(SimpleNamespace(speed=recs)))
+    col = table.header.index("speed-up vs tuned FP32")
+    assert table.header[col - 1] == "speed-up vs DGL"
+    rows = {r[4]: r for r in table.rows}
+    assert rows["INT8"][col] == EMPTY and rows["INT2"][col] == EMPTY and rows["INT8"][col - 1] == "5.00×"
+    assert rows["INT4"][col] == "3.50×" and rows["INT4"][7] == "3"
+    assert "| INT8 | qlr | int | 1 | 20.00 | 5.00× | – |" in table.markdown()
 
 
 def test_accuracy_bands_are_clipped_to_percent_range():

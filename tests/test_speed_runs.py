@@ -19,7 +19,8 @@ load_all()
 TINY = {"graph": "tiny", "model": "gcn", "depth": 2, "hidden": 16, "repeats": 5, "warmup": 0}
 #: fields of a row that the report's speed tables read (bench_suite.report.speed)
 REPORTED = {"cpu", "threads", "model", "depth", "hidden", "graph", "bits", "quant", "impl", "median_ms",
-            "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression", "env", "status", "finished"}
+            "speedup_vs_dgl", "speedup_vs_fp32", "model_bytes", "fp32_bytes", "compression", "env", "status",
+            "finished"}
 
 
 def write_matrix(folder: Path, name: str = "tiny-speed", **extra) -> Path:
@@ -51,6 +52,24 @@ def test_a_speed_matrix_expands_into_speed_specs_with_stable_ids_apart_from_trai
     assert train.run_id not in {s.run_id for s in specs}
     # a speed matrix takes no tuned training defaults: its specs have no training section
     assert all("train" not in s.data and "dataset" not in s.data for s in specs)
+
+
+def test_timing_the_tuned_fp32_path_leaves_the_ids_of_speed_specs_as_they_were():
+    """The tuned FP32 path joins ``int`` without being listed: the default ``impls`` in the canonical
+    spec is what it was, and so are the ids (computed before the path was added)."""
+    from bench_suite.engine.bench import timed_impls
+
+    assert resolve_speed_spec({}).run_id == "5c81657eb560b83d"
+    tiny = resolve_speed_spec(dict(TINY, bits=4))
+    assert tiny.run_id == "48c28446146e6993" and tiny.data["measure"]["impls"] == ["dgl-fp32", "suite-fp32", "int"]
+    assert resolve_speed_spec({"model": "decoupled", "propagation": "smp", "depth": 10, "hidden": 64}).run_id == \
+        "61ba8d1c9ec8bb2f"
+    assert timed_impls(["dgl-fp32", "suite-fp32", "int"]) == ["dgl-fp32", "suite-fp32", "fp32-tuned", "int"]
+    assert timed_impls(["int", "dgl-fp32"]) == ["fp32-tuned", "int", "dgl-fp32"]
+    assert timed_impls(["dgl-fp32"]) == ["dgl-fp32"]  # no integer timing: nothing added
+    assert timed_impls(["int", "fp32-tuned"]) == ["int", "fp32-tuned"]  # listed: where it is listed
+    listed = resolve_speed_spec(dict(TINY, impls="fp32-tuned,int"))
+    assert listed.data["measure"]["impls"] == ["fp32-tuned", "int"] and listed.run_id != tiny.run_id
 
 
 def test_bad_speed_input_exits_2_in_one_line_and_writes_nothing(tmp_path, capsys):
@@ -91,9 +110,10 @@ def test_the_runner_and_the_one_off_command_measure_through_the_same_worker_func
     assert is_ok(stored) and stored["kind"] == "speed" and stored["spec"] == spec.data
     assert stored["matrix"] == "tiny-speed" and stored["label"] == spec.label()
     rows = speed_rows(stored)
-    assert [r["impl"] for r in rows] == ["dgl-fp32", "suite-fp32", "int"]
+    assert [r["impl"] for r in rows] == ["dgl-fp32", "suite-fp32", "fp32-tuned", "int"]
     assert all(REPORTED <= set(r) and r["median_ms"] > 0 and r["run_id"] == spec.run_id for r in rows)
-    assert rows[2]["bits"] == 4 and rows[2]["model_bytes"] < rows[2]["fp32_bytes"] and rows[0]["threads"] == 1
+    assert abs(rows[3]["speedup_vs_fp32"] - rows[2]["median_ms"] / rows[3]["median_ms"]) < 0.02
+    assert rows[3]["bits"] == 4 and rows[3]["model_bytes"] < rows[3]["fp32_bytes"] and rows[0]["threads"] == 1
 
     # the one-off form: the same spec from key=value, the same function, the same record form
     one_off = tmp_path / "one-off"
@@ -101,8 +121,8 @@ def test_the_runner_and_the_one_off_command_measure_through_the_same_worker_func
     assert main(argv) == 0
     assert calls == [spec.run_id, spec.run_id]
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["impl"] for r in lines] == ["dgl-fp32", "suite-fp32", "int"] and {r["run_id"] for r in lines} == {
-        spec.run_id}
+    assert [r["impl"] for r in lines] == ["dgl-fp32", "suite-fp32", "fp32-tuned", "int"]
+    assert {r["run_id"] for r in lines} == {spec.run_id}
     again = read_record(one_off / f"{spec.run_id}.json")
     assert is_ok(again) and again["spec"] == stored["spec"]
     runner_only = {"matrix", "session", "host", "pid"}
@@ -137,3 +157,4 @@ def test_a_speed_matrix_runs_resumes_and_reports_end_to_end(tmp_path, capsys):
     (table,) = [f for f in res.files if f.startswith("tables/speed_") and f.endswith(".md")]
     text = (tmp_path / "report" / table).read_text()
     assert "| INT4 | qlr | int | 1 |" in text and "| INT2 | qlr | int | 1 |" in text and "tiny" in text
+    assert "| speed-up vs DGL | speed-up vs tuned FP32 |" in text and "| fp32-tuned | 2 |" in text

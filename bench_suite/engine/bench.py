@@ -1,4 +1,4 @@
-"""Speed measurement: DGL FP32 vs the suite's FP32 path vs the integer engine, one speed spec
+"""Speed measurement: DGL FP32 vs the suite's FP32 model vs the tuned FP32 path vs the integer engine, one speed spec
 (:func:`bench_suite.spec.resolve_speed_spec`) → one ``speed`` record (:func:`run`).
 
 Timings are interleaved (one run of each implementation per round, ABAB…) and the
@@ -11,7 +11,11 @@ implementation alike), and the quantizer ranges are set by one forward on a subg
 
 Baselines: ``dgl.nn.GraphConv(norm='both')`` layers for GCN, ``dgl.nn.APPNPConv`` for
 decoupled APPNP, and the SMP iteration over ``GraphConv`` (``weight=False``) for SMP;
-all in eval mode under ``torch.no_grad()`` with the same thread count.
+all in eval mode under ``torch.no_grad()`` with the same thread count.  The tuned FP32 baseline
+(``fp32-tuned``, :mod:`bench_suite.engine.fp32`: DGL's ``copy_u_sum`` with the normalisation folded
+into one in-place pass after each product) is timed in the same rounds whenever the integer model is;
+every row has its speed-up over DGL FP32 (``speedup_vs_dgl``) and over the tuned FP32 path
+(``speedup_vs_fp32``): the baseline's median over the row's median.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 
 from bench_suite.record import OK, new_record
-from bench_suite.spec import GENERATED_GRAPHS, RunSpec
+from bench_suite.spec import GENERATED_GRAPHS, TUNED_FP32, RunSpec
 
 
 def power_law_graph(nodes: int, edges: int, seed: int = 0, exponent: float = 2.5) -> dgl.DGLGraph:
@@ -272,6 +276,11 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
     ``breakdown``: per-stage time, bytes, MACs and floor, the measured bandwidth and int8 peak,
     the floor of the whole pass and the speed-up over DGL that floor would allow (``ceiling_vs_dgl``).
 
+    The implementations timed are ``impls`` with the tuned FP32 path (:data:`bench_suite.spec.TUNED_FP32`)
+    added before ``int`` when ``int`` is timed and it is not listed: each row has ``speedup_vs_dgl``
+    (DGL FP32's median / the row's) and ``speedup_vs_fp32`` (the tuned FP32 path's median / the row's),
+    None where that baseline was not timed.
+
     ``ranges`` (:data:`bench_suite.spec.RANGES`): ``dynamic`` recomputes every QLR range from its
     tensor; ``calibrated`` freezes them after one integer pass over the calibration graph — the
     deployed graph itself unless ``calibration_graph`` (a graph name as ``graph``, with
@@ -284,6 +293,7 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
     from bench_suite.engine import tuning
     from bench_suite.engine.convert import calibrate as freeze_ranges
     from bench_suite.engine.convert import convert, fp32_bytes
+    from bench_suite.engine.fp32 import tuned_fp32
     from bench_suite.engine.intmodel import EngineGraph, load
     from bench_suite.env import cpu_model
     from bench_suite.nn.graph import prepare_graph
@@ -329,16 +339,19 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
     copy_weights(fq_model, fp_model)
     fp_model.eval()
     base = (DGLGCN if model["name"] == "gcn" else DGLSMP if prop.get("name") == "smp" else DGLAPPNP)(fp_model).eval()
+    tuned = tuned_fp32(fp_model)
     run_impl = {
         "dgl-fp32": lambda: base(g, x),
         "suite-fp32": lambda: fp_model(g, x),
+        TUNED_FP32: lambda: tuned(g, x),
         "int": lambda: int_model(eg, xn),
     }
+    impls = timed_impls(m.impls)
     load_start = os.getloadavg()
-    times: Dict[str, List[float]] = {i: [] for i in m.impls}
+    times: Dict[str, List[float]] = {i: [] for i in impls}
     with torch.no_grad():
         for r in range(m.warmup + m.repeats):
-            for i in m.impls:
+            for i in impls:
                 t = timed(run_impl[i])
                 if r >= m.warmup:
                     times[i].append(t)
@@ -360,15 +373,25 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
         "calibration_graph": None if int_model.calibration is None else int_model.calibration["graph"], **accuracy,
     }
     out = []
-    for i in m.impls:
+    for i in impls:
         size = int_model.nbytes if i == "int" else fp
         row = dict(common, impl=i, bits=quant["bits"] if i == "int" else 32, median_ms=round(med[i], 3),
                    times_ms=[round(t, 3) for t in times[i]], model_bytes=size,
                    compression=round(fp / size, 3),
-                   speedup_vs_dgl=round(med["dgl-fp32"] / med[i], 3) if "dgl-fp32" in med else None)
+                   speedup_vs_dgl=round(med["dgl-fp32"] / med[i], 3) if "dgl-fp32" in med else None,
+                   speedup_vs_fp32=round(med[TUNED_FP32] / med[i], 3) if TUNED_FP32 in med else None)
         if i == "int" and stages is not None:
             row["breakdown"] = stages
         out.append(row)
+    return out
+
+
+def timed_impls(impls) -> List[str]:
+    """The implementations a measurement of ``impls`` times, in order: ``impls``, with the tuned FP32
+    path (:data:`bench_suite.spec.TUNED_FP32`) before ``int`` when ``int`` is timed and it is not listed."""
+    out = list(impls)
+    if "int" in out and TUNED_FP32 not in out:
+        out.insert(out.index("int"), TUNED_FP32)
     return out
 
 

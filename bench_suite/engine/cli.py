@@ -5,7 +5,8 @@ The keys are those of a speed spec (:func:`bench_suite.spec.resolve_speed_spec`,
 speed``): graph (a generated graph: arxiv-like, arxiv-like-10, small, tiny; or a registered dataset,
 read from --data-dir / $BENCH_SUITE_DATA), model (gcn, decoupled) with its keys (depth, hidden,
 propagation: appnp or smp, SMP's lambda_min, ...), quant (default qlr) with bits (8, 4, 2) and its keys
-(truncation: bt, bt* for INT2 QLR), and the measurement's: impls, repeats, warmup, breakdown, ranges
+(truncation: bt, bt* for INT2 QLR), and the measurement's: impls (dgl-fp32, suite-fp32, int, fp32-tuned;
+the tuned FP32 path is timed with int even if not listed), repeats, warmup, breakdown, ranges
 (dynamic: every QLR range from its current tensor, the exact simulation; calibrated: ranges frozen after
 one integer pass over the deployed graph, or over calibration_graph / calibration_seed), sums (exact:
 the integer neighbour sums, default; reference: the fake-quant model's float32 order where it decides
@@ -13,7 +14,8 @@ an aggregate code or range), train_epochs (datasets: train the fake-quant model 
 test accuracy of both models and their agreement), model_path (a saved integer model), seed.
 
 The spec is resolved and checked before anything is built, then measured by the worker's own code
-(:func:`bench_suite.runner.worker.perform`).  Prints one JSON line per implementation;
+(:func:`bench_suite.runner.worker.perform`).  Prints one JSON line per implementation, each with its
+speed-up over DGL FP32 (``speedup_vs_dgl``) and over the tuned FP32 path (``speedup_vs_fp32``);
 ``--results DIR`` also writes the record to ``DIR/<run id>.json`` as a runner would (replacing an
 earlier measurement of the same spec).  ``--breakdown`` adds the integer model's time per stage, the
 bytes each stage moves and the floor they imply (:mod:`bench_suite.engine.profile`).

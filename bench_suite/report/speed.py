@@ -3,7 +3,8 @@ implementation: :func:`bench_suite.record.speed_rows`), whether a speed matrix's
 ``bench-suite speed --results`` wrote them.
 
 One table per machine (CPU model and thread count, from the records): latency,
-speed-up over DGL FP32, model size and compression per model, graph and bit width.
+speed-up over DGL FP32 and over the tuned FP32 path (:mod:`bench_suite.engine.fp32`; records made
+before it was timed show "–"), model size and compression per model, graph and bit width.
 Several records of the same configuration are summarised by their median latency, taken over
 the records of the newest code version that measured it (the git commit of its latest record):
 a kernel change must not be averaged with the timings of the code it replaced.  Records of older
@@ -21,10 +22,11 @@ from bench_suite.report.aggregate import Store
 from bench_suite.report.tables import EMPTY, Table, bits_name, slug
 
 SPEED_COLS = ["cpu", "threads", "model", "depth", "hidden", "graph", "bits", "quant", "impl", "median_ms",
-              "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression", "int_test_acc", "agreement", "matrix",
-              "status", "commit", "timestamp"]
+              "speedup_vs_dgl", "speedup_vs_fp32", "model_bytes", "fp32_bytes", "compression", "int_test_acc",
+              "agreement", "matrix", "status", "commit", "timestamp"]
 KEY_COLS = ["model", "depth", "hidden", "graph", "bits", "quant", "impl"]
-NUMERIC_COLS = ("median_ms", "speedup_vs_dgl", "model_bytes", "fp32_bytes", "compression", "int_test_acc", "agreement")
+NUMERIC_COLS = ("median_ms", "speedup_vs_dgl", "speedup_vs_fp32", "model_bytes", "fp32_bytes", "compression",
+                "int_test_acc", "agreement")
 
 
 def _section(spec: Dict[str, Any], name: str) -> Dict[str, Any]:
@@ -119,6 +121,7 @@ def speed_tables(frame: pd.DataFrame) -> List[Table]:
                          str(len(g)),
                          _num(g["median_ms"].median(), ".2f"),
                          _num(g["speedup_vs_dgl"].median(), ".2f", "×"),
+                         _num(g["speedup_vs_fp32"].median(), ".2f", "×"),
                          _num(g["model_bytes"].median() / 1024, ".1f"),
                          _num(g["fp32_bytes"].median() / 1024, ".1f"),
                          _num(g["compression"].median(), ".1f", "×"),
@@ -132,8 +135,9 @@ def speed_tables(frame: pd.DataFrame) -> List[Table]:
         name = f"speed_{slug(cpu)}_t{threads}"
         title = f"Inference latency and model size on {cpu}, {threads} thread{'s' if threads != 1 else ''}"
         tables.append(Table(name, title, ["model", "depth", "hidden", "graph", "bits", "quantizer", "impl", "n",
-                                          "median ms", "speed-up vs DGL", "model KiB", "FP32 KiB", "compression",
-                                          "test acc % (int)", "agreement % with fake-quant"],
+                                          "median ms", "speed-up vs DGL", "speed-up vs tuned FP32", "model KiB",
+                                          "FP32 KiB", "compression", "test acc % (int)",
+                                          "agreement % with fake-quant"],
                             rows, footnotes=sorted(foot), n_label_cols=7))
     return tables
 
@@ -166,7 +170,9 @@ def breakdown_tables(store: Store) -> List[Table]:
                     "4096x256x256 product)), both measured in the same run; bytes count every array a stage reads or "
                     "writes once; an aggregation also gathers the code rows once per edge (gather MB)."
                     + ("" if "floor_withheld" in b else " (Records before gather bytes were counted left them out.)")]
-        foot.append(f"measured forward {rec.get('median_ms')} ms median ({rec.get('speedup_vs_dgl')}x DGL FP32); "
+        vs_fp32 = rec.get("speedup_vs_fp32")
+        foot.append(f"measured forward {rec.get('median_ms')} ms median ({rec.get('speedup_vs_dgl')}x DGL FP32"
+                    + (f", {vs_fp32}x the tuned FP32 path" if vs_fp32 is not None else "") + "); "
                     + (f"a pass at the floor would be {b.get('ceiling_vs_dgl')}x DGL FP32 on this machine, "
                        if b.get("floor_ms") is not None else "")
                     + f"{rec.get('threads')} threads, {rec.get('cpu')}.")
