@@ -384,3 +384,29 @@ def test_two_runners_on_one_store_share_the_matrix_and_run_nothing_twice(tmp_pat
     recs = records(store)
     assert len(recs) == 8 and all(r["status"] == "ok" for r in recs.values())
     assert not list((store / ".claims").iterdir())
+
+
+def test_set_threads_after_numba_started_its_pool_still_compiles():
+    """`bench-suite speed --threads N` crashed ("Cannot set NUMBA_NUM_THREADS ... once the threads have
+    been launched") when a numba kernel compiled after set_threads had changed the environment variable
+    of a process whose numba pool was running."""
+    code = textwrap.dedent("""
+        import numba, numpy as np
+        @numba.njit(parallel=True)
+        def first(a):
+            s = 0.0
+            for i in numba.prange(a.shape[0]):
+                s += a[i]
+            return s
+        first(np.ones(8))  # the pool is running
+        from bench_suite.runner.worker import set_threads
+        set_threads(1)
+        @numba.njit
+        def second(a):
+            return a.sum()
+        print(second(np.ones(3)), numba.get_num_threads())
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["3.0", "1"]

@@ -58,8 +58,14 @@ def set_threads(threads: int) -> None:
     """Pin this process's thread pools (call before heavy work; sets OMP env for children too)."""
     if threads <= 0:
         return
+    numba = sys.modules.get("numba")
     for var in THREAD_ENV:
-        os.environ[var] = str(threads)
+        # numba re-reads NUMBA_NUM_THREADS at every compile and refuses a new value once its pool
+        # has started; after numba is imported its thread count is set through its API instead
+        if not (var == "NUMBA_NUM_THREADS" and numba is not None):
+            os.environ[var] = str(threads)
+    if numba is not None:
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     import torch
 
     torch.set_num_threads(threads)
