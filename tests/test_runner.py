@@ -303,7 +303,7 @@ def test_status_estimate_from_finished_runs() -> None:
     est = estimate(pending, finished)
     assert est.seconds == pytest.approx(20 + 25 + 160 + (25 + 55 / 3) + 12.5 + 14 + 42)
     assert est.estimated == 7 and est.by_level == {"group": 1, "cost": 0, "cost-scaled": 0, "depth": 1, "scaled": 3,
-                                                   "proxy": 0, "dataset": 2}
+                                                   "proxy": 0, "dataset": 2, "dense": 0}
     assert est.unknown == [pending[-1].label()]
     assert "2 scaled from another dataset" in est.summary(2)
     assert "1 pending runs not estimated" in est.summary(2) and "with 2 workers" in est.summary(2)
