@@ -61,16 +61,22 @@ def convert(model: torch.nn.Module, calibrate_on: tuple | None = None, calibrati
     return int_model
 
 
+def check_plain_gcn_layer(model, layer, where: str, who: str = "integer engine") -> None:
+    """A ValueError unless ``layer`` of the DeepGCN ``model`` is the plain GCN layer (no batchnorm, no self
+    weight, the symmetric normalisation): the one layer the integer engine and the tuned FP32 path compute."""
+    if getattr(model, "bns", None) is not None or getattr(layer, "weight_self", None) is not None:
+        raise ValueError(f"{who}: {where} has batchnorm or a self weight (full-precision-only "
+                         "options); supported: the plain GCN layer")
+    if getattr(layer, "norm", "sym") != "sym":
+        raise ValueError(f"{who}: {where} aggregates with norm={layer.norm!r}; "
+                         "supported: 'sym' (D̃^-1/2 Ã D̃^-1/2)")
+
+
 def _gcn(model) -> IntGCN:
     linears, aggs, biases = [], [], []
     for k, layer in enumerate(model.layers):
         where = f"gcn layer {k}"
-        if getattr(model, "bns", None) is not None or getattr(layer, "weight_self", None) is not None:
-            raise ValueError(f"integer engine: {where} has batchnorm or a self weight (full-precision-only "
-                             "options); supported: the plain GCN layer")
-        if getattr(layer, "norm", "sym") != "sym":
-            raise ValueError(f"integer engine: {where} aggregates with norm={layer.norm!r}; "
-                             "supported: 'sym' (D̃^-1/2 Ã D̃^-1/2)")
+        check_plain_gcn_layer(model, layer, where)
         r = rules(layer.q, ("input", "feature", "message", "aggregate", "update"), where)
         w = quantize_weight(layer.q["weight"], layer.weight.detach().t().contiguous(), f"{where} weight")
         linears.append(IntLinear(w, r["input"], r["feature"]))

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from bench_suite.engine.convert import check_plain_gcn_layer
 from bench_suite.engine.kernels.common import EXACT_FASTMATH, row_chunks
 
 __all__ = ["TunedGCN", "TunedAPPNP", "TunedSMP", "tuned_fp32"]
@@ -182,11 +183,7 @@ class TunedGCN(_Tuned):
         self.weights: List[torch.Tensor] = []
         self.biases: List[np.ndarray] = []
         for k, layer in enumerate(model.layers):
-            if getattr(model, "bns", None) is not None or getattr(layer, "weight_self", None) is not None:
-                raise ValueError(f"tuned FP32 path: gcn layer {k} has batchnorm or a self weight; supported: the "
-                                 "plain GCN layer")
-            if getattr(layer, "norm", "sym") != "sym":
-                raise ValueError(f"tuned FP32 path: gcn layer {k} has norm={layer.norm!r}; supported: 'sym'")
+            check_plain_gcn_layer(model, layer, f"gcn layer {k}", who="tuned FP32 path")
             w = layer.weight.detach().to(torch.float32).contiguous().clone()
             self.weights.append(w)
             b = layer.bias.detach().numpy().copy() if layer.bias is not None else np.zeros(w.shape[1], np.float32)
