@@ -10,6 +10,8 @@ import ctypes
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 #: the largest value ``mallopt`` takes: its argument is a C int
 C_INT_MAX = 2 ** 31 - 1
+#: whether :func:`retain_heap` took effect in this process (records store it: ``env.heap_retained``)
+heap_retained = False
 
 
 def set_malloc_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
@@ -42,7 +44,9 @@ def retain_heap() -> bool:
     Process-wide: the DGL and torch baselines benefit equally.  Returns False where glibc is
     not available (nothing changes).
     """
-    return set_malloc_thresholds(1 << 30, C_INT_MAX)
+    global heap_retained
+    heap_retained = set_malloc_thresholds(1 << 30, C_INT_MAX) or heap_retained
+    return heap_retained
 
 
 def set_threads(threads: int) -> int:
