@@ -442,3 +442,28 @@ def test_retained_heap_reuses_freed_memory_instead_of_page_faulting():
         faults[mode] = int(out.stdout.split()[-1])
     assert faults["retain"] < 500, faults
     assert faults["default"] > 10 * max(faults["retain"], 100), faults
+
+
+RELEASE_PROBE = """
+import os, numpy as np
+from bench_suite.engine import tuning
+from bench_suite.runner.worker import retain_freed_memory
+assert retain_freed_memory()
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+blocks = [np.ones(1 << 20) for _ in range(10)]  # 80 MiB
+del blocks
+kept = rss_mib()
+assert tuning.release_heap()
+print(kept, rss_mib())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
+def test_release_heap_gives_a_retained_peak_back():
+    """What a worker does after each run: the retained 80 MiB leave the process (a worker must not hold
+    one run's peak through the next)."""
+    out = subprocess.run([sys.executable, "-c", RELEASE_PROBE], env=ENV, capture_output=True, text=True,
+                         timeout=120, check=True)
+    kept, released = map(float, out.stdout.split())
+    assert kept - released > 60, (kept, released)

@@ -49,6 +49,18 @@ def retain_heap() -> bool:
     return heap_retained
 
 
+def release_heap() -> bool:
+    """``malloc_trim(0)``: give the heap's free memory back to the OS now (a retained heap keeps its
+    high-water mark; between two runs of a worker nothing needs it).  False where glibc is not available."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    libc.malloc_trim(0)
+    return True
+
+
 def set_threads(threads: int) -> int:
     """Use ``threads`` numba threads (clamped to what numba was started with)."""
     import numba

@@ -95,8 +95,9 @@ def retain_freed_memory() -> bool:
     tensor of the next training step page-faults fresh, zero-filled pages; on this VM a GCNII-64
     epoch paid 15,000-30,000 page faults and a large share of its time for them
     (``benchmarks/heap.py``, results/cost/heap.jsonl).  :func:`bench_suite.engine.tuning.retain_heap`
-    makes glibc serve every block below 1 GiB from the heap and never trim it: the process keeps its
-    high-water mark (what a training step needs at its peak anyway).  The arithmetic is untouched:
+    makes glibc serve every block below 1 GiB from the heap and never trim it within a run; after each
+    run :func:`execute_spec` gives the free memory back (``malloc_trim``), so a worker does not hold one
+    run's peak (13.6 GB for GCNII-64 on Coauthor-CS) through the next, beside the other workers' runs.  The arithmetic is untouched:
     results stay bit-identical.  This also undoes dask's nanny, whose ``MALLOC_TRIM_THRESHOLD_=65536``
     pins glibc's mmap threshold at 128 KiB (2.5x slower csbm runs from page faults).
     Returns whether the setting is in effect (False off glibc); records store it (``env.heap_retained``).
@@ -230,6 +231,10 @@ def execute_spec(canonical: str, cfg: WorkerConfig | Dict[str, Any]) -> Dict[str
         return _execute(spec, store, cfg)
     finally:
         claim.release()
+        from bench_suite.engine import tuning
+
+        if tuning.heap_retained:
+            tuning.release_heap()  # the run's retained peak back to the OS before the next run
 
 
 def _finished(store, run_id: str, session: str) -> Optional[Dict[str, Any]]:
