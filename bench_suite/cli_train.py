@@ -73,11 +73,9 @@ def epoch_progress(epochs: int, verbose: bool, stream: TextIO) -> Optional[Epoch
 def execute(args: argparse.Namespace) -> int:
     from bench_suite.cli import print_json
     from bench_suite.spec import spec_from_cli
-    from bench_suite.runner.worker import retain_freed_memory
     from bench_suite.train import run
 
     spec = spec_from_cli(args.assignments, defaults=not args.no_defaults)
-    retain_freed_memory()  # as a runner's worker trains (same timings)
     progress = epoch_progress(spec.train.epochs, args.verbose, sys.stderr)
     try:
         record = run(spec, data_dir=args.data_dir, download=args.download, progress=progress)

@@ -66,8 +66,6 @@ def version_lines() -> list[str]:
 def environment() -> dict:
     import torch
 
-    from bench_suite.engine import tuning
-
     return {
         "versions": versions(),
         "git_commit": git_commit(),
@@ -76,5 +74,4 @@ def environment() -> dict:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "heap_retained": tuning.heap_retained,
     }

@@ -47,15 +47,6 @@ def main() -> int:
 
     torch.set_num_threads(int(os.environ.get("THROUGHPUT_THREADS", "1")))
     import bench_suite
-    import importlib
-
-    # each release's process as its runner's workers set it up (a release without this keeps glibc's defaults)
-    try:
-        prepare = getattr(importlib.import_module("bench_suite.runner.worker"), "retain_freed_memory", None)
-    except ImportError:
-        prepare = None
-    if prepare is not None:
-        prepare()
     from bench_suite.defaults import apply_defaults
     from bench_suite.env import environment
     from bench_suite.registry import load_all

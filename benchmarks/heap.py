@@ -1,5 +1,13 @@
 """Training epochs with glibc's default heap against a heap that keeps freed memory
-(``bench_suite.runner.worker.retain_freed_memory``, what every runner worker now does), side by side.
+(:func:`bench_suite.engine.tuning.retain_heap`: every block below 1 GiB from the heap, never trimmed),
+side by side.  The question: do a run's page faults (thousands per GCNII-64 epoch with the default
+heap) cost enough to make runner workers keep their freed memory?
+
+Measured (results/cost/heap.jsonl, 2026-12-07, 2-core EPYC VM): no.  With one runner worker busy beside
+it (load 1.1), 4 rounds: speed-ups 0.94-1.10 over GCN-2, GCNII-64, APPNP-10, SMP-64 (FP32 and QLR INT4,
+Cora; GCNII-64 on CiteSeer), faults per epoch down 2-3x; with two workers busy beside it: 0.95-1.02.  The runner keeps glibc's
+defaults (an early probe of 5 process pairs on a machine with three busy processes had suggested
+1.1-1.7x: that was the load, not the heap).
 
     python benchmarks/heap.py [--only cora/gcnii-64/qlr-4 ...] [--rounds 4] [--epochs 8]
                               [--out results/cost/heap.jsonl]
@@ -55,10 +63,10 @@ def measure(entry: str, mode: str, epochs: int, data_dir: str) -> dict:
 
     torch.set_num_threads(1)
     if mode == "retained":
-        from bench_suite.runner.worker import retain_freed_memory
+        from bench_suite.engine.tuning import retain_heap
 
-        if not retain_freed_memory():
-            raise SystemExit("heap.py: retain_freed_memory() did not take effect (not Linux/glibc?)")
+        if not retain_heap():
+            raise SystemExit("heap.py: retain_heap() did not take effect (not Linux/glibc?)")
     from bench_suite.data.datasets import load_dataset
     from bench_suite.defaults import apply_defaults
     from bench_suite.registry import load_all

@@ -131,8 +131,6 @@ def test_kill_9_mid_matrix_then_resume_repeats_and_loses_nothing(tmp_path):
         assert after[run_id]["started"] == rec["started"] and after[run_id]["session"] == rec["session"]
         assert (store / f"{run_id}.json").stat().st_mtime_ns == mtimes[run_id]
     assert len({r["session"] for r in after.values()}) == 2
-    if sys.platform.startswith("linux"):  # every worker keeps its freed memory (worker.retain_freed_memory)
-        assert all(r["env"]["heap_retained"] is True for r in after.values())
     assert not list((store / ".claims").iterdir())  # the killed run's claim was taken over, then released
     status = bench("status", "k.yaml", "--results", "res", "--json", cwd=tmp_path)
     assert json.loads(status.stdout) == {"total": 8, "done": 8, "failed": 0, "timeout": 0, "pending": 0,
@@ -412,58 +410,3 @@ def test_set_threads_after_numba_started_its_pool_still_compiles():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["3.0", "1"]
-
-
-HEAP_PROBE = """
-import resource, sys
-import numpy as np
-if sys.argv[1] == "retain":
-    from bench_suite.runner.worker import retain_freed_memory
-    assert retain_freed_memory()
-def step():  # what a training step does: many large blocks alive at once, then all freed
-    blocks = [np.ones(1 << 20) for _ in range(10)]  # 10 x 8 MiB
-    return sum(float(b[0]) for b in blocks)
-step(); step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
-    step()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
-def test_retained_heap_reuses_freed_memory_instead_of_page_faulting():
-    """With retain_freed_memory a repeated step of large allocations reuses the heap (almost no page
-    faults); glibc's default returns the freed blocks and faults every page in again (80 MiB ≈ 20k pages)."""
-    faults = {}
-    for mode in ("default", "retain"):
-        out = subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], env=ENV, capture_output=True, text=True,
-                             timeout=120, check=True)
-        faults[mode] = int(out.stdout.split()[-1])
-    assert faults["retain"] < 500, faults
-    assert faults["default"] > 10 * max(faults["retain"], 100), faults
-
-
-RELEASE_PROBE = """
-import os, numpy as np
-from bench_suite.engine import tuning
-from bench_suite.runner.worker import retain_freed_memory
-assert retain_freed_memory()
-def rss_mib():
-    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-blocks = [np.ones(1 << 20) for _ in range(10)]  # 80 MiB
-del blocks
-kept = rss_mib()
-assert tuning.release_heap()
-print(kept, rss_mib())
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
-def test_release_heap_gives_a_retained_peak_back():
-    """What a worker does after each run: the retained 80 MiB leave the process (a worker must not hold
-    one run's peak through the next)."""
-    out = subprocess.run([sys.executable, "-c", RELEASE_PROBE], env=ENV, capture_output=True, text=True,
-                         timeout=120, check=True)
-    kept, released = map(float, out.stdout.split())
-    assert kept - released > 60, (kept, released)

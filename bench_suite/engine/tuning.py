@@ -10,8 +10,6 @@ import ctypes
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 #: the largest value ``mallopt`` takes: its argument is a C int
 C_INT_MAX = 2 ** 31 - 1
-#: whether :func:`retain_heap` took effect in this process (records store it: ``env.heap_retained``)
-heap_retained = False
 
 
 def set_malloc_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
@@ -44,21 +42,7 @@ def retain_heap() -> bool:
     Process-wide: the DGL and torch baselines benefit equally.  Returns False where glibc is
     not available (nothing changes).
     """
-    global heap_retained
-    heap_retained = set_malloc_thresholds(1 << 30, C_INT_MAX) or heap_retained
-    return heap_retained
-
-
-def release_heap() -> bool:
-    """``malloc_trim(0)``: give the heap's free memory back to the OS now (a retained heap keeps its
-    high-water mark; between two runs of a worker nothing needs it).  False where glibc is not available."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
-    libc.malloc_trim(0)
-    return True
+    return set_malloc_thresholds(1 << 30, C_INT_MAX)
 
 
 def set_threads(threads: int) -> int:

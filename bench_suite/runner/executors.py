@@ -208,8 +208,8 @@ class DaskExecutor(Executor):
         cfg = dataclasses.replace(cfg, threads=self.threads or threads_per_worker(workers))
         env = {var: str(cfg.threads) for var in THREAD_ENV}  # set before torch starts in the worker
         # The nanny's pre-spawn-environ MALLOC_TRIM_THRESHOLD_=65536 pins glibc's mmap threshold
-        # at 128 KiB: runs were 2.5x slower from page faults (see worker.retain_freed_memory, which
-        # covers external clusters and retains each worker's freed memory, as under `local`).
+        # at 128 KiB: runs were 2.5x slower from page faults (see worker.unfreeze_malloc, which
+        # covers external clusters).  Start the workers with glibc's defaults, like `local`.
         # The workers' statistical profiler samples every thread's stack each 10 ms (holding the
         # GIL): ~10% slower runs.  A run's own timings are in its record; no profile is needed.
         # allowed-failures 0: a task whose worker died is given back at once (KilledWorker), and

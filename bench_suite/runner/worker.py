@@ -88,29 +88,28 @@ def pool_initializer(threads: int) -> None:
     set_threads(threads)
 
 
-def retain_freed_memory() -> bool:
-    """Keep freed memory in this process's heap for the next allocation (Linux/glibc).
+_malloc_fixed = False
 
-    glibc returns large freed blocks to the OS (``munmap``, or trimming the heap top), so each
-    tensor of the next training step page-faults fresh, zero-filled pages; on this VM a GCNII-64
-    epoch paid 15,000-30,000 page faults and a large share of its time for them
-    (``benchmarks/heap.py``, results/cost/heap.jsonl).  :func:`bench_suite.engine.tuning.retain_heap`
-    makes glibc serve every block below 1 GiB from the heap and never trim it within a run; after each
-    run :func:`execute_spec` gives the free memory back (``malloc_trim``), so a worker does not hold one
-    run's peak (13.6 GB for GCNII-64 on Coauthor-CS) through the next, beside the other workers' runs.  The arithmetic is untouched:
-    results stay bit-identical.  This also undoes dask's nanny, whose ``MALLOC_TRIM_THRESHOLD_=65536``
-    pins glibc's mmap threshold at 128 KiB (2.5x slower csbm runs from page faults).
-    Returns whether the setting is in effect (False off glibc); records store it (``env.heap_retained``).
+
+def unfreeze_malloc() -> None:
+    """Undo what ``MALLOC_TRIM_THRESHOLD_`` does to glibc (dask's nanny sets 65536 in its workers).
+
+    Setting that variable, to any value, turns off glibc's dynamic mmap threshold: it stays at
+    128 KiB, so every larger block (each tensor of a training step) is mmap'd fresh and unmapped
+    on free, ~1.4 M page faults and 2.5x the time of a csbm run.  Set the thresholds glibc's
+    dynamic scheme tends to (mmap 32 MiB on 64-bit, trim twice that).  Once per process.
     """
-    from bench_suite.engine import tuning
+    global _malloc_fixed
+    if _malloc_fixed or "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    _malloc_fixed = True
+    from bench_suite.engine.tuning import set_malloc_thresholds
 
-    if not tuning.heap_retained and sys.platform.startswith("linux"):
-        tuning.retain_heap()
-    return tuning.heap_retained
+    set_malloc_thresholds(32 << 20, 64 << 20)
 
 
 def _prepare(cfg: WorkerConfig) -> None:
-    retain_freed_memory()
+    unfreeze_malloc()
     for p in reversed(cfg.sys_path):
         if p not in sys.path:
             sys.path.insert(0, p)
@@ -231,10 +230,6 @@ def execute_spec(canonical: str, cfg: WorkerConfig | Dict[str, Any]) -> Dict[str
         return _execute(spec, store, cfg)
     finally:
         claim.release()
-        from bench_suite.engine import tuning
-
-        if tuning.heap_retained:
-            tuning.release_heap()  # the run's retained peak back to the OS before the next run
 
 
 def _finished(store, run_id: str, session: str) -> Optional[Dict[str, Any]]:
