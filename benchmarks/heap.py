@@ -36,13 +36,9 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from lean_epoch import QUANTS  # the same four quantizer settings (this script's folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
-QUANTS: Dict[str, dict] = {
-    "fp32": {"quant": "fp32"},
-    "qlr-4": {"quant": "qlr", "bits": 4},
-    "qlr-2-bt*": {"quant": "qlr", "bits": 2, "truncation": "bt*"},
-    "dq-4": {"quant": "dq", "bits": 4},
-}
 MODELS: Dict[str, dict] = {
     "gcn-2": {"model": "gcn", "depth": 2},
     "gcnii-64": {"model": "gcnii", "depth": 64},
