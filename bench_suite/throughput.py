@@ -11,7 +11,8 @@ the tuned defaults exactly as a matrix run is.  Every option narrows or extends 
 
 Each release runs in its own process (:mod:`bench_suite.throughput_worker`, the previous one from a
 temporary ``git worktree`` of ``--against``), one torch thread each, one process working at a time.
-Datasets are measured one after another (a process holds one dataset's models at a time).  Every
+Datasets are measured one after another (a process holds one dataset's models at a time, and gives the
+memory back after each measurement) and each one's rows are appended to ``--out`` as it finishes.  Every
 configuration is warmed up (lazy initialisation, compilation), then each round trains
 ``--epochs`` epochs of every configuration in both releases in turn, the releases' order
 alternating between rounds, so machine load falls on both alike.  An epoch is one epoch of
@@ -178,6 +179,14 @@ def epochs_per_run(spec: Dict[str, Any], finished: Dict[str, List[int]]) -> Tupl
     return float(spec["train"]["epochs"]), "spec maximum (early stopping may end runs sooner)"
 
 
+def by_dataset(configs: Sequence[Config]) -> List[List[Config]]:
+    """The configurations grouped by dataset, in their order of first appearance."""
+    groups: Dict[str, List[Config]] = {}
+    for c in configs:
+        groups.setdefault(c.dataset, []).append(c)
+    return list(groups.values())
+
+
 def measure(configs: Sequence[Config], releases: Sequence[Release], rounds: int, epochs: int,
             log=print) -> Dict[Tuple[str, str], Measured]:
     """``(release name, config key) -> Measured``: warm-up, then ``rounds`` interleaved rounds.  A
@@ -197,10 +206,7 @@ def measure(configs: Sequence[Config], releases: Sequence[Release], rounds: int,
 
     # one dataset at a time: its configurations set up, measured, then dropped, so a process holds one
     # dataset's models and copies (the whole default basket at once outgrew 24 GB with two releases)
-    groups: Dict[str, List[Config]] = {}
-    for c in configs:
-        groups.setdefault(c.dataset, []).append(c)
-    for group in groups.values():
+    for group in by_dataset(configs):
         for c in group:
             for r in releases:
                 m = out[(r.name, c.key)]
@@ -336,7 +342,21 @@ def execute(args: argparse.Namespace) -> int:
                                check=True, capture_output=True)
                 refs["previous"] = f"{args.against} ({commit})"
                 releases.append(Release("previous", worktree, args.threads, data_dir))
-            measured = measure(configs, releases, args.rounds, args.epochs, log=log)
+            meta = {"session": uuid.uuid4().hex, "rounds": args.rounds, "epochs": args.epochs,
+                    "threads": args.threads, "refs": refs}
+            out = None if args.no_out else Path(args.out)
+            rows: List[Dict[str, Any]] = []
+            # dataset by dataset, each one's rows appended as soon as it is measured: a benchmark that
+            # dies later (an hour for the default basket; once the kernel's OOM killer) keeps them
+            for group in by_dataset(configs):
+                measured = measure(group, releases, args.rounds, args.epochs, log=log)
+                part = rows_of(group, releases, measured, finished, dict(meta, measured=utc_now()))
+                rows += part
+                if out is not None:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with open(out, "a") as f:
+                        for row in part:
+                            f.write(json.dumps(row, sort_keys=True) + "\n")
             done = True
         finally:
             for r in releases:
@@ -344,15 +364,7 @@ def execute(args: argparse.Namespace) -> int:
             if worktree is not None:
                 subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(worktree)],
                                capture_output=True)
-    meta = {"session": uuid.uuid4().hex, "measured": utc_now(), "rounds": args.rounds, "epochs": args.epochs,
-            "threads": args.threads, "refs": refs}
-    rows = rows_of(configs, releases, measured, finished, meta)
     print(table(rows))
-    if not args.no_out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "a") as f:
-            for row in rows:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
+    if out is not None:
         print(f"{len(rows)} rows appended to {out}")
     return 0

@@ -76,3 +76,29 @@ def test_throughput_measures_both_releases_and_writes_one_line_each(tmp_path, ca
     # the current release's line is a cost table entry; the previous release's is not
     table = CostTable.from_jsonl(out)
     assert [e.epoch_s for e in table.entries] == [rows[0]["epoch_s_median"]]
+
+
+def test_a_benchmark_that_dies_keeps_the_rows_of_the_datasets_it_measured(tmp_path, monkeypatch) -> None:
+    """Rows are appended dataset by dataset: an error on the second dataset (the kernel's OOM killer
+    once ended an hour-long run) leaves the first one's rows in the file."""
+    import bench_suite.throughput as tp
+    from bench_suite.cli import main
+
+    real = tp.measure
+    calls = []
+
+    def dies_on_the_second_dataset(configs, *a, **k):
+        calls.append({c.dataset for c in configs})
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(configs, *a, **k)
+
+    monkeypatch.setattr(tp, "measure", dies_on_the_second_dataset)
+    out = tmp_path / "t.jsonl"
+    with pytest.raises(RuntimeError, match="killed"):
+        main(["throughput", "--datasets", "csbm", "cora", "--models", "gcn-2", "--quants", "fp32", "--rounds", "1",
+              "--epochs", "2", "--against", "none", "--out", str(out), "--results", str(tmp_path)])
+    assert calls == [{"csbm"}, {"cora"}]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["config"], r["release"]) for r in rows] == [("csbm/gcn-2/fp32", "current")]
+    assert rows[0]["samples"] == 1 and rows[0]["measured"]
