@@ -2,7 +2,8 @@
 
 A defaults file is YAML: a list of rules, each ``{match: {...}, set: {...}, source: "..."}``.
 ``match`` compares flat spec keys (``model``, ``dataset``, ``propagation``, ``quant``,
-``bits``, ...); ``set`` holds flat spec keys to apply.  Rules with more ``match``
+``bits``, ...) that the spec writes (a spec without ``quant`` is ``quant: fp32``); ``set`` holds flat
+spec keys to apply.  Rules with more ``match``
 keys win over rules with fewer; explicit matrix or command-line values win over
 every default.  Built-in files live in ``bench_suite/defaults/``; a plugin package
 adds its own with :func:`register_defaults_file`.
@@ -47,9 +48,15 @@ def rules() -> List[Dict[str, Any]]:
     return _RULES
 
 
+#: keys a spec that does not write them still has, for matching: no quantizer is full precision
+IMPLICIT = {"quant": "fp32"}
+
+
 def defaults_for(flat: Mapping[str, Any]) -> Dict[str, Any]:
-    """Flat spec keys the matching rules set, most specific last (so it wins)."""
-    hits = [r for r in rules() if all(str(flat.get(k)) == str(v) for k, v in r["match"].items())]
+    """Flat spec keys the matching rules set, most specific last (so it wins).  A rule matches the keys
+    the spec writes, and :data:`IMPLICIT` (``quant: fp32`` matches a spec that names no quantizer)."""
+    seen = dict(IMPLICIT, **flat)
+    hits = [r for r in rules() if all(str(seen.get(k)) == str(v) for k, v in r["match"].items())]
     hits.sort(key=lambda r: len(r["match"]))
     out: Dict[str, Any] = {}
     for r in hits:

@@ -139,6 +139,7 @@ def test_the_report_selects_by_validation_never_by_test(tmp_path):
     assert len(rules) == 3
     draws = m.search.draws()
     for rule in rules:
+        assert rule["match"]["quant"] == "fp32"  # the search ran full precision
         assert "transform" not in rule["match"] or rule["match"]["transform"] == "dropedge"
         assert rule["set"]["dropout"] == draws[1]["dropout"]
         assert ("p" in rule["set"]) == (rule["match"].get("transform") == "dropedge")
@@ -214,3 +215,32 @@ def test_a_full_precision_option_with_a_quantizer_fails_when_the_spec_is_resolve
         resolve_run({"dataset": "cora", "model": "gcn", "depth": 2, "quant": "qlr", "bits": 4, key: value})
     assert key in str(err.value) and "full precision only" in str(err.value) and "'qlr'" in str(err.value)
     resolve_run({"dataset": "cora", "model": "gcn", "depth": 2, key: value})  # full precision: valid
+
+
+def test_searched_defaults_reach_matrices_that_leave_the_width_to_the_defaults():
+    """The search ran at hidden 128 (the Cora GCN rule's width); its rules must apply to a spec that does
+    not write ``hidden`` (breadth, depth, paper-lite), as to one that does (reproduce)."""
+    from bench_suite.defaults import apply_defaults
+
+    for flat in ({"dataset": "cora", "model": "gcn", "depth": 8},
+                 {"dataset": "cora", "model": "gcn", "depth": 8, "hidden": 128}):
+        d = apply_defaults(dict(flat, transform="dropedge"))
+        assert (d["hidden"], d["lr"], d["norm"], d["p"]) == (128, 0.00139, "bingge", 0.769), d
+        assert apply_defaults(dict(flat))["lr"] == 0.00139
+    assert apply_defaults({"dataset": "cora", "model": "gcn", "depth": 2})["lr"] == 0.007  # the 2-layer script
+    # full precision only: the searched BingGe normalisation is not quantizable; a quantized GCN-8 keeps the
+    # 2-layer setting (and expands without the error a BingGe + QLR spec would raise)
+    q = apply_defaults({"dataset": "cora", "model": "gcn", "depth": 8, "quant": "qlr", "bits": 4})
+    assert (q["lr"], q.get("norm", "sym")) == (0.007, "sym")
+    assert apply_defaults({"dataset": "cora", "model": "gcn", "depth": 8, "quant": "fp32"})["norm"] == "bingge"
+
+
+def test_best_rules_leave_out_match_keys_the_defaults_imply():
+    from bench_suite.report.search import implied_keys_left_out
+
+    # hidden 128 is what the Cora GCN rule sets; depth and the transform are not implied
+    assert implied_keys_left_out({"dataset": "cora", "model": "gcn", "hidden": 128, "depth": 16,
+                                  "transform": "dropedge"}) == {"dataset": "cora", "model": "gcn", "depth": 16,
+                                                               "transform": "dropedge"}
+    # a width the defaults do not give stays in the match
+    assert implied_keys_left_out({"dataset": "cora", "model": "gcn", "hidden": 64, "depth": 16})["hidden"] == 64

@@ -106,6 +106,21 @@ def search_tables(results: List[Dict[str, Any]]) -> List[Table]:
     return tables
 
 
+def implied_keys_left_out(match: Mapping[str, Any]) -> Dict[str, Any]:
+    """``match`` without the keys the defaults give anyway (a search fixed ``hidden: 128``, which the
+    dataset's rule sets): a rule matches only keys a spec writes, so a rule naming ``hidden`` would miss
+    every matrix that leaves the width to the defaults (:func:`bench_suite.defaults.defaults_for`)."""
+    from bench_suite.defaults import defaults_for
+
+    out = dict(match)
+    for k in list(out):
+        rest = {x: v for x, v in out.items() if x != k}
+        implied = defaults_for(rest)
+        if k in implied and str(implied[k]) == str(out[k]):
+            del out[k]
+    return out
+
+
 def best_rules(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """The best trial of every combination as a defaults rule (:mod:`bench_suite.defaults`)."""
     rules = []
@@ -115,7 +130,9 @@ def best_rules(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         t = r["trials"][0]
         # "none" (no transform, ...) is how a matrix says a key is absent: the rule leaves it out, and
         # a rule that names the key (more keys) wins where it is set
-        match = {k: v for k, v in r["combo"].items() if k != "seed" and v not in (None, "none")}
+        match = implied_keys_left_out({k: v for k, v in r["combo"].items() if k != "seed" and v not in (None, "none")})
+        # a search without a quantizer ran full precision: its best trial is not a quantized run's setting
+        match.setdefault("quant", "fp32")
         rules.append({"match": match, "set": dict(t["values"]),
                       "source": (f"suite's random search, matrix {r['matrix']} (bench_suite/runner/search.py): "
                                  f"trial {t['trial']} of {len(r['trials'])} finished ({r['of']} drawn), best mean "
