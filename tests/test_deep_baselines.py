@@ -386,3 +386,18 @@ def test_dagnn_trains_its_lazily_sized_projection():
         snapshots.append(model.prop.proj.weight.detach().clone())
     assert snapshots[0].shape == (1, data.num_classes)
     assert not torch.equal(snapshots[0], snapshots[1]) and not torch.equal(snapshots[1], snapshots[2])
+
+
+def test_citeseer_jknet_takes_the_authors_withloop_at_full_precision_only():
+    """citeseer_JKNet_nodrop.sh's --withloop is full precision only: the defaults give it to a spec naming
+    no quantizer (or fp32) and leave it out of a quantized one, which then expands without an error."""
+    from bench_suite.defaults import apply_defaults
+    from bench_suite.spec import resolve_spec
+
+    for flat in ({"dataset": "citeseer", "model": "jknet", "depth": 16},
+                 {"dataset": "citeseer", "model": "jknet", "depth": 16, "quant": "fp32"}):
+        assert apply_defaults(flat)["self_weight"] is True
+    q = apply_defaults({"dataset": "citeseer", "model": "jknet", "depth": 16, "quant": "qlr", "bits": 4})
+    assert "self_weight" not in q and q["variant"] == "dropedge"
+    resolve_spec(q)  # a quantized JKNet with self_weight would be refused here
+    assert "self_weight" not in apply_defaults({"dataset": "cora", "model": "jknet", "depth": 16})
