@@ -29,9 +29,9 @@ import traceback
 
 
 def _give_back_memory() -> None:
-    """``malloc_trim(0)`` (glibc) after each measurement: the releases' processes take turns, and a
-    process holding its last step's peak (13.6 GB for GCNII-64 QLR on Coauthor-CS) while the other
-    measures ran the machine out of memory (24 GB; the kernel killed the benchmark)."""
+    """``malloc_trim(0)`` (glibc) after each measurement: the releases' processes take turns, and neither
+    should hold its last step's peak while the other measures (the kernel OOM-killed a 13.6 GB process
+    during Coauthor-CS GCNII-64, both releases' processes and two runner workers sharing 24 GB)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(ctypes.c_size_t(0))
     except (OSError, AttributeError):
