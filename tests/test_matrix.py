@@ -103,11 +103,13 @@ def test_unknown_matrix_name_lists_shipped_ones():
 
 def test_every_shipped_matrix_is_tested():
     assert shipped_matrices() == ["breadth", "datasets", "depth", "depth-quant", "paper", "paper-lite", "quantizers",
-                                  "reproduce", "search-dropedge", "smoke", "smp-int4", "speed", "speed-decoupled"]
+                                  "reproduce", "search-dropedge", "search-dropedge-int4", "smoke", "smp-int4", "speed",
+                                  "speed-decoupled"]
 
 
 @pytest.mark.parametrize("name", ["smoke", "paper-lite", "paper", "quantizers", "breadth", "depth", "depth-quant",
-                                  "smp-int4", "reproduce", "datasets", "speed", "speed-decoupled", "search-dropedge"])
+                                  "smp-int4", "reproduce", "datasets", "speed", "speed-decoupled", "search-dropedge",
+                                  "search-dropedge-int4"])
 def test_shipped_matrices_expand(name):
     assert name in shipped_matrices()
     m = load_matrix(name)
