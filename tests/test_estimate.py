@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import textwrap
 from pathlib import Path
 
@@ -121,6 +122,36 @@ def test_a_sparse_feature_run_without_history_is_estimated_as_its_dense_twin(tmp
                     _spec(dataset="citeseer", sparse_features=True)], finished_records(tmp_path))
     assert est.seconds == pytest.approx(7) and est.by_level["dense"] == 1
     assert est.unknown == [_spec(dataset="citeseer", sparse_features=True).label()]
+
+
+def test_another_dataset_lends_its_epoch_time_scaled_by_the_dataset_ratio(tmp_path) -> None:
+    """Nothing of the architecture on CiteSeer: the per-epoch time of Cora's runs of the same plugins
+    (the median over its architectures when CiteSeer's tuned one is not among them), times the epochs
+    the pending run trains, times how much slower CiteSeer has been on the configurations both have."""
+    from bench_suite.runner.estimate import estimate
+
+    appnp = dict(model="decoupled", propagation="appnp", depth=8)
+    finished = [
+        _record(_spec(), 10.0, 100), _record(_spec(dataset="citeseer"), 20.0, 100),  # ratio CiteSeer/Cora: 2
+        _record(_spec(**appnp, hidden=32), 10.0, 100),   # 0.1 s an epoch
+        _record(_spec(**appnp, hidden=16), 60.0, 200),   # 0.3 s an epoch
+    ]
+    pending = _spec(**appnp, hidden=64, dataset="citeseer", epochs=300)  # an architecture Cora has not run
+    est = estimate([pending], finished)
+    assert est.by_level["dataset"] == 1
+    assert est.seconds == pytest.approx(statistics.median([0.1, 0.3]) * 300 * 2)
+    assert est.epochs_from == {"finished": 0, "maximum": 1}
+    # the same architecture on Cora is preferred to the median of the others
+    est = estimate([pending], finished + [_record(_spec(**appnp, hidden=64, epochs=300), 5.0, 50)])
+    assert est.seconds == pytest.approx(0.1 * 300 * 2)
+    # a source whose features are stored like the pending run's (sparse) wins over one with more shared
+    # configurations and the same architecture, stored dense
+    sparse = [_record(_spec(sparse_features=True), 2.0, 100),
+              _record(_spec(dataset="citeseer", sparse_features=True), 3.0, 100),  # ratio 1.5
+              _record(_spec(**appnp, hidden=32, sparse_features=True), 1.0, 100)]  # 0.01 s an epoch
+    est = estimate([_spec(**appnp, hidden=64, dataset="citeseer", epochs=300, sparse_features=True)],
+                   finished + [_record(_spec(**appnp, hidden=64, epochs=300), 5.0, 50)] + sparse)
+    assert est.by_level["dataset"] == 1 and est.seconds == pytest.approx(0.01 * 300 * 1.5)
 
 
 def test_duration_names_days_beyond_two_days() -> None:

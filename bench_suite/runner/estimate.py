@@ -29,9 +29,16 @@ Two sources, tried in this order for each pending run:
 4. **A proxy in the cost table** (``proxy``): an architecture not measured is costed as the
    measured one of its kind, GCN for models without a propagation and APPNP for decoupled ones, a
    quantizer not measured as QLR at its bits, then scaled as in 2.
-5. **Finished runs of another dataset** (``dataset``): the same model, propagation and transform
-   estimated as in 3 on another dataset, scaled by how much slower the pending run's dataset has
-   been than that one (the median ratio over the architectures and depths finished on both).
+5. **Finished runs of another dataset** (``dataset``): the epoch time of the same model, propagation
+   and transform on another dataset (its finished runs' ``total_s / epochs_run``, found as in 3; the
+   same architecture where that dataset has it, else the median over its architectures of those
+   plugins: tuned hyper-parameters differ by dataset), times the epochs the run will train (as in
+   2), scaled by how much slower the pending run's dataset has been than that one (the median ratio
+   over the architectures and depths finished on both).  The source is a dataset whose features are
+   stored alike (dense or sparse: a dense first layer can be most of an epoch), then one that has the
+   same architecture, then the one with most shared configurations.  Per epoch, because tuned
+   budgets differ by dataset as well (SMP: 200 epochs on CiteSeer, 1,000 on Cora); from records
+   without ``epochs_run``, their run times.
 
 Runs with none of these are listed as not estimated and left out of the total, which then is a
 lower bound, and says so.  Wall times of finished runs include any time they were paused, so those
@@ -117,7 +124,7 @@ class Estimate:
         parts = [f"{n} {LEVELS[k]}" for k, n in self.by_level.items() if n]
         lines = [f"estimated {total}", "  from: " + ("; ".join(parts) if parts else "nothing")]
         if self.by_level["cost"] or self.by_level["cost-scaled"] or self.by_level["proxy"]:
-            lines.append(f"  epochs per cost-table run: {self.epochs_from['finished']} the mean of finished runs of "
+            lines.append(f"  epochs per cost-table or other-dataset run: {self.epochs_from['finished']} the mean of finished runs of "
                          f"the spec (any quantizer), {self.epochs_from['maximum']} the spec's maximum epochs "
                          f"(an upper bound: early stopping ends most runs sooner)")
         lines += [f"  source: {s}" for s in self.sources]
@@ -258,6 +265,7 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
     epochs_run: Dict[str, List[int]] = defaultdict(list)
     used = 0
     times: Dict[Tuple[str, str, int], List[float]] = defaultdict(list)  # (dataset, arch, depth)
+    per_epoch: Dict[Tuple[str, str, int], List[float]] = defaultdict(list)  # the same, total_s / epochs_run
     named: Dict[Tuple[str, Tuple[Any, ...]], set] = defaultdict(set)  # (dataset, plugin names) -> archs
     for rec in finished:
         t = (rec.get("timings") or {}).get("total_s")
@@ -267,20 +275,26 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
         used += 1
         by_group[spec.group_key()].append(float(t))
         n = (rec.get("metrics") or {}).get("epochs_run")
+        dataset, arch = _dataset(spec.data), _arch(spec.data)
         if isinstance(n, int) and not isinstance(n, bool):
             epochs_run[protocol_key(spec.data)].append(n)
-        dataset, arch = _dataset(spec.data), _arch(spec.data)
+            if n > 0:
+                per_epoch[(dataset, arch, int(spec.data["model"]["depth"]))].append(float(t) / n)
         times[(dataset, arch, int(spec.data["model"]["depth"]))].append(float(t))
         named[(dataset, _names(spec.data))].add(arch)
     median = {key: statistics.median(ts) for key, ts in times.items()}
+    median_epoch = {key: statistics.median(ts) for key, ts in per_epoch.items()}
     depths: Dict[Tuple[str, str], List[int]] = defaultdict(list)
     for dataset, arch, depth in median:
         depths[(dataset, arch)].append(depth)
 
-    def same_dataset(dataset: str, arch: str, depth: int) -> Optional[Tuple[float, str]]:
+    def same_dataset(dataset: str, arch: str, depth: int,
+                     median: Dict[Tuple[str, str, int], float] = median) -> Optional[Tuple[float, str]]:
+        """A run's time (or, given ``median_epoch``, an epoch's) from finished runs of ``dataset``,
+        ``arch`` at ``depth``, else interpolated or scaled in depth (level 3)."""
         if (dataset, arch, depth) in median:
             return median[(dataset, arch, depth)], "depth"
-        known = depths.get((dataset, arch))
+        known = [k for k in depths.get((dataset, arch), ()) if (dataset, arch, k) in median]
         if not known:
             return None
         below, above = [k for k in known if k < depth], [k for k in known if k > depth]
@@ -301,6 +315,12 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
             ratios[(target, source)] = (statistics.median(shared), len(shared)) if shared else None
         return ratios[(target, source)]
 
+    def epochs(d: Dict[str, Any]) -> float:
+        """The epochs a pending run will train: the mean of finished runs of its protocol, else its maximum."""
+        runs = epochs_run.get(protocol_key(d))
+        out.epochs_from["finished" if runs else "maximum"] += 1
+        return statistics.mean(runs) if runs else int(d["train"]["epochs"])
+
     def from_costs(d: Dict[str, Any], proxies: bool) -> Optional[Tuple[float, str]]:
         dataset, arch = _dataset(d), _arch(d)
 
@@ -311,9 +331,7 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
         found = costs.epoch_s(d, proxies, shape) if costs is not None else None
         if found is None:
             return None
-        runs = epochs_run.get(protocol_key(d))
-        out.epochs_from["finished" if runs else "maximum"] += 1
-        return found[0] * (statistics.mean(runs) if runs else int(d["train"]["epochs"])), found[1]
+        return found[0] * epochs(d), found[1]
 
     def find(spec: RunSpec) -> Optional[Tuple[float, str]]:
         d = spec.data
@@ -327,11 +345,17 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
         if found is None:  # nothing of this architecture on this dataset: borrow the best-linked dataset's
             links = {source: ratio(dataset, source) for source, n in named if n == names and source != dataset}
             links = {source: r for source, r in links.items() if r is not None}
-            if links:  # most shared configurations; ties go to the first dataset in sorted order
-                source = max(sorted(links), key=lambda src: links[src][1])
-                archs = named[(source, names)]
-                found = same_dataset(source, arch if arch in archs else min(archs), depth)
-                found = (found[0] * links[source][0], "dataset") if found else None
+            if links:  # features stored alike (dense/sparse), the same architecture, most shared configurations
+                sparse = bool(d["dataset"].get("sparse_features", False))
+                source = max(sorted(links), key=lambda src: (bool(json.loads(src).get("sparse_features", False)) == sparse,
+                                                             arch in named[(src, names)], links[src][1]))
+                archs = [arch] if arch in named[(source, names)] else sorted(named[(source, names)])
+                each = [e[0] for e in (same_dataset(source, a, depth, median_epoch) for a in archs) if e]
+                if each:
+                    found = (statistics.median(each) * epochs(d) * links[source][0], "dataset")
+                else:  # records without epochs_run: their run times
+                    each = [e[0] for e in (same_dataset(source, a, depth) for a in archs) if e]
+                    found = (statistics.median(each) * links[source][0], "dataset") if each else None
         return found
 
     out = Estimate(records=used)
