@@ -50,7 +50,7 @@ class JKNet(GraphModel):
         super().__init__()
         check_depth(depth, "jknet")
         if not quant.fp32:
-            refuse_full_precision_options(quant.name, self_weight=self_weight, norm=norm)
+            refuse_full_precision_options(quant.name, self_weight=self_weight)
         self.dropout, self.mode, self.variant = dropout, mode, variant
         n_states = depth if variant == "xu" else depth - 1
         init = "xavier" if variant == "xu" else "uniform"

@@ -139,7 +139,8 @@ def test_the_report_selects_by_validation_never_by_test(tmp_path):
     assert len(rules) == 3
     draws = m.search.draws()
     for rule in rules:
-        assert rule["match"]["quant"] == "fp32"  # the search ran full precision
+        # the search ran full precision; its best trial serves every quantizer unless it sets self_weight
+        assert rule["match"].get("quant") == ("fp32" if draws[1].get("self_weight") is True else None)
         assert "transform" not in rule["match"] or rule["match"]["transform"] == "dropedge"
         assert rule["set"]["dropout"] == draws[1]["dropout"]
         assert ("p" in rule["set"]) == (rule["match"].get("transform") == "dropedge")
@@ -184,11 +185,59 @@ def test_batchnorm_and_self_weight_act_as_the_dropedge_layer():
         assert torch.allclose(h.mean(0), torch.zeros(h.shape[1]), atol=1e-5)
 
 
-@pytest.mark.parametrize("params", [{"batchnorm": True}, {"self_weight": True}, {"norm": "bingge"}])
-def test_the_full_precision_options_refuse_a_quantizer(params):
+def test_self_weight_refuses_a_quantizer_batchnorm_and_the_identity_normalisations_do_not():
     with pytest.raises(ValueError) as err:
+        DeepGCN(4, 2, 2, QuantFactory("qlr", 4), self_weight=True)
+    assert "qlr" in str(err.value) and "full precision only" in str(err.value)
+    for params in ({"batchnorm": True}, {"norm": "bingge"}, {"norm": "first_order"}):
         DeepGCN(4, 2, 2, QuantFactory("qlr", 4), **params)
-    assert "qlr" in str(err.value) or "full precision only" in str(err.value)
+
+
+class _Seen(torch.nn.Module):
+    """A quantizer stand-in that keeps what it sees and returns it rounded to 1/8 (so a result that
+    bypassed it would differ)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, g=None):
+        self.seen.append(x.detach().clone())
+        return torch.round(x * 8) / 8
+
+
+@pytest.mark.parametrize("norm", ["bingge", "first_order"])
+def test_the_identity_normalisations_quantize_their_normalised_aggregation(norm):
+    """Quantized, I + Â·x is x plus the quantized normalised aggregation: ``message`` sees the
+    source-scaled feature, ``aggregate`` the normalised sum (Â of the DropEdge authors' matrix, self
+    loop included for bingge, left out for first_order), and the identity term is x itself."""
+    src, dst = [0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]  # a path 0-1-2-3 and an isolated node 4
+    g = prepare_graph(dgl.graph((src, dst), num_nodes=5))
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    a = torch.zeros(5, 5)
+    a[dst, src] = 1.0
+    if norm == "bingge":
+        a = a + torch.eye(5)
+    d = a.sum(1)
+    inv = torch.where(d > 0, d.clamp(min=1).rsqrt(), torch.zeros_like(d))
+    qm, qa = _Seen(), _Seen()
+    out = normalized_aggregate(g, x, qm, qa, norm=norm)
+    assert torch.allclose(qm.seen[0], x * inv[:, None], atol=1e-6)
+    m = torch.round(x * inv[:, None] * 8) / 8
+    assert torch.allclose(qa.seen[0], inv[:, None] * (a @ m), atol=1e-6)
+    assert torch.allclose(out, x + torch.round(inv[:, None] * (a @ m) * 8) / 8, atol=1e-6)
+    # without quantizers: the formula of test_first_order_and_bingge_normalisations_match_their_formulas
+    assert torch.equal(normalized_aggregate(g, x, norm=norm), normalized_aggregate(g, x, None, None, norm))
+
+
+def test_quantized_batchnorm_normalises_the_quantized_layer_output():
+    """Batch norm sits after each layer's ``update`` quantizer, in float, as in full precision."""
+    g = prepare_graph(dgl.graph(([0, 1, 1, 2], [1, 0, 2, 1]), num_nodes=3))
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    model = DeepGCN(4, 2, 3, QuantFactory("qlr", 4), hidden=5, dropout=0.0, batchnorm=True).train()
+    _, hidden = model(g, x, return_hidden=True)
+    for h in hidden:
+        assert torch.allclose(h.mean(0), torch.zeros(h.shape[1]), atol=1e-5)
 
 
 def test_the_new_options_at_their_defaults_keep_every_run_id():
@@ -198,23 +247,25 @@ def test_the_new_options_at_their_defaults_keep_every_run_id():
     assert '"batchnorm":true' in on.canonical and on.run_id != spec.run_id
 
 
-def test_the_integer_engine_refuses_the_full_precision_options():
+@pytest.mark.parametrize("params, says", [({"batchnorm": True}, "batchnorm"), ({"norm": "bingge"}, "norm='bingge'")])
+def test_the_integer_engine_refuses_what_is_not_the_plain_gcn_layer(params, says):
     from bench_suite.engine.convert import convert
 
-    model = DeepGCN(4, 2, 2, QuantFactory(), hidden=5, batchnorm=True)
+    model = DeepGCN(4, 2, 2, QuantFactory("qlr", 4), hidden=5, **params)
     with pytest.raises(ValueError) as err:
         convert(model)
-    assert "batchnorm" in str(err.value)
+    assert says in str(err.value) and "supported" in str(err.value)
 
 
-@pytest.mark.parametrize("key, value", [("batchnorm", True), ("self_weight", True), ("norm", "first_order")])
-def test_a_full_precision_option_with_a_quantizer_fails_when_the_spec_is_resolved(key, value):
+def test_self_weight_with_a_quantizer_fails_when_the_spec_is_resolved():
     from bench_suite.spec import SpecError
 
     with pytest.raises(SpecError) as err:
+        resolve_run({"dataset": "cora", "model": "gcn", "depth": 2, "quant": "qlr", "bits": 4, "self_weight": True})
+    assert "self_weight" in str(err.value) and "full precision only" in str(err.value) and "'qlr'" in str(err.value)
+    resolve_run({"dataset": "cora", "model": "gcn", "depth": 2, "self_weight": True})  # full precision: valid
+    for key, value in (("batchnorm", True), ("norm", "first_order"), ("norm", "bingge")):
         resolve_run({"dataset": "cora", "model": "gcn", "depth": 2, "quant": "qlr", "bits": 4, key: value})
-    assert key in str(err.value) and "full precision only" in str(err.value) and "'qlr'" in str(err.value)
-    resolve_run({"dataset": "cora", "model": "gcn", "depth": 2, key: value})  # full precision: valid
 
 
 def test_searched_defaults_reach_matrices_that_leave_the_width_to_the_defaults():
@@ -228,11 +279,10 @@ def test_searched_defaults_reach_matrices_that_leave_the_width_to_the_defaults()
         assert (d["hidden"], d["lr"], d["norm"], d["p"]) == (128, 0.00139, "bingge", 0.769), d
         assert apply_defaults(dict(flat))["lr"] == 0.00139
     assert apply_defaults({"dataset": "cora", "model": "gcn", "depth": 2})["lr"] == 0.007  # the 2-layer script
-    # full precision only: the searched BingGe normalisation is not quantizable; a quantized GCN-8 keeps the
-    # 2-layer setting (and expands without the error a BingGe + QLR spec would raise)
+    # quantized runs get the full-precision setting too (BingGe's identity term and batch norm in float)
     q = apply_defaults({"dataset": "cora", "model": "gcn", "depth": 8, "quant": "qlr", "bits": 4})
-    assert (q["lr"], q.get("norm", "sym")) == (0.007, "sym")
-    assert apply_defaults({"dataset": "cora", "model": "gcn", "depth": 8, "quant": "fp32"})["norm"] == "bingge"
+    assert (q["lr"], q["norm"]) == (0.00139, "bingge")
+    resolve_run(q)
 
 
 def test_best_rules_leave_out_match_keys_the_defaults_imply():

@@ -65,8 +65,7 @@ def check_plain_gcn_layer(model, layer, where: str, who: str = "integer engine")
     """A ValueError unless ``layer`` of the DeepGCN ``model`` is the plain GCN layer (no batchnorm, no self
     weight, the symmetric normalisation): the one layer the integer engine and the tuned FP32 path compute."""
     if getattr(model, "bns", None) is not None or getattr(layer, "weight_self", None) is not None:
-        raise ValueError(f"{who}: {where} has batchnorm or a self weight (full-precision-only "
-                         "options); supported: the plain GCN layer")
+        raise ValueError(f"{who}: {where} has batchnorm or a self weight; supported: the plain GCN layer")
     if getattr(layer, "norm", "sym") != "sym":
         raise ValueError(f"{who}: {where} aggregates with norm={layer.norm!r}; "
                          "supported: 'sym' (D̃^-1/2 Ã D̃^-1/2)")

@@ -30,19 +30,19 @@ def sum_neighbours(g: dgl.DGLGraph, x: Tensor) -> Tensor:
 #: as PairNorm's and some of DropEdge's scripts use it)
 ADJ_NORMS = ("sym", "row")
 #: normalisations of the DropEdge authors' search space (DropEdge/DropEdge src/normalization.py) that
-#: add the identity to a normalised adjacency, full precision only (no quantizer sees their sums):
-#: "first_order" I + D^{-1/2} A D^{-1/2} (``FirstOrderGCN``, D without the self loop; an isolated
-#: node's factor is 0), "bingge" I + D̃^{-1/2} Ã D̃^{-1/2} (``BingGeNormAdj``)
-FP32_ADJ_NORMS = ("first_order", "bingge")
+#: add the identity to a normalised adjacency: "first_order" I + D^{-1/2} A D^{-1/2} (``FirstOrderGCN``,
+#: D without the self loop; an isolated node's factor is 0), "bingge" I + D̃^{-1/2} Ã D̃^{-1/2}
+#: (``BingGeNormAdj``).  Quantized, the normalised aggregation is quantized as for "sym" and the
+#: identity term (the layer's own quantized feature) is added to it in float.
+IDENTITY_ADJ_NORMS = ("first_order", "bingge")
 
 
-def check_adj_norm(norm: str, where: str, full_precision: bool = False) -> str:
-    """``norm`` if valid for ``where``; the :data:`FP32_ADJ_NORMS` only where ``full_precision``."""
-    valid = ADJ_NORMS + (FP32_ADJ_NORMS if full_precision else ())
+def check_adj_norm(norm: str, where: str, identity: bool = False) -> str:
+    """``norm`` if valid for ``where``: :data:`ADJ_NORMS`, and the :data:`IDENTITY_ADJ_NORMS` where
+    ``identity`` (a GCN layer's)."""
+    valid = ADJ_NORMS + (IDENTITY_ADJ_NORMS if identity else ())
     if norm not in valid:
-        hint = (f" ({', '.join(map(repr, FP32_ADJ_NORMS))}: full precision only)"
-                if norm in FP32_ADJ_NORMS else "")
-        raise ValueError(f"{where} norm={norm!r} is not valid; valid: {', '.join(map(repr, valid))}{hint}")
+        raise ValueError(f"{where} norm={norm!r} is not valid; valid: {', '.join(map(repr, valid))}")
     return norm
 
 
@@ -53,15 +53,21 @@ def normalized_aggregate(g: dgl.DGLGraph, x: Tensor, q_message=None, q_aggregate
     ``message`` quantizes the source-scaled feature (D̃^{-1/2}x, or x for ``row``), so the
     neighbour sum of its codes is exact in integers; ``aggregate`` quantizes the normalised
     result (after the destination's factor), whose range does not grow with the degree.
-    The :data:`FP32_ADJ_NORMS` take no quantizers (their layers check full precision).
+    The :data:`IDENTITY_ADJ_NORMS` return ``x`` plus their normalised aggregation, quantized the same
+    way (``first_order``: the neighbour sum leaves the node's own message out).
     """
-    if norm in FP32_ADJ_NORMS:
-        if norm == "bingge":
-            return x + sum_neighbours(g, x * g.ndata["norm"]) * g.ndata["norm"]
+    if norm == "bingge":
+        return x + normalized_aggregate(g, x, q_message, q_aggregate, "sym")
+    if norm == "first_order":
         deg = g.ndata["deg"] - 1.0  # without the self loop prepare_graph added
         f = torch.where(deg > 0, deg.clamp(min=1.0).rsqrt(), torch.zeros_like(deg))
-        fx = x * f
-        return x + (sum_neighbours(g, fx) - fx) * f
+        m = x * f
+        if q_message is not None:
+            m = q_message(m, g)
+        a = (sum_neighbours(g, m) - m) * f
+        if q_aggregate is not None:
+            a = q_aggregate(a, g)
+        return x + a
     if norm == "sym":
         src = dst = g.ndata["norm"]
     else:

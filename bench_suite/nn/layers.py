@@ -51,8 +51,9 @@ class QGraphConv(nn.Module):
 
     (``norm="row"``: :math:`\tilde D^{-1}\tilde A`).  ``init`` is one of :data:`GCN_INITS`.
     ``self_weight=True`` adds :math:`H W_{self}` (a second weight on the node's own features, the
-    DropEdge authors' ``withloop``, src/layers.py ``GraphConvolutionBS``); it and the
-    :data:`~bench_suite.nn.graph.FP32_ADJ_NORMS` are full precision only.
+    DropEdge authors' ``withloop``, src/layers.py ``GraphConvolutionBS``), full precision only.
+    ``norm`` may also be one of :data:`~bench_suite.nn.graph.IDENTITY_ADJ_NORMS` (the identity plus a
+    normalised adjacency; quantized, the identity term is the layer's quantized feature, added in float).
     The graph must come from :func:`bench_suite.nn.graph.prepare_graph`.
 
     >>> from bench_suite.quant import QuantFactory
@@ -69,7 +70,7 @@ class QGraphConv(nn.Module):
             raise ValueError(f"GCN layer init={init!r} is not valid; valid: {', '.join(map(repr, GCN_INITS))}")
         if self_weight and not quant.fp32:
             raise ValueError(f"GCN layer self_weight=true is full precision only, not with quant={quant.name!r}")
-        self.norm, self.init = check_adj_norm(norm, "GCN layer", full_precision=quant.fp32), init
+        self.norm, self.init = check_adj_norm(norm, "GCN layer", identity=True), init
         self.weight = nn.Parameter(torch.empty(in_dim, out_dim))
         self.weight_self = nn.Parameter(torch.empty(in_dim, out_dim)) if self_weight else None
         self.bias = nn.Parameter(torch.zeros(out_dim)) if bias else None

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench_suite.nn.layers import QGATConv, QGraphConv, QLinear, QSAGEConv
-from bench_suite.nn.graph import FP32_ADJ_NORMS
 from bench_suite.quant.base import QuantFactory, is_full_precision
 from bench_suite.registry import MODELS, PROPAGATIONS, QUANTIZERS
 from bench_suite.sparse import dropout
@@ -50,14 +49,11 @@ def widths(in_dim: int, hidden: int, out_dim: int, depth: int) -> List[Tuple[int
     return list(zip(dims[:-1], dims[1:]))
 
 
-def refuse_full_precision_options(quant: str, batchnorm: bool = False, self_weight: bool = False,
-                                  norm: str = "sym") -> None:
-    """A ValueError naming the first of GCN's full-precision-only options (``batchnorm``, ``self_weight``,
-    a :data:`~bench_suite.nn.graph.FP32_ADJ_NORMS` normalisation) that is set, for quantizer ``quant``."""
-    for key, value, bad in (("batchnorm", batchnorm, batchnorm is True), ("self_weight", self_weight, self_weight is True),
-                            ("norm", norm, norm in FP32_ADJ_NORMS)):
-        if bad:
-            raise ValueError(f"{key}={value!r} is full precision only, not with quant={quant!r}")
+def refuse_full_precision_options(quant: str, self_weight: bool = False) -> None:
+    """A ValueError if GCN's full-precision-only option ``self_weight`` (a second weight nothing
+    quantizes) is set, for quantizer ``quant``."""
+    if self_weight is True:
+        raise ValueError(f"self_weight={self_weight!r} is full precision only, not with quant={quant!r}")
 
 
 @MODELS.register("gcn")
@@ -68,8 +64,10 @@ class DeepGCN(GraphModel):
     not the raw features (the DropEdge authors' GCN); ``init``, ``norm`` and ``self_weight``: see
     :class:`~bench_suite.nn.layers.QGraphConv`.  ``batchnorm=True`` normalises every layer's
     output over the nodes before its activation, the output layer's too (the DropEdge authors'
-    ``withbn``, src/layers.py ``GraphConvolutionBS``: ``BatchNorm1d`` after the bias); full
-    precision only.
+    ``withbn``, src/layers.py ``GraphConvolutionBS``: ``BatchNorm1d`` after the bias); quantized, after
+    the layer's ``update`` quantizer, in float (the next layer's ``input`` quantizer sees its output, as
+    quantization-aware training keeps batch norm in float until it is folded for inference; the
+    integer engine converts only the plain GCN layer).
     """
 
     sparse_input = True
@@ -80,7 +78,7 @@ class DeepGCN(GraphModel):
         super().__init__()
         check_depth(depth, "gcn")
         if not quant.fp32:
-            refuse_full_precision_options(quant.name, batchnorm=batchnorm, self_weight=self_weight, norm=norm)
+            refuse_full_precision_options(quant.name, self_weight=self_weight)
         self.dropout, self.input_dropout = dropout, input_dropout
         dims = widths(in_dim, hidden, num_classes, depth)
         self.layers = nn.ModuleList(
@@ -91,11 +89,10 @@ class DeepGCN(GraphModel):
 
     @staticmethod
     def validate_spec(data: dict) -> None:
-        """Before anything runs: the full-precision-only options with a quantizer are refused."""
+        """Before anything runs: the full-precision-only option with a quantizer is refused."""
         quant = (data.get("quant") or {}).get("name", "fp32")
         if not is_full_precision(QUANTIZERS.get(quant)):
-            refuse_full_precision_options(quant, **{k: v for k, v in (data.get("model") or {}).items()
-                                                    if k in ("batchnorm", "self_weight", "norm")})
+            refuse_full_precision_options(quant, self_weight=(data.get("model") or {}).get("self_weight", False))
 
     def forward(self, g: dgl.DGLGraph, x: Tensor, return_hidden: bool = False):
         hidden = []

@@ -131,8 +131,10 @@ def best_rules(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         # "none" (no transform, ...) is how a matrix says a key is absent: the rule leaves it out, and
         # a rule that names the key (more keys) wins where it is set
         match = implied_keys_left_out({k: v for k, v in r["combo"].items() if k != "seed" and v not in (None, "none")})
-        # a search without a quantizer ran full precision: its best trial is not a quantized run's setting
-        match.setdefault("quant", "fp32")
+        # a full-precision search's best trial serves every quantizer (quantization-aware training keeps
+        # the full-precision hyper-parameters) unless it sets an option only full precision has
+        if "quant" not in match and t["values"].get("self_weight") is True:
+            match["quant"] = "fp32"
         rules.append({"match": match, "set": dict(t["values"]),
                       "source": (f"suite's random search, matrix {r['matrix']} (bench_suite/runner/search.py): "
                                  f"trial {t['trial']} of {len(r['trials'])} finished ({r['of']} drawn), best mean "
