@@ -4,8 +4,9 @@ side by side, with a check that every ref trains to the same bits.
     python benchmarks/lean_epoch.py [--refs REF ...] [--rounds 5] [--epochs 4] [--check-epochs 12]
                                     [--only gcnii64/qlr-4 ...] [--out results/cost/lean_epoch.jsonl]
 
-The basket is Cora with GCN-2 and GCNII-64 at FP32, QLR INT4, QLR INT2 with BT* and DQ INT4, each spec
-completed by the tuned defaults as a matrix run is (``defaults.apply_defaults``).  An epoch is one
+The basket is Cora with GCN-2, GCNII-64 and the decoupled SMP and APPNP at K = 64 at FP32, QLR INT4,
+QLR INT2 with BT* and DQ INT4, each spec completed by the tuned defaults as a matrix run is
+(``defaults.apply_defaults``).  An epoch is one
 epoch of ``train.fit`` as a run pays it: training step, evaluation forward, scoring, and the copy of
 the best state when validation improves; its cost is the CPU time of the worker's one thread
 (``time.thread_time``, which a busy machine's waiting does not inflate) between consecutive
@@ -55,6 +56,8 @@ QUANTS: Dict[str, dict] = {
 MODELS: Dict[str, dict] = {
     "gcn2": {"model": "gcn", "depth": 2},
     "gcnii64": {"model": "gcnii", "depth": 64},
+    "smp64": {"model": "decoupled", "propagation": "smp", "depth": 64},
+    "appnp64": {"model": "decoupled", "propagation": "appnp", "depth": 64},
 }
 BASKET: List[str] = [f"{m}/{q}" for m in MODELS for q in QUANTS]
 

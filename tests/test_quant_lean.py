@@ -186,6 +186,39 @@ def test_qlr_training_forward_is_one_autograd_node():
     assert len([f for f, _ in y.grad_fn.next_functions if f is not None]) == 2
 
 
+@pytest.mark.parametrize("n", [5, 8, 1031, 2048 + 6, 3 * 1024, 3 * 1024 + 5, 2708 * 7 + 3])
+@pytest.mark.parametrize("grid", [(15, 1, 0.0, 15), (3, 1, 0.0, 3), (255, BT_STEP, 1.0, 3), (255, BT_STEP, -1.0, 3)])
+def test_recomputed_gradient_equals_the_stored_factors_bit_for_bit(n, grid):
+    """:func:`fused.fake_quant_grad` (t and the mask recomputed from x, in blocks) against the kernels that
+    store them in the forward pass: ∂ℒ/∂x, Σ g·t and x̂ to the bit, for sizes across the block and the
+    eight sums, zeros of either sign and clamped elements, with and without either gradient."""
+    from bench_suite.quant import fused
+    from bench_suite.quant.qlr import scale_chain
+
+    Q, step, kappa, Qc = grid
+    gen = torch.Generator().manual_seed(n + Q + int(kappa))
+    x = torch.randn(n, generator=gen).pow(3)
+    x[::5] = 0.0
+    x[1::9] = -0.0
+    x[2::13] = 1e6  # clamped at the top after the range is shrunk by α
+    g = torch.randn(n, generator=gen) * 2.0 ** torch.randint(-12, 13, (n,), generator=gen)  # float64 sums that round
+    g[3::7] = -0.0
+    mn, mx = (float(v) for v in torch.aminmax(x))
+    s, z = scale_chain(0.5, mn, mx, Q)[:2]
+    k32 = np.float32(kappa)
+    out, t, mask = fused._fused_forward(x, torch.tensor(s), torch.tensor(z), Q, step, kappa, Qc, "quant", None,
+                                        None, True)
+    assert bool(mask.any()) and not bool(mask.all())
+    want_gx = fused.fake_quant_backward(g, mask)
+    want_acc = fused.scale_grad(g, t)
+    assert _bits_equal(fused.fake_quant_forward(x, s, z, Q, step, k32, Qc), out)
+    gx, acc = fused.fake_quant_grad(x, g, s, z, Q, step, k32, Qc, True, True)
+    assert _bits_equal(gx, want_gx) and acc == want_acc
+    assert fused.fake_quant_grad(x, g, s, z, Q, step, k32, Qc, True, False) == (None, want_acc)
+    gx, acc = fused.fake_quant_grad(x, g, s, z, Q, step, k32, Qc, False, True)
+    assert _bits_equal(gx, want_gx) and acc is None
+
+
 @pytest.mark.parametrize("bits", [8, 4, 2])
 @pytest.mark.parametrize("kind", KINDS)
 def test_qat_equals_the_reference_bit_for_bit(bits, kind):

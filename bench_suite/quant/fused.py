@@ -23,9 +23,11 @@ producing x̂, the ∂x̂/∂s factor and the ∂x̂/∂x mask together; the tor
 The kernels are private; other modules use them through these functions, on contiguous float32
 CPU tensors and float32 scalars (:func:`f32`):
 
-* :func:`fake_quant_forward` — x̂, and if asked the ∂x̂/∂s factors and the ∂x̂/∂x mask, in one pass;
-* :func:`fake_quant_backward` — ∂ℒ/∂x = g·mask and the scale's gradient Σ g·∂x̂/∂s from those;
-* :func:`scale_grad` — that sum alone, Σ g·t in float64 over eight interleaved partial sums;
+* :func:`fake_quant_forward` — x̂ in one pass;
+* :func:`fake_quant_backward` — ∂ℒ/∂x = g·mask for a mask a forward kernel wrote;
+* :func:`fake_quant_grad` — ∂ℒ/∂x of :func:`fake_quant_forward` and the scale's gradient Σ g·∂x̂/∂s,
+  in one pass over x and g that recomputes the factors;
+* :func:`scale_grad` — that sum for given factors t, Σ g·t in float64 over eight interleaved partial sums;
 * :func:`scale_factors` / :func:`sparse_scale_factors` — x̂ with its ∂x̂/∂s factors in full, or
   only the non-zero ones as (flat index, value) pairs (a constant sparse input);
 * :func:`sampled_scale_grad` — Σ (G·Wᵀ)∘t over such pairs without forming G·Wᵀ, equal to
@@ -174,6 +176,14 @@ def _fq_trunc_kernel(x, s, z, Q, step, kappa, Qc, zs, ss, out, t, mask):  # prag
 
 
 @numba.njit(cache=True, nogil=True)
+def _fq_trunc_value_kernel(x, s, z, Q, step, kappa, Qc, zs, ss, out):  # pragma: no cover
+    """:func:`_fq_trunc_kernel` writing x̂ only (no gradient needed, or one recomputed later)."""
+    Qf, Qcf, stepf = np.float32(Q), np.float32(Qc), np.float32(step)
+    for i in range(x.size):
+        out[i] = _trunc_element(x[i], s, z, Qf, stepf, kappa, Qcf, zs, ss)[0]
+
+
+@numba.njit(cache=True, nogil=True)
 def _fq_range_kernel(x, s, z, Q, lo, hi, out, mask, keep, row):  # pragma: no cover
     """:func:`_fq_kernel` for Degree-Quant's case (no truncation, ∂x̂/∂s not needed, clipped-STE
     mask ``lo <= x <= hi``, optional kept rows of ``row`` elements): one branch-free pass over
@@ -214,6 +224,89 @@ def _fq_backward_kernel(g, t, mask, need_t, use_mask, gx):  # pragma: no cover
     for i in range(m, n):
         acc[i - m] += g[i] * t[i]
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+#: elements per block of :func:`_fq_grad_kernel` (a multiple of 8, so a block starts at sum 0)
+_GRAD_BLOCK = 1024
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _plain_grad_block(x, g, s, z, Qf, gx, gt):  # pragma: no cover
+    """``gx = g·inside`` and ``gt = g·t`` over one block, t and inside as :func:`_fq_plain_kernel` forms them."""
+    zero = np.float32(0.0)
+    for j in range(x.size):
+        v = x[j] / s
+        qr = np.float32(np.rint(v)) + z
+        q = min(max(qr, zero), Qf)
+        a = q - z
+        inside = q == qr
+        gj = g[j]
+        gx[j] = gj if inside else zero
+        gt[j] = gj * (a - v if inside else a)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _trunc_grad_block(x, g, s, z, Qf, stepf, kappa, Qcf, zs, ss, gx, gt):  # pragma: no cover
+    """:func:`_plain_grad_block` under bit truncation (t and inside of :func:`_trunc_element`)."""
+    zero = np.float32(0.0)
+    for j in range(x.size):
+        _, t, inside = _trunc_element(x[j], s, z, Qf, stepf, kappa, Qcf, zs, ss)
+        gj = g[j]
+        gx[j] = gj if inside else zero
+        gt[j] = gj * t
+
+
+@numba.njit(cache=True, nogil=True)
+def _fq_grad_kernel(x, g, s, z, Q, step, kappa, Qc, zs, ss, need_t, need_x, gx):  # pragma: no cover
+    """The backward pass of :func:`_fq_plain_kernel` (``step`` 1) or :func:`_fq_trunc_kernel` from ``x``
+    itself: the ∂x̂/∂s factors t and the "inside" mask recomputed with the same float32 operations,
+    ``gx = g·inside`` written (if ``need_x``) and Σ g·t returned (if ``need_t``, else 0) as
+    :func:`_fq_backward_kernel` sums it: float32 products, element i into float64 sum i mod 8, in order.
+
+    Recomputing costs less than the forward pass writing t and the mask for the backward pass to
+    read (two more tensors, beyond the cache for a 2708x64 one).  Blocks of :data:`_GRAD_BLOCK`
+    elements: a branch-free loop that vectorizes writes gx and the products g·t to a small buffer,
+    which the eight sums (kept in registers) then read."""
+    Qf, Qcf, stepf = np.float32(Q), np.float32(Qc), np.float32(step)
+    n = x.size
+    gt = np.empty(_GRAD_BLOCK, dtype=np.float32)
+    scratch = np.empty(0 if need_x else _GRAD_BLOCK, dtype=np.float32)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    for b in range(0, n, _GRAD_BLOCK):
+        L = min(_GRAD_BLOCK, n - b)
+        gxb = gx[b:b + L] if need_x else scratch[:L]
+        if step == 1:
+            _plain_grad_block(x[b:b + L], g[b:b + L], s, z, Qf, gxb, gt)
+        else:
+            _trunc_grad_block(x[b:b + L], g[b:b + L], s, z, Qf, stepf, kappa, Qcf, zs, ss, gxb, gt)
+        if not need_t:
+            continue
+        m = L - L % 8
+        for j in range(0, m, 8):
+            a0 += gt[j]
+            a1 += gt[j + 1]
+            a2 += gt[j + 2]
+            a3 += gt[j + 3]
+            a4 += gt[j + 4]
+            a5 += gt[j + 5]
+            a6 += gt[j + 6]
+            a7 += gt[j + 7]
+        r = L - m  # the last block's tail: element m + k into sum k
+        if r > 0:
+            a0 += gt[m]
+        if r > 1:
+            a1 += gt[m + 1]
+        if r > 2:
+            a2 += gt[m + 2]
+        if r > 3:
+            a3 += gt[m + 3]
+        if r > 4:
+            a4 += gt[m + 4]
+        if r > 5:
+            a5 += gt[m + 5]
+        if r > 6:
+            a6 += gt[m + 6]
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -425,48 +518,45 @@ def _trunc_scalars(s: np.float32, z: np.float32, step: int) -> Tuple[np.float32,
     return np.float32(z / np.float32(step)), np.float32(s * np.float32(step))
 
 
-def fake_quant_forward(xc: Tensor, s: np.float32, z: np.float32, Q: int, step: int, kappa: np.float32, Qc: int,
-                       need_t: bool, need_mask: bool):
-    """(x̂, ∂x̂/∂s factor or None, "inside" mask or None) of a contiguous float32 CPU tensor from one
-    kernel pass, for scalar float32 ``s``, ``z`` (the values :func:`_fused_forward` computes with
-    ``grad_x="quant"`` and no kept rows; :func:`_fq_value_kernel` when neither gradient is needed)."""
-    flat = xc.view(-1).numpy()
+def fake_quant_forward(xc: Tensor, s: np.float32, z: np.float32, Q: int, step: int, kappa: np.float32,
+                       Qc: int) -> Tensor:
+    """x̂ of a contiguous float32 CPU tensor from one kernel pass, for scalar float32 ``s``, ``z`` (the value
+    :func:`_fused_forward` computes with no kept rows); :func:`fake_quant_grad` gives its gradients."""
     out = torch.empty_like(xc)
-    o = out.view(-1).numpy()
     if step != 1:
-        t = torch.empty_like(xc)
-        mask = torch.empty(xc.shape, dtype=torch.bool)
-        _fq_trunc_kernel(flat, s, z, Q, step, kappa, Qc, *_trunc_scalars(s, z, step), o, t.view(-1).numpy(),
-                         mask.view(-1).numpy())
-    elif need_t:
-        t = torch.empty_like(xc)
-        mask = torch.empty(xc.shape, dtype=torch.bool)
-        _fq_plain_kernel(flat, s, z, Q, o, t.view(-1).numpy(), mask.view(-1).numpy())
-    elif need_mask:
-        t, mask = None, torch.empty(xc.shape, dtype=torch.bool)
-        _fq_plain_kernel_no_t(flat, s, z, Q, o, mask.view(-1).numpy())
+        _fq_trunc_value_kernel(xc.view(-1).numpy(), s, z, Q, step, kappa, Qc, *_trunc_scalars(s, z, step),
+                               out.view(-1).numpy())
     else:
-        _fq_value_kernel(flat, s, z, Q, o)
-        t = mask = None
-    return out, (t if need_t else None), (mask if need_mask else None)
+        _fq_value_kernel(xc.view(-1).numpy(), s, z, Q, out.view(-1).numpy())
+    return out
 
 
-def fake_quant_backward(g: Tensor, t: Optional[Tensor], mask: Optional[Tensor], need_x: bool):
-    """(∂ℒ/∂x or None, Σ g·t as a Python float or None) for the factors :func:`fake_quant_forward` saved:
-    ∂ℒ/∂x = g·mask, the scale's gradient the float64 sum of :func:`_fq_backward_kernel`."""
-    if not (g.dtype == torch.float32 and g.device.type == "cpu"):
-        gs = float(torch.dot(g.reshape(-1), t.reshape(-1))) if t is not None else None
-        return (g * mask if need_x else None), gs
+def fake_quant_grad(xc: Tensor, g: Tensor, s: np.float32, z: np.float32, Q: int, step: int, kappa: np.float32,
+                    Qc: int, need_t: bool, need_x: bool) -> Tuple[Optional[Tensor], Optional[float]]:
+    """(∂ℒ/∂x or None, Σ g·∂x̂/∂s as a Python float or None) of :func:`fake_quant_forward` on ``xc`` for the
+    float32 CPU upstream gradient ``g``: ∂ℒ/∂x = g where no clamp is active, else 0 (the STE of
+    ``fake_quant``), and the scale's gradient as the float64 sum of :func:`_fq_backward_kernel`, the
+    factors recomputed from ``xc`` (:func:`_fq_grad_kernel`); the values :class:`FakeQuant` gives with
+    ``grad_x="quant"``."""
     gc = g.contiguous()
+    gx = torch.empty_like(gc) if need_x else _NO_GRAD
+    acc = _fq_grad_kernel(xc.view(-1).numpy(), gc.view(-1).numpy(), s, z, Q, step, kappa, Qc,
+                          *_trunc_scalars(s, z, step), need_t, need_x, gx.view(-1).numpy())
+    return (gx if need_x else None), (acc if need_t else None)
+
+
+_NO_GRAD = torch.empty(0)
+
+
+def fake_quant_backward(g: Tensor, mask: Tensor) -> Tensor:
+    """∂ℒ/∂x = g·mask for the ∂x̂/∂x mask a forward kernel wrote."""
+    if not (g.dtype == torch.float32 and g.device.type == "cpu"):
+        return g * mask
+    gc = g.contiguous()
+    gx = torch.empty_like(gc)
     gflat = gc.view(-1).numpy()
-    use_mask = need_x and mask is not None
-    gx = torch.empty_like(gc) if use_mask else None
-    acc = _fq_backward_kernel(gflat, t.view(-1).numpy() if t is not None else gflat,
-                              mask.view(-1).numpy() if use_mask else _NO_MASK, t is not None, use_mask,
-                              gx.view(-1).numpy() if use_mask else gflat)
-    if need_x and not use_mask:
-        gx = g
-    return gx, (acc if t is not None else None)
+    _fq_backward_kernel(gflat, gflat, mask.view(-1).numpy(), False, True, gx.view(-1).numpy())
+    return gx
 
 
 _NO_MASK = np.empty(1, dtype=np.bool_)
@@ -474,15 +564,16 @@ _NO_MASK = np.empty(1, dtype=np.bool_)
 
 def scale_grad(g: Tensor, t: Tensor) -> float:
     """Σ g·t of two float32 CPU tensors of one shape: float32 products summed in float64 over eight
-    interleaved partial sums (:func:`fake_quant_backward`'s sum for the scale's gradient)."""
+    interleaved partial sums (:func:`fake_quant_grad`'s sum for the scale's gradient)."""
     gflat, tflat = g.contiguous().view(-1).numpy(), t.contiguous().view(-1).numpy()
     return _fq_backward_kernel(gflat, tflat, _NO_MASK, True, False, gflat)
 
 
 def scale_factors(xc: Tensor, s: np.float32, z: np.float32, Q: int, step: int = 1, kappa: np.float32 = np.float32(0.0),
                   Qc: Optional[int] = None) -> Tuple[Tensor, Tensor]:
-    """(x̂, ∂x̂/∂s factors) of a contiguous float32 CPU tensor, the values :func:`fake_quant_forward` gives
-    (step 1: ``kappa`` 0 and ``Qc`` = Q, the plain grid; else bit truncation to ``Qc`` codes)."""
+    """(x̂, ∂x̂/∂s factors) of a contiguous float32 CPU tensor, the values :func:`fake_quant_forward` and
+    :func:`fake_quant_grad` compute (step 1: ``kappa`` 0 and ``Qc`` = Q, the plain grid; else bit
+    truncation to ``Qc`` codes)."""
     Qc = Q if Qc is None else Qc
     zs, ss = _trunc_scalars(s, z, step)
     out, t = torch.empty_like(xc), torch.empty_like(xc)
@@ -541,7 +632,7 @@ class _ConstScaleFakeQuant(torch.autograd.Function):
     def backward(ctx, g: Tensor):
         if ctx.mask is None:
             return g, None, None, None, None, None, None
-        return fake_quant_backward(g, None, ctx.mask, True)[0], None, None, None, None, None, None
+        return fake_quant_backward(g, ctx.mask), None, None, None, None, None, None
 
 
 _NO_KEEP = np.empty(0, dtype=np.bool_)

@@ -139,10 +139,11 @@ def _alpha_grad(gs: np.float32, vals: Tuple[np.float32, ...]) -> np.float32:
 
 class _QLRFakeQuant(torch.autograd.Function):
     """A QLR quantizer's training forward as one autograd node: the range ``α·[min x, max x]``, the
-    scale chain of :func:`scale_chain` on float32 scalars, and one kernel pass
-    (:func:`bench_suite.quant.fused.fake_quant_forward`) that writes x̂, the ∂x̂/∂s factor and the
-    ∂x̂/∂x mask; the backward pass is one kernel pass too (∂ℒ/∂x = g·mask and Σ g·∂x̂/∂s in float64),
-    then α's gradient through the scale chain (:func:`_alpha_grad`).
+    scale chain of :func:`scale_chain` on float32 scalars, and one kernel pass that writes x̂
+    (:func:`bench_suite.quant.fused.fake_quant_forward`); the backward pass is one kernel pass too
+    over the saved x and the gradient (:func:`bench_suite.quant.fused.fake_quant_grad`: ∂ℒ/∂x and
+    Σ g·∂x̂/∂s in float64, the factors recomputed), then α's gradient through the scale chain
+    (:func:`_alpha_grad`).
 
     The same float32 operations in the same order as the composed path (:meth:`QLRQuantizer._quantize`
     on :meth:`QLRQuantizer.range_for`): the value and both gradients are equal bit for bit
@@ -155,15 +156,15 @@ class _QLRFakeQuant(torch.autograd.Function):
         xc = x.detach().contiguous()
         mn, mx = (float(v) for v in torch.aminmax(xc))
         s, z, pre, amn, amx = scale_chain(a, mn, mx, Q)
-        need_t = ctx.needs_input_grad[1]
-        out, t, mask = fused.fake_quant_forward(xc, s, z, Q, step, kappa, Qc, need_t, ctx.needs_input_grad[0])
-        ctx.t, ctx.mask = t, mask
+        ctx.save_for_backward(xc)  # x itself if contiguous: its version counter guards against in-place changes
+        ctx.grid = (s, z, Q, step, kappa, Qc)
         ctx.vals = (pre, amn, amx, np.float32(mn), np.float32(mx), np.float32(Q))
-        return out
+        return fused.fake_quant_forward(xc, s, z, Q, step, kappa, Qc)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        gx, acc = fused.fake_quant_backward(g, ctx.t, ctx.mask, ctx.needs_input_grad[0])
+        gx, acc = fused.fake_quant_grad(ctx.saved_tensors[0], g, *ctx.grid, ctx.needs_input_grad[1],
+                                        ctx.needs_input_grad[0])
         ga = None
         if acc is not None:
             ga = torch.full((), _alpha_grad(np.float32(acc), ctx.vals), dtype=torch.float32)
@@ -198,7 +199,7 @@ class _OutputMaskFakeQuant(torch.autograd.Function):
         xc = x.detach().contiguous()
         mn, mx = (float(v) for v in torch.aminmax(xc))
         s, z, _, amn, amx = scale_chain(a, mn, mx, Q)
-        out = fused.fake_quant_forward(xc, s, z, Q, step, kappa, Qc, False, False)[0]
+        out = fused.fake_quant_forward(xc, s, z, Q, step, kappa, Qc)
         ctx.consts = (s, z, amn, amx, step, float(kappa))
         ctx.alpha_shape = alpha.shape
         if ctx.needs_input_grad[1]:
@@ -474,7 +475,7 @@ class QLRQuantizer(Quantizer):
         xc = x.detach().contiguous()
         mn, mx = (float(v) for v in torch.aminmax(xc))
         s, z = scale_chain(consts[0], mn, mx, Q)[:2]
-        return fused.fake_quant_forward(xc, s, z, Q, consts[2], consts[3], consts[4], False, False)[0]
+        return fused.fake_quant_forward(xc, s, z, Q, consts[2], consts[3], consts[4])
 
     def _lean_consts(self) -> tuple:
         """(α as a float, Q, step, κ, Qc) of the fused kernel for this quantizer."""
