@@ -48,14 +48,19 @@ def rules() -> List[Dict[str, Any]]:
     return _RULES
 
 
-#: keys a spec that does not write them still has, for matching: no quantizer is full precision
-IMPLICIT = {"quant": "fp32"}
+#: keys a spec that does not write them (or writes them empty) still has, for matching: no quantizer is
+#: full precision, no transform is ``none`` (a rule for the plain model of a search with a transform axis
+#: names ``transform: none``, so it never ties with the transform's rule)
+IMPLICIT = {"quant": "fp32", "transform": "none"}
 
 
 def defaults_for(flat: Mapping[str, Any]) -> Dict[str, Any]:
     """Flat spec keys the matching rules set, most specific last (so it wins).  A rule matches the keys
     the spec writes, and :data:`IMPLICIT` (``quant: fp32`` matches a spec that names no quantizer)."""
-    seen = dict(IMPLICIT, **flat)
+    seen = dict(flat)
+    for k, v in IMPLICIT.items():
+        if seen.get(k) is None:
+            seen[k] = v
     hits = [r for r in rules() if all(str(seen.get(k)) == str(v) for k, v in r["match"].items())]
     hits.sort(key=lambda r: len(r["match"]))
     out: Dict[str, Any] = {}

@@ -141,7 +141,9 @@ def test_the_report_selects_by_validation_never_by_test(tmp_path):
     for rule in rules:
         # the search ran full precision; its best trial serves every quantizer unless it sets self_weight
         assert rule["match"].get("quant") == ("fp32" if draws[1].get("self_weight") is True else None)
-        assert "transform" not in rule["match"] or rule["match"]["transform"] == "dropedge"
+        # the plain model's rule names transform: none (a spec without a transform matches it), so it
+        # never ties with the DropEdge rule; the included 2-layer run (no transform axis value) names none
+        assert rule["match"].get("transform") in ("none", "dropedge", None)
         assert rule["set"]["dropout"] == draws[1]["dropout"]
         assert ("p" in rule["set"]) == (rule["match"].get("transform") == "dropedge")
         assert "trial 1" in rule["source"] and "70.5" in rule["source"]
@@ -294,3 +296,41 @@ def test_best_rules_leave_out_match_keys_the_defaults_imply():
                                                                "transform": "dropedge"}
     # a width the defaults do not give stays in the match
     assert implied_keys_left_out({"dataset": "cora", "model": "gcn", "hidden": 64, "depth": 16})["hidden"] == 64
+
+
+def test_a_best_trial_with_self_weight_serves_full_precision_and_the_best_quantizable_one_the_quantizers():
+    from bench_suite.defaults import defaults_for
+
+    combo = {"dataset": "citeseer", "model": "gcn", "depth": 8, "seed": 0}
+    trial = lambda k, sw, val: {"trial": k, "values": {"lr": 0.001 * (k + 1), "self_weight": sw}, "val": val,
+                                "seeds": [0], "n": 1}
+    results = [{"matrix": "m", "combo": combo, "of": 3,
+                "trials": [trial(2, True, 0.65), trial(0, True, 0.64), trial(1, False, 0.62)]}]
+    rules = best_rules(results)
+    assert [(r["match"].get("quant"), r["set"]["lr"]) for r in rules] == [("fp32", 0.003), (None, 0.002)]
+    assert "trial 2" in rules[0]["source"] and "trial 1" in rules[1]["source"] and "quantizable" in rules[1]["source"]
+    # as defaults: FP32 (a spec naming no quantizer) takes trial 2, a quantized spec trial 1
+    import bench_suite.defaults as D
+
+    orig = D.rules
+    try:
+        D.rules = lambda: rules
+        assert defaults_for({"dataset": "citeseer", "model": "gcn", "depth": 8})["lr"] == 0.003
+        assert defaults_for({"dataset": "citeseer", "model": "gcn", "depth": 8, "quant": "qlr"})["lr"] == 0.002
+    finally:
+        D.rules = orig
+    # the plain model's rule and the transform's, both for full precision: no tie, each spec gets its own
+    plain = {"matrix": "m", "combo": dict(combo, transform="none"), "of": 3, "trials": [trial(2, True, 0.65)]}
+    de = {"matrix": "m", "combo": dict(combo, transform="dropedge"), "of": 3,
+          "trials": [{"trial": 0, "values": {"lr": 0.5, "self_weight": False, "p": 0.3}, "val": 0.6, "seeds": [0], "n": 1}]}
+    both = best_rules([plain, de])
+    assert both[0]["match"] == {"dataset": "citeseer", "model": "gcn", "depth": 8, "transform": "none", "quant": "fp32"}
+    try:
+        D.rules = lambda: both
+        assert defaults_for({"dataset": "citeseer", "model": "gcn", "depth": 8, "transform": "dropedge"})["lr"] == 0.5
+        assert defaults_for({"dataset": "citeseer", "model": "gcn", "depth": 8, "transform": None})["lr"] == 0.003
+    finally:
+        D.rules = orig
+    # no quantizable trial: the full-precision rule alone
+    results[0]["trials"] = results[0]["trials"][:2]
+    assert [r["match"].get("quant") for r in best_rules(results)] == ["fp32"]

@@ -121,24 +121,42 @@ def implied_keys_left_out(match: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def _rule(r: Dict[str, Any], t: Dict[str, Any], match: Dict[str, Any], what: str = "best") -> Dict[str, Any]:
+    return {"match": match, "set": dict(t["values"]),
+            "source": (f"suite's random search, matrix {r['matrix']} (bench_suite/runner/search.py): "
+                       f"trial {t['trial']} of {len(r['trials'])} finished ({r['of']} drawn), {what} mean "
+                       f"validation accuracy {100 * t['val']:.1f} over seeds {t['seeds']}")}
+
+
+def _full_precision_only(values: Mapping[str, Any]) -> bool:
+    """Whether a setting has an option no quantizer takes (``self_weight``, the DropEdge authors' withloop)."""
+    return values.get("self_weight") is True
+
+
 def best_rules(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The best trial of every combination as a defaults rule (:mod:`bench_suite.defaults`)."""
+    """The best trial of every combination as a defaults rule (:mod:`bench_suite.defaults`).
+
+    A full-precision search's best trial serves every quantizer (quantization-aware training keeps the
+    full-precision hyper-parameters), unless it sets an option only full precision has: then its rule
+    matches ``quant: fp32`` (one key more, so it wins there), and the best trial without such an option
+    gets a rule without ``quant`` for the quantized runs."""
     rules = []
     for r in results:
         if not r["trials"]:
             continue
         t = r["trials"][0]
-        # "none" (no transform, ...) is how a matrix says a key is absent: the rule leaves it out, and
-        # a rule that names the key (more keys) wins where it is set
-        match = implied_keys_left_out({k: v for k, v in r["combo"].items() if k != "seed" and v not in (None, "none")})
-        # a full-precision search's best trial serves every quantizer (quantization-aware training keeps
-        # the full-precision hyper-parameters) unless it sets an option only full precision has
-        if "quant" not in match and t["values"].get("self_weight") is True:
-            match["quant"] = "fp32"
-        rules.append({"match": match, "set": dict(t["values"]),
-                      "source": (f"suite's random search, matrix {r['matrix']} (bench_suite/runner/search.py): "
-                                 f"trial {t['trial']} of {len(r['trials'])} finished ({r['of']} drawn), best mean "
-                                 f"validation accuracy {100 * t['val']:.1f} over seeds {t['seeds']}")})
+        # "none" is how a matrix says a key is absent: the rule leaves it out (a rule that names the key,
+        # more keys, wins where it is set), except ``transform: none``, which a spec without a transform
+        # matches (defaults.IMPLICIT): the plain model's rule and the transform's never tie
+        match = implied_keys_left_out({k: v for k, v in r["combo"].items()
+                                       if k != "seed" and v is not None and (v != "none" or k == "transform")})
+        if "quant" in match or not _full_precision_only(t["values"]):
+            rules.append(_rule(r, t, match))
+            continue
+        rules.append(_rule(r, t, dict(match, quant="fp32")))
+        quantizable = [u for u in r["trials"] if not _full_precision_only(u["values"])]
+        if quantizable:
+            rules.append(_rule(r, quantizable[0], match, "best quantizable (no self_weight)"))
     return rules
 
 
