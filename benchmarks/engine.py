@@ -2,6 +2,8 @@
 
     python benchmarks/engine.py agreement  # integer vs fake-quant predictions on real graphs, both range modes
     python benchmarks/engine.py ranges     # calibrated vs dynamic ranges, interleaved, GCN-4 h256
+    python benchmarks/engine.py fused --graphs arxiv-like cora --out results/cost/fused.jsonl
+                                           # fused vs two-pass aggregation + epilogue, calibrated, GCN-4 h256
     python benchmarks/engine.py bandwidth  # memory bandwidth (numpy copy) for the physical floor
 
 Prints one JSON line per measurement.  The speed of the integer engine against DGL FP32 is a
@@ -122,12 +124,111 @@ def ranges_ratio(args) -> None:
               flush=True)
 
 
+def fused_ratio(args) -> None:
+    """The fused aggregation + epilogue (:func:`bench_suite.engine.kernels.aggregate_epilogue`) against the
+    two passes it replaces: one calibrated integer GCN-4 h256 per (graph, bits), forward passes with
+    ``fuse`` on and off alternating (the order swapped every round), after a check that their outputs are
+    equal.  Per round the ratio two-pass / fused of the whole pass; then, in further alternating rounds
+    under :func:`~bench_suite.engine.profile.profiling`, the same ratio for the part that fuses (the
+    aggregation and epilogue stages against the fused stage) and each stage's time.  One JSON line per
+    (graph, bits, threads), printed and appended to ``--out``, with the machine, the load and the commit."""
+    import os
+    import platform
+    from datetime import datetime, timezone
+
+    import torch
+
+    from bench_suite.engine import tuning
+    from bench_suite.engine.bench import build, calibrate, graph_inputs
+    from bench_suite.engine.convert import convert
+    from bench_suite.engine.intmodel import AGGREGATE, FUSED, OUTPUT, EngineGraph
+    from bench_suite.engine.profile import profiling
+    from bench_suite.env import cpu_model, git_commit
+    from bench_suite.nn.graph import prepare_graph
+    from bench_suite.quant.base import QuantFactory
+    from bench_suite.registry import load_all
+
+    load_all()
+    tuning.retain_heap()
+    for graph in args.graphs:
+        g0, x, classes, _ = graph_inputs(graph, 0, args.data_dir)
+        eg = EngineGraph.from_dgl(prepare_graph(g0))
+        xn = x.numpy()
+        for bits in args.bits:
+            trunc = "bt*" if bits == 22 else None  # 22: INT2 with BT*
+            b = 2 if trunc else bits
+            torch.manual_seed(0)
+            m = build("gcn", 4, 256, x.shape[1], classes, QuantFactory("qlr", b, {"truncation": trunc} if trunc else None))
+            calibrate(m, g0, x, 0)  # QLR's α from its grid search on a subgraph
+            m.eval()
+            im = convert(m, calibrate_on=(eg, xn), calibration_graph=f"{graph} (deployed graph)")
+            im.fuse = False
+            two = im(eg, xn)
+            im.fuse = True
+            same = bool(np.array_equal(two.view(np.int32), im(eg, xn).view(np.int32)))
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                tuning.set_threads(threads)
+                for _ in range(2):  # warm-up at this thread count
+                    for fuse in (True, False):
+                        im.fuse = fuse
+                        im(eg, xn)
+                load0 = os.getloadavg()
+                times = {True: [], False: []}
+                for r in range(args.repeats):
+                    for fuse in ((True, False) if r % 2 == 0 else (False, True)):
+                        im.fuse = fuse
+                        t = time.perf_counter()
+                        im(eg, xn)
+                        times[fuse].append((time.perf_counter() - t) * 1e3)
+                stages = {True: [], False: []}
+                for r in range(args.repeats):
+                    for fuse in ((True, False) if r % 2 == 0 else (False, True)):
+                        im.fuse = fuse
+                        with profiling() as st:
+                            im(eg, xn)
+                        stages[fuse].append(dict(st.ms))
+                im.fuse = True
+                load1 = os.getloadavg()
+                whole = [u / f for u, f in zip(times[False], times[True])]
+                part_two = [s.get(AGGREGATE, 0.0) + s.get(OUTPUT, 0.0) for s in stages[False]]
+                part_fused = [s.get(FUSED, 0.0) + s.get(OUTPUT, 0.0) for s in stages[True]]
+                part = [u / f for u, f in zip(part_two, part_fused)]
+
+                def med_stages(rows):
+                    return {k: round(float(np.median([r.get(k, 0.0) for r in rows])), 2) for k in rows[0]}
+
+                commit = git_commit()
+                row = {"benchmark": "fused-aggregation-epilogue", "time": datetime.now(timezone.utc).isoformat(
+                           timespec="seconds"), "machine": f"{platform.node()}, {cpu_model()}, {os.cpu_count()} cores",
+                       "commit": commit, "graph": graph, "nodes": eg.num_nodes, "model": "gcn-4 h256",
+                       "quant": "qlr", "bits": b, "truncation": trunc or "none", "ranges": "calibrated",
+                       "threads": threads, "rounds": args.repeats, "equal_outputs": same,
+                       "unfused_ms": round(float(np.median(times[False])), 2),
+                       "fused_ms": round(float(np.median(times[True])), 2),
+                       "speedup_median_of_round_ratios": round(float(np.median(whole)), 3),
+                       "round_ratios": [round(v, 3) for v in whole],
+                       "part_unfused_ms": round(float(np.median(part_two)), 2),
+                       "part_fused_ms": round(float(np.median(part_fused)), 2),
+                       "part_speedup_median_of_round_ratios": round(float(np.median(part)), 3),
+                       "part": "aggregation + epilogue (two passes, the last layer's float output included) vs fused",
+                       "stages_unfused_ms": med_stages(stages[False]), "stages_fused_ms": med_stages(stages[True]),
+                       "loadavg_before": [round(v, 2) for v in load0], "loadavg_after": [round(v, 2) for v in load1]}
+                line = json.dumps(row)
+                print(line, flush=True)
+                if args.out:
+                    with open(args.out, "a") as fh:
+                        fh.write(line + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["agreement", "ranges", "bandwidth"])
+    p.add_argument("what", choices=["agreement", "ranges", "bandwidth", "fused"])
     p.add_argument("--graph", default="arxiv-like")
-    p.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8])
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8], help="22: INT2 with BT* (fused)")
+    p.add_argument("--threads", type=int, nargs="+", default=[2], help="fused: each count in turn; others: the first")
+    p.add_argument("--graphs", nargs="+", default=["arxiv-like", "cora"], help="fused: graphs")
+    p.add_argument("--out", default=None, help="fused: append the rows to this JSONL file")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--datasets", nargs="+", default=["cora", "citeseer", "coauthor-physics", "amazon-computers"])
     p.add_argument("--data-dir", default=None, help="dataset directory (default: $BENCH_SUITE_DATA)")
@@ -142,7 +243,10 @@ def main() -> None:
         print(json.dumps({"copy_GBps": round(bandwidth(), 2)}))
     elif a.what == "agreement":
         agreement(a)
+    elif a.what == "fused":
+        fused_ratio(a)
     else:
+        a.threads = a.threads[0]
         ranges_ratio(a)
 
 
