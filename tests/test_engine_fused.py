@@ -142,7 +142,7 @@ def assert_fused_equals_unfused(monkeypatch, im, eg, x, fused_layers: int) -> np
     im.fuse = False
     two, calls2 = layer_outputs(monkeypatch, im, eg, x)
     im.fuse = True
-    assert calls.get(FUSED, 0) == fused_layers and FUSED not in calls2
+    assert calls.get(FUSED, 0) == fused_layers and FUSED not in calls2 and im.fused_layers() == fused_layers
     assert len(fused) == len(two) == len(im.linears)
     for k, (a, b) in enumerate(zip(fused, two)):
         assert a.dtype == b.dtype == (np.float32 if k == len(two) - 1 else np.uint8)

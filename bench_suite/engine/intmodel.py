@@ -343,6 +343,10 @@ class IntModel:
             if isinstance(part, Aggregation):
                 part.sum_mode = value
 
+    def fused_layers(self) -> int:
+        """Layers whose aggregation and epilogue run as one pass (:func:`bench_suite.engine.kernels.aggregate_epilogue`)."""
+        return 0
+
     @property
     def ranges(self) -> str:
         """``"calibrated"`` (static ranges frozen at conversion) or ``"dynamic"`` (any rule reads its tensor)."""
@@ -418,6 +422,10 @@ class IntGCN(IntModel):
         raise AssertionError("unreachable")
 
     __call__ = forward
+
+    def fused_layers(self) -> int:
+        nxt = [l.input_rule for l in self.linears[1:]] + [None]
+        return sum(agg.fusable(r) for agg, r in zip(self.aggs, nxt)) if self.fuse else 0
 
     def parts(self) -> list:
         return [*self.linears, *self.aggs]

@@ -7,6 +7,9 @@ a 64-bit word masked with ``0x0303…03`` (``0x0F0F…0F``) after a shift of ``k
 codes in eight byte lanes, which take up to 85 (17) neighbours before they flush; INT8 splits
 a word into even and odd bytes, four 16-bit lanes each (257 neighbours).
 
+Each kernel's work on one row is an inline row helper (:func:`vec_row`, :func:`swar_row`,
+:func:`bytes_row`), which :mod:`.fused` shares: there a row's sums go straight into the epilogue.
+
 Every kernel prefetches the code rows :data:`PREFETCH_DISTANCE` neighbours ahead when the code
 matrix is larger than :data:`PREFETCH_MIN_BYTES`, and the rows are split into chunks of equal
 edges (:func:`chunk_bounds`), not equal rows.
