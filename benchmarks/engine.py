@@ -4,6 +4,7 @@
     python benchmarks/engine.py ranges     # calibrated vs dynamic ranges, interleaved, GCN-4 h256
     python benchmarks/engine.py fused --graphs arxiv-like cora --out results/cost/fused.jsonl
                                            # fused vs two-pass aggregation + epilogue, calibrated, GCN-4 h256
+    python benchmarks/engine.py gemm-codes # oneDNN's uint8 output against the feature quantizer's codes
     python benchmarks/engine.py bandwidth  # memory bandwidth (numpy copy) for the physical floor
 
 Prints one JSON line per measurement.  The speed of the integer engine against DGL FP32 is a
@@ -221,9 +222,48 @@ def fused_ratio(args) -> None:
                         fh.write(line + "\n")
 
 
+def gemm_codes(args) -> None:
+    """Whether the dense product could hand the packing its feature codes (``q_feature(y)``) by itself:
+    oneDNN's uint8 output (``output_scale = 1/s_f``, ``output_zero_point = z_f``) against the engine's
+    ``clamp(rint(y/s_f) + z_f, 0, 255)`` of its float output (:func:`bench_suite.engine.kernels.quantize`),
+    on random uint8 × int8 products of arxiv-like's hidden shape; one JSON line (and ``--out``)."""
+    import os
+    import platform
+    from datetime import datetime, timezone
+
+    import torch
+
+    from bench_suite.engine import kernels as K
+    from bench_suite.env import cpu_model, git_commit
+
+    torch.set_num_threads(args.threads[0])
+    rng = np.random.default_rng(0)
+    n, k, m = 20_000, 256, 256
+    x = torch.from_numpy(rng.integers(0, 256, (n, k)).astype(np.uint8))
+    w = torch.ops.onednn.qlinear_prepack(torch.from_numpy(rng.integers(-127, 128, (m, k)).astype(np.int8)), None)
+    s_x, z_x, ws, wz = 0.013, 7, torch.tensor([0.0021]), torch.zeros(1, dtype=torch.int64)
+    y = torch.ops.onednn.qlinear_pointwise(x, s_x, z_x, w, ws, wz, None, 1.0, 0, torch.float32, "none", [], "").numpy()
+    cases = []
+    for s_f, z_f in ((0.37, 120), (0.5, 128), (0.123, 3)):
+        want = K.quantize(y, (s_f, float(z_f), 255.0))
+        got = torch.ops.onednn.qlinear_pointwise(x, s_x, z_x, w, ws, wz, None, 1.0 / s_f, z_f, torch.uint8, "none",
+                                                 [], "").numpy()
+        d = np.abs(got.astype(np.int16) - want.astype(np.int16))
+        cases.append({"s_f": s_f, "z_f": z_f, "codes": int(d.size), "differ": int((d != 0).sum()), "max_diff": int(d.max())})
+    row = {"benchmark": "gemm-uint8-output-vs-feature-codes", "time": datetime.now(timezone.utc).isoformat(
+               timespec="seconds"), "machine": f"{platform.node()}, {cpu_model()}, {os.cpu_count()} cores",
+           "commit": git_commit(), "shape": [n, k, m], "cases": cases, "exact": all(c["differ"] == 0 for c in cases),
+           "loadavg": [round(v, 2) for v in os.getloadavg()]}
+    line = json.dumps(row)
+    print(line, flush=True)
+    if args.out:
+        with open(args.out, "a") as fh:
+            fh.write(line + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["agreement", "ranges", "bandwidth", "fused"])
+    p.add_argument("what", choices=["agreement", "ranges", "bandwidth", "fused", "gemm-codes"])
     p.add_argument("--graph", default="arxiv-like")
     p.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8], help="22: INT2 with BT* (fused)")
     p.add_argument("--threads", type=int, nargs="+", default=[2], help="fused: each count in turn; others: the first")
@@ -245,6 +285,8 @@ def main() -> None:
         agreement(a)
     elif a.what == "fused":
         fused_ratio(a)
+    elif a.what == "gemm-codes":
+        gemm_codes(a)
     else:
         a.threads = a.threads[0]
         ranges_ratio(a)
