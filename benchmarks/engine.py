@@ -4,6 +4,8 @@
     python benchmarks/engine.py ranges     # calibrated vs dynamic ranges, interleaved, GCN-4 h256
     python benchmarks/engine.py fused --graphs arxiv-like cora --out results/cost/fused.jsonl
                                            # fused vs two-pass aggregation + epilogue, calibrated, GCN-4 h256
+    python benchmarks/engine.py fused-kernel --out results/cost/fused.jsonl
+                                           # the fused kernel alone against aggregate + epilogue, CPU time, 1 thread
     python benchmarks/engine.py gemm-codes # oneDNN's uint8 output against the feature quantizer's codes
     python benchmarks/engine.py bandwidth  # memory bandwidth (numpy copy) for the physical floor
 
@@ -222,6 +224,76 @@ def fused_ratio(args) -> None:
                         fh.write(line + "\n")
 
 
+def fused_kernel(args) -> None:
+    """The fused kernel alone (:func:`bench_suite.engine.kernels.aggregate_epilogue`, mode ``"codes"``)
+    against :func:`~bench_suite.engine.kernels.aggregate` then :func:`~bench_suite.engine.kernels.epilogue`
+    on the same packed codes of a graph (random codes, a hidden layer's quantizers), one thread, CPU
+    time (``time.process_time``: waiting for a core on a loaded machine does not count), alternating
+    rounds; the outputs are checked equal first.  One JSON line per (graph, bits, width)."""
+    import os
+    import platform
+    from datetime import datetime, timezone
+
+    from bench_suite.engine import kernels as K
+    from bench_suite.engine import tuning
+    from bench_suite.engine.bench import graph_inputs
+    from bench_suite.engine.intmodel import EngineGraph
+    from bench_suite.engine.packing import pack
+    from bench_suite.env import cpu_model, git_commit
+    from bench_suite.nn.graph import prepare_graph
+
+    tuning.set_threads(1)
+    tuning.retain_heap()
+    for graph in args.graphs:
+        g0, _, classes, _ = graph_inputs(graph, 0, args.data_dir)
+        eg = EngineGraph.from_dgl(prepare_graph(g0))
+        n = eg.num_nodes
+        for bits in args.bits:
+            qm = 2 ** bits - 1
+            for width in (256, int(classes)):
+                rng = np.random.default_rng(bits + width)
+                packed = pack(rng.integers(0, qm + 1, (n, width)).astype(np.uint8), bits)
+                bias = rng.standard_normal((1, width)).astype(np.float32)
+                msg, agg, upd, nxt = (0.1, float((qm + 1) // 2), float(qm)), (0.05, 128.0, 255.0), \
+                    (0.04, 60.0, 255.0), (2.0 / qm, 0.0, float(qm))
+                sm, zm = (np.float32(v) for v in K.effective(msg))
+
+                def two():
+                    S = K.aggregate(eg.indptr, eg.indices, packed, bits, width)[0]
+                    sums = K.NeighbourSums(S, sm, zm, eg.indptr, eg.indices, packed, bits)
+                    return K.epilogue(S, agg, bias, sums=sums, deg=eg.deg, norm=eg.norm, update=upd, relu=True,
+                                      mode="codes", following=nxt)
+
+                def one():
+                    return K.aggregate_epilogue(eg.indptr, eg.indices, packed, bits, width, eg.deg, eg.norm, msg, agg,
+                                                bias, update=upd, relu=True, mode="codes", following=nxt)
+
+                same = bool(np.array_equal(two(), one()))
+                load0 = os.getloadavg()
+                times = {"two": [], "one": []}
+                for r in range(args.repeats):
+                    for name, fn in ((("one", one), ("two", two)) if r % 2 == 0 else (("two", two), ("one", one))):
+                        t = time.process_time()
+                        fn()
+                        times[name].append((time.process_time() - t) * 1e3)
+                ratios = [a / b for a, b in zip(times["two"], times["one"])]
+                row = {"benchmark": "fused-kernel-cpu-time", "time": datetime.now(timezone.utc).isoformat(
+                           timespec="seconds"), "machine": f"{platform.node()}, {cpu_model()}, {os.cpu_count()} cores",
+                       "commit": git_commit(), "graph": graph, "nodes": n, "nnz": int(eg.indices.size), "bits": bits,
+                       "width": width, "threads": 1, "rounds": args.repeats, "equal_outputs": same,
+                       "two_pass_cpu_ms": round(float(np.median(times["two"])), 2),
+                       "fused_cpu_ms": round(float(np.median(times["one"])), 2),
+                       "speedup_median_of_round_ratios": round(float(np.median(ratios)), 3),
+                       "round_ratios": [round(v, 3) for v in ratios],
+                       "loadavg_before": [round(v, 2) for v in load0],
+                       "loadavg_after": [round(v, 2) for v in os.getloadavg()]}
+                line = json.dumps(row)
+                print(line, flush=True)
+                if args.out:
+                    with open(args.out, "a") as fh:
+                        fh.write(line + "\n")
+
+
 def gemm_codes(args) -> None:
     """Whether the dense product could hand the packing its feature codes (``q_feature(y)``) by itself:
     oneDNN's uint8 output (``output_scale = 1/s_f``, ``output_zero_point = z_f``) against the engine's
@@ -263,7 +335,8 @@ def gemm_codes(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["agreement", "ranges", "bandwidth", "fused", "gemm-codes"])
+    p.add_argument("what", choices=["agreement", "ranges", "bandwidth", "fused", "fused-kernel",
+                                          "gemm-codes"])
     p.add_argument("--graph", default="arxiv-like")
     p.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8], help="22: INT2 with BT* (fused)")
     p.add_argument("--threads", type=int, nargs="+", default=[2], help="fused: each count in turn; others: the first")
@@ -285,6 +358,8 @@ def main() -> None:
         agreement(a)
     elif a.what == "fused":
         fused_ratio(a)
+    elif a.what == "fused-kernel":
+        fused_kernel(a)
     elif a.what == "gemm-codes":
         gemm_codes(a)
     else:
