@@ -241,7 +241,9 @@ def fused_kernel(args) -> None:
     from bench_suite.engine.packing import pack
     from bench_suite.env import cpu_model, git_commit
     from bench_suite.nn.graph import prepare_graph
+    from bench_suite.registry import load_all
 
+    load_all()
     tuning.set_threads(1)
     tuning.retain_heap()
     for graph in args.graphs:
