@@ -214,13 +214,12 @@ def test_fused_rows_of_every_lane_limit_and_isolated_nodes(monkeypatch, quant, b
     np.testing.assert_array_equal(logits.view(np.int32), integer_formula(im, eg, xn).view(np.int32))
 
 
-def test_dynamic_ranges_and_reference_sums_fall_back_and_a_dynamic_message_range_fuses(monkeypatch, graph) -> None:
+def test_dynamic_ranges_and_reference_sums_fall_back_and_a_dynamic_message_range_fuses(monkeypatch) -> None:
     """QLR's dynamic ranges need the layer's extremes before the epilogue and ``sums="reference"``
     recomputes sums between the passes: both run two passes.  A dynamic message range alone is set
     before packing, so such layers fuse, with the two-pass values."""
-    name, g0, eg, x, classes = graph
-    if name != "small":
-        pytest.skip("one graph suffices")
+    g0, x, classes, _ = graph_inputs("small", 0)
+    eg = EngineGraph.from_dgl(prepare_graph(g0))
     torch.manual_seed(0)
     m = build("gcn", 3, 40, x.shape[1], classes, QuantFactory("qlr", 4))
     calibrate(m, g0, x, 0)
