@@ -286,7 +286,8 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
     deployed graph itself unless ``calibration_graph`` (a graph name as ``graph``, with
     ``calibration_seed`` for generated ones) names another with the same features and degree
     distribution.  ``sums`` (:data:`bench_suite.spec.SUMS`): the integer model's sums mode
-    (:func:`bench_suite.engine.convert.convert`).  Rows carry ``ranges``, ``sums`` and ``calibration_graph``.
+    (:func:`bench_suite.engine.convert.convert`).  Rows carry ``ranges``, ``sums``, ``calibration_graph`` and
+    ``fused_layers`` (layers whose aggregation and epilogue ran as one pass: static ranges, exact sums).
     """
     from types import SimpleNamespace
 
@@ -370,6 +371,7 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
         "generator": ("Chung-Lu power law (Pareto weights, tail exponent 2.5), seed %d" % m.seed
                       if data is None else f"dataset {graph} (real graph)"),
         "train_epochs": m.train_epochs, "ranges": int_model.ranges, "sums": int_model.sums,
+        "fused_layers": int_model.fused_layers(),
         "calibration_graph": None if int_model.calibration is None else int_model.calibration["graph"], **accuracy,
     }
     out = []

@@ -24,6 +24,11 @@ How the neighbour sums of the ``aggregate`` role are computed is the model's ``s
   aggregate codes and ranges exactly, at a cost in time (INT8 inference +45-55% as measured when it was
   always on; +23-32% for a 4-layer INT8/INT4 GCN on arxiv-like-10, one thread, under load).
 
+With exact sums and static ranges after the sums (calibrated, QAT/DQ), a GCN layer sums each row
+and applies its epilogue in one pass that writes the next layer's codes
+(:func:`bench_suite.engine.kernels.aggregate_epilogue`, :meth:`Aggregation.fusable`): the same values
+without the int32 matrix of sums.
+
 In both modes the dense products are exact integer sums, which the fake-quant model's float32 BLAS
 products approximate.
 """
@@ -49,6 +54,7 @@ PACK, AGGREGATE = "quantize + pack messages", "sparse aggregation (int32 sums)"
 EPI_RANGE, OUTPUT = "epilogue: range pass", "epilogue: codes / float output"
 WHOLE, AGG_RANGE = "high-degree rows in float order", "range of the normalised sums (extremes in float order)"
 TIES = "sums near ties in float order"
+FUSED = "sparse aggregation + epilogue, fused (static ranges)"
 SMP = "SMP elementwise steps"
 #: the ``sums`` modes of an integer model (module docstring): the integer sums as they are, or the
 #: fake-quant model's float32 order wherever it decides an aggregate code or range
@@ -201,19 +207,8 @@ class Aggregation:
         fake-quant model's (:func:`bench_suite.engine.kernels.sum_extremes`)."""
         bits = self.message.bits
         reference = self.sum_mode == "reference"
-        ext = None
-        if self.message.dynamic:
-            lo, hi = (rmin, rmax) if feature is None else (fq(rmin, feature), fq(rmax, feature))
-            mlo, mhi = (lo * g.norm).min(), (hi * g.norm).max()
-            if reference:
-                ext = np.array([[mlo, mhi]], F32)
-                mlo, mhi = ext[0, 0], ext[0, 1]
-            msg = self.message.params(mlo, mhi)
-        else:
-            msg = self.message.params()
-        width = x.shape[1]
-        packed = stage(PACK, K.quantize_pack, x, g.norm, msg, bits, row_bytes(width, bits), feature)
-        S, smin, smax = stage(AGGREGATE, K.aggregate, g.indptr, g.indices, packed, bits, width,
+        packed, msg, ext = self.messages(g, x, feature, rmin, rmax)
+        S, smin, smax = stage(AGGREGATE, K.aggregate, g.indptr, g.indices, packed, bits, x.shape[1],
                               gather=g.indices.size * packed.shape[1])
         sm, zm = (F32(v) for v in K.effective(msg))
         if reference:
@@ -225,6 +220,31 @@ class Aggregation:
         else:
             agg = self.aggregate.params()
         return S, K.NeighbourSums(S, sm, zm, g.indptr, g.indices, packed, bits), agg
+
+    def messages(self, g: EngineGraph, x: np.ndarray, feature: tuple | None, rmin, rmax) -> tuple:
+        """``(packed message codes of d̃^{-1/2}·q_feature(x), their params, ext)``; ``ext``: the message
+        range's extremes as ``[[lo, hi]]`` when the rule is dynamic and the sums are ``"reference"``."""
+        ext = None
+        if self.message.dynamic:
+            lo, hi = (rmin, rmax) if feature is None else (fq(rmin, feature), fq(rmax, feature))
+            mlo, mhi = (lo * g.norm).min(), (hi * g.norm).max()
+            if self.sum_mode == "reference":
+                ext = np.array([[mlo, mhi]], F32)
+                mlo, mhi = ext[0, 0], ext[0, 1]
+            msg = self.message.params(mlo, mhi)
+        else:
+            msg = self.message.params()
+        bits = self.message.bits
+        packed = stage(PACK, K.quantize_pack, x, g.norm, msg, bits, row_bytes(x.shape[1], bits), feature)
+        return packed, msg, ext
+
+    def fusable(self, following: RangeRule | None = None) -> bool:
+        """Whether the sums and the epilogue can run as one pass (:func:`bench_suite.engine.kernels.aggregate_epilogue`):
+        exact sums, and the aggregate, update and ``following`` (the next layer's input) ranges static,
+        so known before any row is summed.  The message range may be dynamic: it is set before packing."""
+        return (self.sum_mode == "exact" and not self.aggregate.dynamic
+                and not (self.update is not None and self.update.dynamic)
+                and not (following is not None and following.dynamic))
 
     def _reference_sums(self, g: EngineGraph, S, smin, smax, packed, msg, ext, sm, zm):
         """:meth:`sums` with ``sum_mode="reference"``: ``ext`` the message range's extremes (``[[lo, hi]]``)
@@ -323,6 +343,10 @@ class IntModel:
             if isinstance(part, Aggregation):
                 part.sum_mode = value
 
+    def fused_layers(self) -> int:
+        """Layers whose aggregation and epilogue run as one pass (:func:`bench_suite.engine.kernels.aggregate_epilogue`)."""
+        return 0
+
     @property
     def ranges(self) -> str:
         """``"calibrated"`` (static ranges frozen at conversion) or ``"dynamic"`` (any rule reads its tensor)."""
@@ -353,9 +377,16 @@ def load(path) -> IntModel:
 
 
 class IntGCN(IntModel):
-    """Integer DeepGCN: per layer ``q_u(Â·q_f(q_in(H)·q_w(W)) + b)``, ReLU between layers."""
+    """Integer DeepGCN: per layer ``q_u(Â·q_f(q_in(H)·q_w(W)) + b)``, ReLU between layers.
+
+    A layer whose aggregate, update and next-input ranges are static (calibrated, QAT/DQ) and whose
+    sums are exact sums its neighbours and applies the epilogue in one pass that writes the next
+    layer's codes (:func:`bench_suite.engine.kernels.aggregate_epilogue`); others aggregate into an
+    int32 matrix first.  ``fuse = False`` (an attribute of the object, not saved) always takes the
+    two passes, the same values."""
 
     kind = "gcn"
+    fuse = True
 
     def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], biases: List[np.ndarray]) -> None:
         self.linears, self.aggs = linears, aggs
@@ -367,9 +398,19 @@ class IntGCN(IntModel):
             last = k == len(self.linears) - 1
             y = stage(GEMM, lin, xq, p, macs=xq.size * lin.out_dim)
             ymin, ymax, feat = _ranged(y, lin.feature_rule, agg.message)
+            nxt = None if last else self.linears[k + 1].input_rule
+            if self.fuse and agg.fusable(nxt):
+                packed, msg, _ = agg.messages(g, y, feat, ymin, ymax)
+                kw = dict(update=agg.update.params(), gather=g.indices.size * packed.shape[1])
+                args = (g.indptr, g.indices, packed, agg.message.bits, y.shape[1], g.deg, g.norm, msg,
+                        agg.aggregate.params(), b)
+                if last:
+                    return stage(FUSED, K.aggregate_epilogue, *args, mode="float", **kw)
+                p = nxt.params()
+                xq = stage(FUSED, K.aggregate_epilogue, *args, relu=True, mode="codes", following=p, **kw)
+                continue
             S, sums, ap = agg.sums(g, y, feat, ymin, ymax)
             kw = dict(sums=sums, deg=g.deg, norm=g.norm)
-            nxt = None if last else self.linears[k + 1].input_rule
             rmin = rmax = None  # static update and next-input ranges need no range pass
             if agg.update.dynamic or (nxt is not None and nxt.dynamic):
                 rmin, rmax = stage(EPI_RANGE, K.epilogue, S, ap, b, mode="range", **kw)
@@ -381,6 +422,10 @@ class IntGCN(IntModel):
         raise AssertionError("unreachable")
 
     __call__ = forward
+
+    def fused_layers(self) -> int:
+        nxt = [l.input_rule for l in self.linears[1:]] + [None]
+        return sum(agg.fusable(r) for agg, r in zip(self.aggs, nxt)) if self.fuse else 0
 
     def parts(self) -> list:
         return [*self.linears, *self.aggs]

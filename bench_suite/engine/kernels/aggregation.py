@@ -7,6 +7,9 @@ a 64-bit word masked with ``0x0303…03`` (``0x0F0F…0F``) after a shift of ``k
 codes in eight byte lanes, which take up to 85 (17) neighbours before they flush; INT8 splits
 a word into even and odd bytes, four 16-bit lanes each (257 neighbours).
 
+Each kernel's work on one row is an inline row helper (:func:`vec_row`, :func:`swar_row`,
+:func:`bytes_row`), which :mod:`.fused` shares: there a row's sums go straight into the epilogue.
+
 Every kernel prefetches the code rows :data:`PREFETCH_DISTANCE` neighbours ahead when the code
 matrix is larger than :data:`PREFETCH_MIN_BYTES`, and the rows are split into chunks of equal
 edges (:func:`chunk_bounds`), not equal rows.
@@ -149,64 +152,73 @@ def _store_row(acc, out, i, width, rmin, rmax):
     rmax[i] = hi
 
 
-@njit(parallel=True, cache=True)
-def _aggregate_vec(indptr, indices, packed, bits, width, bounds, pf, out, rmin, rmax):
-    """All widths and bit widths: codes widen into uint16 lanes (:func:`_make_block_add`, 32
-    bytes of a row per step, then 16 and 8), which flush into int32 before they can overflow (every
-    257, 4369, 21845 neighbours at INT8, INT4, INT2); a row with fewer neighbours (all but hubs)
-    is stored straight from its uint16 lanes."""
+@njit(inline="always")
+def vec_row(indptr, indices, packed, bits, i, pf, acc, acc16, width):
+    """The sums of row ``i`` in uint16 lanes (:func:`_make_block_add`, 32 bytes of a row per step,
+    then 16 and 8), flushed into int32 before they can overflow (every 257, 4369, 21845 neighbours
+    at INT8, INT4, INT2).  Returns whether the row reached a flush (a hub): then its sums are
+    ``acc[:width]`` (int32), else ``acc16[:width]`` (all but hubs, no int32 pass)."""
     nb = packed.shape[1]
     nb32 = nb - nb % 32
     has16 = nb % 32 >= 16
     has8 = nb % 16 == 8
-    c = 8 // bits
     limit = 65535 // ((1 << bits) - 1)
     nnz = indices.size
+    start, stop = indptr[i], indptr[i + 1]
+    acc16[:] = 0
+    hub = stop - start >= limit  # reaches a flush
+    if hub:
+        acc[:] = 0
+    cnt = 0
+    for e in range(start, stop):
+        if pf and e + PREFETCH_DISTANCE < nnz:
+            for line in range(0, nb, 64):
+                _prefetch(packed, indices[e + PREFETCH_DISTANCE], line)
+        j = indices[e]
+        if bits == 2:
+            for o in range(0, nb32, 32):
+                _add2_32(acc16, packed, j, o)
+            if has16:
+                _add2_16(acc16, packed, j, nb32)
+            if has8:
+                _add2_8(acc16, packed, j, nb - 8)
+        elif bits == 4:
+            for o in range(0, nb32, 32):
+                _add4_32(acc16, packed, j, o)
+            if has16:
+                _add4_16(acc16, packed, j, nb32)
+            if has8:
+                _add4_8(acc16, packed, j, nb - 8)
+        else:
+            for o in range(0, nb32, 32):
+                _add8_32(acc16, packed, j, o)
+            if has16:
+                _add8_16(acc16, packed, j, nb32)
+            if has8:
+                _add8_8(acc16, packed, j, nb - 8)
+        cnt += 1
+        if cnt == limit:
+            for f in range(width):
+                acc[f] += np.int32(acc16[f])
+            acc16[:] = 0
+            cnt = 0
+    if hub:
+        for f in range(width):
+            acc[f] += np.int32(acc16[f])
+    return hub
+
+
+@njit(parallel=True, cache=True)
+def _aggregate_vec(indptr, indices, packed, bits, width, bounds, pf, out, rmin, rmax):
+    """All widths and bit widths: each row's sums in uint16 lanes (:func:`vec_row`); a row with
+    fewer neighbours than a flush (all but hubs) is stored straight from its uint16 lanes."""
+    c = 8 // bits
+    nb = packed.shape[1]
     for t in prange(bounds.size - 1):
         acc = np.zeros(c * nb, np.int32)
         acc16 = np.zeros(c * nb, np.uint16)
         for i in range(bounds[t], bounds[t + 1]):
-            start, stop = indptr[i], indptr[i + 1]
-            acc16[:] = 0
-            hub = stop - start >= limit  # reaches a flush
-            if hub:
-                acc[:] = 0
-            cnt = 0
-            for e in range(start, stop):
-                if pf and e + PREFETCH_DISTANCE < nnz:
-                    for line in range(0, nb, 64):
-                        _prefetch(packed, indices[e + PREFETCH_DISTANCE], line)
-                j = indices[e]
-                if bits == 2:
-                    for o in range(0, nb32, 32):
-                        _add2_32(acc16, packed, j, o)
-                    if has16:
-                        _add2_16(acc16, packed, j, nb32)
-                    if has8:
-                        _add2_8(acc16, packed, j, nb - 8)
-                elif bits == 4:
-                    for o in range(0, nb32, 32):
-                        _add4_32(acc16, packed, j, o)
-                    if has16:
-                        _add4_16(acc16, packed, j, nb32)
-                    if has8:
-                        _add4_8(acc16, packed, j, nb - 8)
-                else:
-                    for o in range(0, nb32, 32):
-                        _add8_32(acc16, packed, j, o)
-                    if has16:
-                        _add8_16(acc16, packed, j, nb32)
-                    if has8:
-                        _add8_8(acc16, packed, j, nb - 8)
-                cnt += 1
-                if cnt == limit:
-                    for f in range(width):
-                        acc[f] += np.int32(acc16[f])
-                    acc16[:] = 0
-                    cnt = 0
-            if hub:
-                for f in range(width):
-                    acc[f] += np.int32(acc16[f])
+            if vec_row(indptr, indices, packed, bits, i, pf, acc, acc16, width):
                 _store_row(acc, out, i, width, rmin, rmax)
             else:
                 _store_row(acc16, out, i, width, rmin, rmax)
@@ -224,45 +236,54 @@ def _flush(acc, base, stride, l0, l1, l2, l3):
         acc[base + 3 * stride + b] += np.int32((l3 >> sh) & np.uint64(0xFF))
 
 
-@njit(parallel=True, cache=True)
-def _aggregate_swar_narrow(indptr, indices, words, bits, width, mask, bounds, pf, out, rmin, rmax):
-    """SWAR over rows of one 64-bit word (INT2 width ≤ 32, INT4 ≤ 16: a decoupled model's class
-    scores) with the byte lanes in scalars (registers), 1.2-1.4x faster there than
-    :func:`_aggregate_vec` (at two words the vector kernel is as fast or faster).  The neighbours
-    are walked in blocks of as many as a lane holds (no count in the inner loop); a row of one
-    block (all but hubs) is stored straight from the lanes."""
+@njit(inline="always")
+def swar_row(indptr, indices, words, bits, mask, i, pf, acc, lanes):
+    """The sums of row ``i`` of one 64-bit word (INT2 width ≤ 32, INT4 ≤ 16) in SWAR byte lanes held
+    in scalars (registers), the neighbours walked in blocks of as many as a lane holds (85, 17; no
+    count in the inner loop).  Returns whether the row needs more than one block (a hub): then its
+    sums are ``acc[:width]`` (int32), else the bytes of ``lanes`` (uint64[4]; byte ``b`` of lane ``k``
+    is feature ``8k + b``)."""
     c = 8 // bits
     limit = 255 // ((1 << bits) - 1)
     nnz = indices.size
     s1, s2, s3 = np.uint64(bits), np.uint64(2 * bits), np.uint64(3 * bits)
     zero = np.uint64(0)
+    start, stop = indptr[i], indptr[i + 1]
+    hub = stop - start > limit  # needs more than one block of neighbours
+    if hub:
+        acc[:] = 0
+    a0 = a1 = a2 = a3 = zero
+    for e0 in range(start, stop, limit):  # blocks of as many neighbours as a lane holds
+        a0 = a1 = a2 = a3 = zero
+        for e in range(e0, min(e0 + limit, stop)):
+            if pf and e + PREFETCH_DISTANCE < nnz:
+                _prefetch(words, indices[e + PREFETCH_DISTANCE], 0)
+            v = words[indices[e], 0]
+            a0 += v & mask
+            a1 += (v >> s1) & mask
+            if c == 4:
+                a2 += (v >> s2) & mask
+                a3 += (v >> s3) & mask
+        if hub:
+            _flush(acc, 0, 8, a0, a1, a2, a3)
+    if not hub:
+        lanes[0], lanes[1], lanes[2], lanes[3] = a0, a1, a2, a3
+    return hub
+
+
+@njit(parallel=True, cache=True)
+def _aggregate_swar_narrow(indptr, indices, words, bits, width, mask, bounds, pf, out, rmin, rmax):
+    """SWAR over rows of one 64-bit word (:func:`swar_row`: a decoupled model's class scores), 1.2-1.4x
+    faster there than :func:`_aggregate_vec` (at two words the vector kernel is as fast or faster); a
+    row of one block (all but hubs) is stored straight from the lanes."""
     for t in prange(bounds.size - 1):
         acc = np.zeros(32, np.int32)
         lanes = np.zeros(4, np.uint64)
         lanes8 = lanes.view(np.uint8)  # byte b of lane k: feature 8k + b (little-endian)
         for i in range(bounds[t], bounds[t + 1]):
-            start, stop = indptr[i], indptr[i + 1]
-            hub = stop - start > limit  # needs more than one block of neighbours
-            if hub:
-                acc[:] = 0
-            a0 = a1 = a2 = a3 = zero
-            for e0 in range(start, stop, limit):  # blocks of as many neighbours as a lane holds
-                a0 = a1 = a2 = a3 = zero
-                for e in range(e0, min(e0 + limit, stop)):
-                    if pf and e + PREFETCH_DISTANCE < nnz:
-                        _prefetch(words, indices[e + PREFETCH_DISTANCE], 0)
-                    v = words[indices[e], 0]
-                    a0 += v & mask
-                    a1 += (v >> s1) & mask
-                    if c == 4:
-                        a2 += (v >> s2) & mask
-                        a3 += (v >> s3) & mask
-                if hub:
-                    _flush(acc, 0, 8, a0, a1, a2, a3)
-            if hub:
+            if swar_row(indptr, indices, words, bits, mask, i, pf, acc, lanes):
                 _store_row(acc, out, i, width, rmin, rmax)
             else:
-                lanes[0], lanes[1], lanes[2], lanes[3] = a0, a1, a2, a3
                 _store_row(lanes8, out, i, width, rmin, rmax)
     return out, rmin, rmax
 
@@ -277,57 +298,72 @@ def _flush16(acc, base, ev, od):
         acc[base + 2 * b + 1] += np.int32((od >> sh) & np.uint64(0xFFFF))
 
 
-@njit(parallel=True, cache=True)
-def _aggregate_bytes_narrow(indptr, indices, words, width, bounds, pf, out, rmin, rmax):
-    """INT8 rows of one or two 64-bit words (≤ 16 codes: a decoupled model's class scores):
-    even and odd bytes of each word add into four 16-bit lanes of a scalar (a register), which
-    flush into int32 every :data:`LIMIT8` neighbours; a row of fewer neighbours (all but hubs)
-    is stored straight from the lanes."""
+@njit(inline="always")
+def bytes_row(indptr, indices, words, i, pf, acc):
+    """The sums of an INT8 row of one or two 64-bit words (≤ 16 codes): even and odd bytes of each
+    word add into four 16-bit lanes of a scalar (a register), which flush into int32 every
+    :data:`LIMIT8` neighbours.  Returns ``(hub, a0, a1, b0, b1)``: a row that reached a flush has
+    its sums in ``acc[:width]`` (int32), any other in the lanes (:func:`bytes_lane`)."""
     nw = words.shape[1]
     nnz = indices.size
     two = nw == 2
     s8 = np.uint64(8)
     zero = np.uint64(0)
-    ffff = np.uint64(0xFFFF)
+    start, stop = indptr[i], indptr[i + 1]
+    hub = stop - start >= LIMIT8  # reaches a flush
+    if hub:
+        acc[:] = 0
+    a0 = a1 = b0 = b1 = zero
+    cnt = 0
+    for e in range(start, stop):
+        if pf and e + PREFETCH_DISTANCE < nnz:
+            _prefetch(words, indices[e + PREFETCH_DISTANCE], 0)
+        j = indices[e]
+        v = words[j, 0]
+        a0 += v & MASK8
+        a1 += (v >> s8) & MASK8
+        if two:
+            v = words[j, 1]
+            b0 += v & MASK8
+            b1 += (v >> s8) & MASK8
+        cnt += 1
+        if cnt == LIMIT8:
+            _flush16(acc, 0, a0, a1)
+            if two:
+                _flush16(acc, 8, b0, b1)
+            a0 = a1 = b0 = b1 = zero
+            cnt = 0
+    if hub:
+        _flush16(acc, 0, a0, a1)
+        if two:
+            _flush16(acc, 8, b0, b1)
+    return hub, a0, a1, b0, b1
+
+
+@njit(inline="always")
+def bytes_lane(a0, a1, b0, b1, f):
+    """Feature ``f`` of :func:`bytes_row`'s lanes: byte ``f % 8`` of word ``f // 8``, even or odd lane."""
+    ev, od = (a0, a1) if f < 8 else (b0, b1)
+    lane = od if f & 1 else ev
+    return np.int32((lane >> np.uint64(16 * ((f & 7) >> 1))) & np.uint64(0xFFFF))
+
+
+@njit(parallel=True, cache=True)
+def _aggregate_bytes_narrow(indptr, indices, words, width, bounds, pf, out, rmin, rmax):
+    """INT8 rows of one or two 64-bit words (:func:`bytes_row`: a decoupled model's class scores); a
+    row of fewer neighbours than a flush (all but hubs) is stored straight from the lanes."""
+    nw = words.shape[1]
     for t in prange(bounds.size - 1):
         acc = np.zeros(8 * nw, np.int32)
         for i in range(bounds[t], bounds[t + 1]):
-            start, stop = indptr[i], indptr[i + 1]
-            hub = stop - start >= LIMIT8  # reaches a flush
+            hub, a0, a1, b0, b1 = bytes_row(indptr, indices, words, i, pf, acc)
             if hub:
-                acc[:] = 0
-            a0 = a1 = b0 = b1 = zero
-            cnt = 0
-            for e in range(start, stop):
-                if pf and e + PREFETCH_DISTANCE < nnz:
-                    _prefetch(words, indices[e + PREFETCH_DISTANCE], 0)
-                j = indices[e]
-                v = words[j, 0]
-                a0 += v & MASK8
-                a1 += (v >> s8) & MASK8
-                if two:
-                    v = words[j, 1]
-                    b0 += v & MASK8
-                    b1 += (v >> s8) & MASK8
-                cnt += 1
-                if cnt == LIMIT8:
-                    _flush16(acc, 0, a0, a1)
-                    if two:
-                        _flush16(acc, 8, b0, b1)
-                    a0 = a1 = b0 = b1 = zero
-                    cnt = 0
-            if hub:
-                _flush16(acc, 0, a0, a1)
-                if two:
-                    _flush16(acc, 8, b0, b1)
                 _store_row(acc, out, i, width, rmin, rmax)
                 continue
             lo = np.int32(65535)
             hi = np.int32(0)
-            for f in range(width):  # feature f: byte f % 8 of word f // 8, even or odd lane
-                ev, od = (a0, a1) if f < 8 else (b0, b1)
-                lane = od if f & 1 else ev
-                x = np.int32((lane >> np.uint64(16 * ((f & 7) >> 1))) & ffff)
+            for f in range(width):
+                x = bytes_lane(a0, a1, b0, b1, f)
                 out[i, f] = x
                 lo = min(lo, x)
                 hi = max(hi, x)
