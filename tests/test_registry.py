@@ -253,8 +253,10 @@ CORE_RUN_IDS = [
      "d7c32831bdcf14ae"),
     ({"dataset": "cora", "model": "decoupled", "propagation": "smp", "quant": "qlr", "bits": 2,
       "truncation": "bt*", "depth": 10}, "8de615a091756f70", "ed01b4597df16f62"),  # tuned: SMP's own protocol
+    # tuned: the DropEdge search's CiteSeer GCN+DropEdge-8 setting (bench_suite/defaults/models.yaml, 2026-12-07;
+    # before it 4cfa890fa8c66f43, the 2-layer script's setting, whose records were never run at depth 8)
     ({"dataset": "citeseer", "model": "gcn", "transform": "dropedge", "depth": 8}, "c7f903f5204228b4",
-     "4cfa890fa8c66f43"),
+     "794177443ed4890e"),
 ]
 
 
