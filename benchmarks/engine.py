@@ -22,6 +22,27 @@ import time
 import numpy as np
 
 
+def _row(benchmark: str, **fields) -> dict:
+    """A JSON row: the benchmark's name, when, on which machine and commit, then ``fields``."""
+    import os
+    import platform
+    from datetime import datetime, timezone
+
+    from bench_suite.env import cpu_model, git_commit
+
+    return {"benchmark": benchmark, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.node()}, {cpu_model()}, {os.cpu_count()} cores", "commit": git_commit(), **fields}
+
+
+def _emit(row: dict, out) -> None:
+    """Print ``row`` as one JSON line and append it to ``out`` when given."""
+    line = json.dumps(row)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as fh:
+            fh.write(line + "\n")
+
+
 def bandwidth(mb: int = 512, repeats: int = 5) -> float:
     """GB/s of a large numpy copy (read + write counted)."""
     a = np.ones(mb * 2 ** 20 // 8)
@@ -136,8 +157,6 @@ def fused_ratio(args) -> None:
     aggregation and epilogue stages against the fused stage) and each stage's time.  One JSON line per
     (graph, bits, threads), printed and appended to ``--out``, with the machine, the load and the commit."""
     import os
-    import platform
-    from datetime import datetime, timezone
 
     import torch
 
@@ -146,7 +165,6 @@ def fused_ratio(args) -> None:
     from bench_suite.engine.convert import convert
     from bench_suite.engine.intmodel import AGGREGATE, FUSED, OUTPUT, EngineGraph
     from bench_suite.engine.profile import profiling
-    from bench_suite.env import cpu_model, git_commit
     from bench_suite.nn.graph import prepare_graph
     from bench_suite.quant.base import QuantFactory
     from bench_suite.registry import load_all
@@ -201,10 +219,7 @@ def fused_ratio(args) -> None:
                 def med_stages(rows):
                     return {k: round(float(np.median([r.get(k, 0.0) for r in rows])), 2) for k in rows[0]}
 
-                commit = git_commit()
-                row = {"benchmark": "fused-aggregation-epilogue", "time": datetime.now(timezone.utc).isoformat(
-                           timespec="seconds"), "machine": f"{platform.node()}, {cpu_model()}, {os.cpu_count()} cores",
-                       "commit": commit, "graph": graph, "nodes": eg.num_nodes, "model": "gcn-4 h256",
+                row = _row("fused-aggregation-epilogue", **{"graph": graph, "nodes": eg.num_nodes, "model": "gcn-4 h256",
                        "quant": "qlr", "bits": b, "truncation": trunc or "none", "ranges": "calibrated",
                        "threads": threads, "rounds": args.repeats, "equal_outputs": same,
                        "unfused_ms": round(float(np.median(times[False])), 2),
@@ -216,12 +231,8 @@ def fused_ratio(args) -> None:
                        "part_speedup_median_of_round_ratios": round(float(np.median(part)), 3),
                        "part": "aggregation + epilogue (two passes, the last layer's float output included) vs fused",
                        "stages_unfused_ms": med_stages(stages[False]), "stages_fused_ms": med_stages(stages[True]),
-                       "loadavg_before": [round(v, 2) for v in load0], "loadavg_after": [round(v, 2) for v in load1]}
-                line = json.dumps(row)
-                print(line, flush=True)
-                if args.out:
-                    with open(args.out, "a") as fh:
-                        fh.write(line + "\n")
+                       "loadavg_before": [round(v, 2) for v in load0], "loadavg_after": [round(v, 2) for v in load1]})
+                _emit(row, args.out)
 
 
 def fused_kernel(args) -> None:
@@ -231,15 +242,12 @@ def fused_kernel(args) -> None:
     time (``time.process_time``: waiting for a core on a loaded machine does not count), alternating
     rounds; the outputs are checked equal first.  One JSON line per (graph, bits, width)."""
     import os
-    import platform
-    from datetime import datetime, timezone
 
     from bench_suite.engine import kernels as K
     from bench_suite.engine import tuning
     from bench_suite.engine.bench import graph_inputs
     from bench_suite.engine.intmodel import EngineGraph
     from bench_suite.engine.packing import pack
-    from bench_suite.env import cpu_model, git_commit
     from bench_suite.nn.graph import prepare_graph
     from bench_suite.registry import load_all
 
@@ -279,21 +287,15 @@ def fused_kernel(args) -> None:
                         fn()
                         times[name].append((time.process_time() - t) * 1e3)
                 ratios = [a / b for a, b in zip(times["two"], times["one"])]
-                row = {"benchmark": "fused-kernel-cpu-time", "time": datetime.now(timezone.utc).isoformat(
-                           timespec="seconds"), "machine": f"{platform.node()}, {cpu_model()}, {os.cpu_count()} cores",
-                       "commit": git_commit(), "graph": graph, "nodes": n, "nnz": int(eg.indices.size), "bits": bits,
+                row = _row("fused-kernel-cpu-time", **{"graph": graph, "nodes": n, "nnz": int(eg.indices.size), "bits": bits,
                        "width": width, "threads": 1, "rounds": args.repeats, "equal_outputs": same,
                        "two_pass_cpu_ms": round(float(np.median(times["two"])), 2),
                        "fused_cpu_ms": round(float(np.median(times["one"])), 2),
                        "speedup_median_of_round_ratios": round(float(np.median(ratios)), 3),
                        "round_ratios": [round(v, 3) for v in ratios],
                        "loadavg_before": [round(v, 2) for v in load0],
-                       "loadavg_after": [round(v, 2) for v in os.getloadavg()]}
-                line = json.dumps(row)
-                print(line, flush=True)
-                if args.out:
-                    with open(args.out, "a") as fh:
-                        fh.write(line + "\n")
+                       "loadavg_after": [round(v, 2) for v in os.getloadavg()]})
+                _emit(row, args.out)
 
 
 def gemm_codes(args) -> None:
@@ -302,13 +304,10 @@ def gemm_codes(args) -> None:
     ``clamp(rint(y/s_f) + z_f, 0, 255)`` of its float output (:func:`bench_suite.engine.kernels.quantize`),
     on random uint8 × int8 products of arxiv-like's hidden shape; one JSON line (and ``--out``)."""
     import os
-    import platform
-    from datetime import datetime, timezone
 
     import torch
 
     from bench_suite.engine import kernels as K
-    from bench_suite.env import cpu_model, git_commit
 
     torch.set_num_threads(args.threads[0])
     rng = np.random.default_rng(0)
@@ -324,15 +323,8 @@ def gemm_codes(args) -> None:
                                                  [], "").numpy()
         d = np.abs(got.astype(np.int16) - want.astype(np.int16))
         cases.append({"s_f": s_f, "z_f": z_f, "codes": int(d.size), "differ": int((d != 0).sum()), "max_diff": int(d.max())})
-    row = {"benchmark": "gemm-uint8-output-vs-feature-codes", "time": datetime.now(timezone.utc).isoformat(
-               timespec="seconds"), "machine": f"{platform.node()}, {cpu_model()}, {os.cpu_count()} cores",
-           "commit": git_commit(), "shape": [n, k, m], "cases": cases, "exact": all(c["differ"] == 0 for c in cases),
-           "loadavg": [round(v, 2) for v in os.getloadavg()]}
-    line = json.dumps(row)
-    print(line, flush=True)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write(line + "\n")
+    _emit(_row("gemm-uint8-output-vs-feature-codes", shape=[n, k, m], cases=cases,
+               exact=all(c["differ"] == 0 for c in cases), loadavg=[round(v, 2) for v in os.getloadavg()]), args.out)
 
 
 def main() -> None:
