@@ -298,7 +298,8 @@ def test_best_rules_leave_out_match_keys_the_defaults_imply():
     assert implied_keys_left_out({"dataset": "cora", "model": "gcn", "hidden": 64, "depth": 16})["hidden"] == 64
 
 
-def test_a_best_trial_with_self_weight_serves_full_precision_and_the_best_quantizable_one_the_quantizers():
+def test_a_best_trial_with_self_weight_serves_full_precision_and_the_best_quantizable_one_the_quantizers(
+        monkeypatch):
     from bench_suite.defaults import defaults_for
 
     combo = {"dataset": "citeseer", "model": "gcn", "depth": 8, "seed": 0}
@@ -312,25 +313,18 @@ def test_a_best_trial_with_self_weight_serves_full_precision_and_the_best_quanti
     # as defaults: FP32 (a spec naming no quantizer) takes trial 2, a quantized spec trial 1
     import bench_suite.defaults as D
 
-    orig = D.rules
-    try:
-        D.rules = lambda: rules
-        assert defaults_for({"dataset": "citeseer", "model": "gcn", "depth": 8})["lr"] == 0.003
-        assert defaults_for({"dataset": "citeseer", "model": "gcn", "depth": 8, "quant": "qlr"})["lr"] == 0.002
-    finally:
-        D.rules = orig
+    monkeypatch.setattr(D, "rules", lambda: rules)
+    assert defaults_for({"dataset": "citeseer", "model": "gcn", "depth": 8})["lr"] == 0.003
+    assert defaults_for({"dataset": "citeseer", "model": "gcn", "depth": 8, "quant": "qlr"})["lr"] == 0.002
     # the plain model's rule and the transform's, both for full precision: no tie, each spec gets its own
     plain = {"matrix": "m", "combo": dict(combo, transform="none"), "of": 3, "trials": [trial(2, True, 0.65)]}
     de = {"matrix": "m", "combo": dict(combo, transform="dropedge"), "of": 3,
           "trials": [{"trial": 0, "values": {"lr": 0.5, "self_weight": False, "p": 0.3}, "val": 0.6, "seeds": [0], "n": 1}]}
     both = best_rules([plain, de])
     assert both[0]["match"] == {"dataset": "citeseer", "model": "gcn", "depth": 8, "transform": "none", "quant": "fp32"}
-    try:
-        D.rules = lambda: both
-        assert defaults_for({"dataset": "citeseer", "model": "gcn", "depth": 8, "transform": "dropedge"})["lr"] == 0.5
-        assert defaults_for({"dataset": "citeseer", "model": "gcn", "depth": 8, "transform": None})["lr"] == 0.003
-    finally:
-        D.rules = orig
+    monkeypatch.setattr(D, "rules", lambda: both)
+    assert defaults_for({"dataset": "citeseer", "model": "gcn", "depth": 8, "transform": "dropedge"})["lr"] == 0.5
+    assert defaults_for({"dataset": "citeseer", "model": "gcn", "depth": 8, "transform": None})["lr"] == 0.003
     # no quantizable trial: the full-precision rule alone
     results[0]["trials"] = results[0]["trials"][:2]
     assert [r["match"].get("quant") for r in best_rules(results)] == ["fp32"]
