@@ -49,6 +49,7 @@ UNVERSIONED_DEFAULTS: Dict[Tuple[str, str], Any] = {
     ("dataset", "sparse_features"): False,
     ("train", "lr_decay"): 1.0,
     ("train", "lr_decay_every"): 50,
+    ("train", "select"): "score",
     ("propagation", "quantize_output"): True,
     ("quant", "grad_mask"): "input",
     ("model", "batchnorm"): False,
@@ -76,6 +77,10 @@ class TrainConfig:
     #: ``lr_decay`` after every ``lr_decay_every`` epochs; 1.0 keeps it constant
     lr_decay: Annotated[float, Range(0, 1)] = 1.0
     lr_decay_every: Annotated[int, Range(1)] = 50
+    #: which epoch's model is kept (and what ``patience`` counts): ``score``, the best validation
+    #: score, ties broken by the lower validation loss; ``loss``, the lowest validation loss, ties to
+    #: the later epoch (the DropEdge authors' EarlyStopping, src/earlystopping.py)
+    select: str = "score"
     seed: int = 0
 
 
@@ -197,6 +202,8 @@ class RunSpec:
 Section = Tuple[Any, Optional[str], Dict[str, Any]]
 #: what an error calls each config section
 CONFIG_OWNERS = {"train": "training", "measure": "speed measurement"}
+#: the valid values of a config section's string keys
+CONFIG_CHOICES = {("train", "select"): ("score", "loss")}
 
 
 def config_defaults(cls: type) -> Dict[str, Any]:
@@ -247,6 +254,10 @@ def _resolve_sections(raw: Mapping[str, Any], sections: Mapping[str, Section], t
                 rng = ranges.get(k)
                 if rng is not None and vals[k] not in rng:
                     raise SpecError(range_message(k, vals[k], rng, where, owner))
+                choices = CONFIG_CHOICES.get((sec, k)) if config else None
+                if choices and vals[k] not in choices:
+                    raise SpecError(f"{k}={vals[k]!r}{_where(where)} is not a valid {owner} option: "
+                                    f"use one of {', '.join(choices)}")
             elif default is inspect.Parameter.empty:
                 raise SpecError(f"{sec} {name!r} needs {k}=…{_where(where)}")
             else:

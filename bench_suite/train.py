@@ -4,7 +4,8 @@ Adam (a separate group for quantizer parameters such as QLR's α; an optional st
 model parameters' learning rate, ``lr_decay`` every ``lr_decay_every`` epochs), full-batch,
 model selected at the epoch of the best validation score (the dataset's metric:
 accuracy, or ROC-AUC for the binary heterophilous sets; ties: lower validation
-loss), test scores reported at that epoch (``test_score`` in the dataset's metric,
+loss), or with ``select: loss`` at the lowest validation loss (ties: the later epoch; the DropEdge
+authors' rule), test scores reported at that epoch (``test_score`` in the dataset's metric,
 ``test_acc`` always), early stopping after ``patience`` epochs without improvement.
 Fixed seeds give identical results on the CPU.
 """
@@ -158,7 +159,9 @@ def fit(model: torch.nn.Module, data: GraphData, cfg, transform=None, progress=N
             val_mask = data.val_mask & (y >= 0)
             val_loss = float(F.cross_entropy(logits[val_mask], y[val_mask]))
             val = scores(logits, data, "val")
-        if (val["score"], -val_loss) > (best[0], -best[1]):
+        improved = (val_loss <= best[1] if cfg.select == "loss"
+                    else (val["score"], -val_loss) > (best[0], -best[1]))
+        if improved:
             best = (val["score"], val_loss)
             best_epoch, since = epoch, 0
             best_state = state_snapshot(model)

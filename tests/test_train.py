@@ -167,3 +167,39 @@ def test_lr_decay_steps_the_model_group_only_and_leaves_default_run_ids_alone(mo
     assert "lr_decay" not in plain.data["train"] and "lr_decay_every" not in plain.data["train"]
     assert resolve_spec({**base, "lr_decay": 1.0, "lr_decay_every": 50}).run_id == plain.run_id
     assert resolve_spec({**base, "lr_decay": 0.7}).run_id != plain.run_id
+
+
+def test_select_loss_keeps_the_lowest_validation_loss_epoch_and_score_the_best_score(monkeypatch):
+    import pytest
+    import torch.nn.functional as F
+
+    import bench_suite.train as train_mod
+    from bench_suite.spec import SpecError
+
+    seen = []
+    real_scores = train_mod.scores
+
+    def spy(logits, data, split):
+        out = real_scores(logits, data, split)
+        if split == "val":
+            mask = data.val_mask & (data.labels >= 0)
+            seen.append((float(F.cross_entropy(logits[mask], data.labels[mask])), out["score"]))
+        return out
+
+    monkeypatch.setattr(train_mod, "scores", spy)
+    base = {"dataset": "csbm", "dataset.nodes": 300, "model": "gcn", "depth": 2, "epochs": 40, "patience": 40, "seed": 1}
+    by_loss = run(resolve_spec({**base, "select": "loss"}))["metrics"]
+    losses = [loss for loss, _ in seen]
+    last_min = max(i for i, v in enumerate(losses) if v == min(losses))
+    assert by_loss["best_epoch"] == last_min and by_loss["val_loss"] == min(losses)
+    seen.clear()
+    by_score = run(resolve_spec(base))["metrics"]
+    best = max(range(len(seen)), key=lambda i: (seen[i][1], -seen[i][0], -i))
+    assert by_score["best_epoch"] == best
+    assert by_loss["best_epoch"] != by_score["best_epoch"]  # the two rules pick different epochs on this run
+    # the default leaves the key out of the canonical spec (existing run ids hold); a bad value is named
+    assert "select" not in resolve_spec(base).data["train"]
+    assert resolve_spec({**base, "select": "loss"}).run_id != resolve_spec(base).run_id
+    with pytest.raises(SpecError, match=r"select='acc'.*use one of score, loss"):
+        resolve_spec({**base, "select": "acc"})
+
