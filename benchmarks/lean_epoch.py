@@ -2,11 +2,13 @@
 side by side, with a check that every ref trains to the same bits.
 
     python benchmarks/lean_epoch.py [--refs REF ...] [--rounds 5] [--epochs 4] [--check-epochs 12]
-                                    [--only gcnii64/qlr-4 ...] [--out results/cost/lean_epoch.jsonl]
+                                    [--only gcnii64/qlr-4 ...] [--sparse] [--out results/cost/lean_epoch.jsonl]
 
 The basket is Cora with GCN-2, GCNII-64 and the decoupled SMP and APPNP at K = 64 at FP32, QLR INT4,
 QLR INT2 with BT* and DQ INT4, each spec completed by the tuned defaults as a matrix run is
-(``defaults.apply_defaults``).  An epoch is one
+(``defaults.apply_defaults``); ``--sparse`` keeps Cora's bag-of-words features in CSR
+(``sparse_features: true``, as every shipped matrix trains Cora and CiteSeer; its default refs are then the
+merge-base alone: the previous release has no sparse inputs).  An epoch is one
 epoch of ``train.fit`` as a run pays it: training step, evaluation forward, scoring, and the copy of
 the best state when validation improves; its cost is the CPU time of the worker's one thread
 (``time.thread_time``, which a busy machine's waiting does not inflate) between consecutive
@@ -64,7 +66,7 @@ BASKET: List[str] = [f"{m}/{q}" for m in MODELS for q in QUANTS]
 
 # -- worker: runs inside a subprocess whose PYTHONPATH selects the code under test --------------
 
-def worker(dataset: str, data_dir: str, entries: List[str], check_epochs: int) -> None:
+def worker(dataset: str, data_dir: str, entries: List[str], check_epochs: int, sparse: bool = False) -> None:
     """Build every entry; answer ``check`` with digests and ``<entry> <epochs>`` lines with a JSON list
     of (wall s, CPU s) per epoch."""
     import dataclasses
@@ -82,8 +84,10 @@ def worker(dataset: str, data_dir: str, entries: List[str], check_epochs: int) -
     from bench_suite.train import build_model, fit, seed_everything
 
     load_all()
-    data = load_dataset(dataset, seed=0, data_dir=data_dir)
-    specs = {e: resolve_spec(apply_defaults({"dataset": dataset, **MODELS[e.split("/")[0]], **QUANTS[e.split("/")[1]]}))
+    extra = {"sparse_features": True} if sparse else {}
+    data = load_dataset(dataset, seed=0, data_dir=data_dir, **extra)
+    specs = {e: resolve_spec(apply_defaults({"dataset": dataset, **extra, **MODELS[e.split("/")[0]],
+                                             **QUANTS[e.split("/")[1]]}))
              for e in entries}
 
     def digest(entry: str) -> dict:
@@ -130,6 +134,8 @@ def _start(pythonpath: Path, args, entries: List[str]) -> tuple:
            "--check-epochs", str(args.check_epochs), "--only", *entries]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
+    if args.sparse:
+        cmd += ["--sparse"]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=pythonpath)
     ready = json.loads(proc.stdout.readline())
     expected = pythonpath / "bench_suite" / "__init__.py"
@@ -150,15 +156,16 @@ def main(argv=None) -> None:
     ap.add_argument("--only", nargs="+", default=BASKET, help=f"basket entries (default: all: {' '.join(BASKET)})")
     ap.add_argument("--out", default=str(ROOT / "results" / "cost" / "lean_epoch.jsonl"),
                     help="append the result as one JSON line ('' for none)")
+    ap.add_argument("--sparse", action="store_true", help="the dataset's features in CSR (sparse_features: true)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     unknown = [e for e in args.only if e not in BASKET]
     if unknown:
         ap.error(f"unknown basket entries {unknown}; valid: {', '.join(BASKET)}")
     if args.worker:
-        return worker(args.dataset, args.data_dir, args.only, args.check_epochs)
+        return worker(args.dataset, args.data_dir, args.only, args.check_epochs, args.sparse)
 
-    refs = args.refs or [_git("merge-base", "HEAD", "main"), PREVIOUS_RELEASE]
+    refs = args.refs or [_git("merge-base", "HEAD", "main")] + ([] if args.sparse else [PREVIOUS_RELEASE])
     commits = {ref: _git("rev-parse", ref) for ref in refs}
     tmp = Path(tempfile.mkdtemp(prefix="lean-epoch-"))
     trees = {ref: tmp / f"ref{i}" for i, ref in enumerate(refs)}
@@ -225,7 +232,7 @@ def main(argv=None) -> None:
         line = {"benchmark": "lean_epoch", "refs": commits, "tree": _git("rev-parse", "HEAD"),
                 "tree_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", "bench_suite",
                                         "baselines")),
-                "dataset": args.dataset, "rounds": args.rounds, "epochs": args.epochs,
+                "dataset": args.dataset, "sparse_features": args.sparse, "rounds": args.rounds, "epochs": args.epochs,
                 "check_epochs": args.check_epochs, "threads": 1,
                 "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
                 "machine": f"{os.uname().nodename}, {os.cpu_count()} cores",

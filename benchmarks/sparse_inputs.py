@@ -2,17 +2,25 @@
 
     python benchmarks/sparse_inputs.py [--rounds 3] [--epochs 5] [--datasets coauthor-cs cora]
                                        [--quants fp32 qlr-4] [--threads 1] [--out FILE.jsonl]
+    python benchmarks/sparse_inputs.py --sampled [--widths 16 64 128 256] [--datasets ...] [--rounds 9]
 
 GCN-2 (the suite's defaults: hidden 64, dropout 0.5 on the input too) is built for every
 (dataset, quantizer, dense|sparse) from the same seed and trained in one process; each round
 runs ``--epochs`` training epochs (forward, backward, Adam step, as ``train.fit`` does) of
 every configuration in turn, so machine load affects all alike.  Reported: the median epoch
 time of each configuration and the ratio dense/sparse (the speed-up), per dataset and quantizer.
+
+``--sampled`` times the kernel behind the sparse product's value gradient instead
+(``bench_suite.sparse._sampled_rows_kernel``, eight entries' sums side by side) against the one-entry
+loop it replaced (``_sampled_rows_reference``) on each dataset's feature pattern, random G and W of
+``--widths`` columns: both in turn in every round, the median of the per-round ratios, and whether
+the two wrote the same bits.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -63,6 +71,45 @@ def _epochs(setup, n: int) -> List[float]:
     return out
 
 
+def sampled(args) -> None:
+    import numpy as np
+
+    from bench_suite.sparse import _sampled_rows_kernel, _sampled_rows_reference
+
+    rows = []
+    print(f"{'dataset':16s} {'nnz':>9s} {'K':>4s} {'one-entry ms':>13s} {'kernel ms':>10s} {'ratio':>6s} same")
+    for d in args.datasets:
+        x = load_dataset(d, seed=0, sparse_features=True).features
+        crow, col = x.crow_indices().numpy(), x.col_indices().numpy()
+        rng = np.random.default_rng(0)
+        for K in args.widths:
+            G = rng.standard_normal((x.shape[0], K)).astype(np.float32)
+            W = rng.standard_normal((x.shape[1], K)).astype(np.float32)
+            a, b = np.empty(col.size, np.float32), np.empty(col.size, np.float32)
+            _sampled_rows_reference(crow, col, G, W, a)  # compile, warm the caches
+            _sampled_rows_kernel(crow, col, G, W, b)
+            ta, tb = [], []
+            for _ in range(args.rounds):
+                t0 = time.perf_counter()
+                _sampled_rows_reference(crow, col, G, W, a)
+                t1 = time.perf_counter()
+                _sampled_rows_kernel(crow, col, G, W, b)
+                t2 = time.perf_counter()
+                ta.append(t1 - t0)
+                tb.append(t2 - t1)
+            ratio = statistics.median(x / y for x, y in zip(ta, tb))
+            same = bool(np.array_equal(a.view(np.int32), b.view(np.int32)))
+            rows.append({"dataset": d, "nnz": int(col.size), "K": K, "one_entry_ms": 1000 * statistics.median(ta),
+                         "kernel_ms": 1000 * statistics.median(tb), "ratio": ratio, "same_bits": same})
+            print(f"{d:16s} {col.size:9d} {K:4d} {rows[-1]['one_entry_ms']:13.2f} {rows[-1]['kernel_ms']:10.2f} "
+                  f"{ratio:5.2f}x {same}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "a") as f:
+            f.write(json.dumps({"benchmark": "sampled_rows", "rounds": args.rounds, "threads": args.threads,
+                                "load_avg": list(os.getloadavg()), "rows": rows, "env": environment()}) + "\n")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -71,9 +118,13 @@ def main(argv=None) -> None:
     ap.add_argument("--quants", nargs="+", default=["fp32", "qlr-4"], choices=sorted(QUANTS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", help="append the result as one JSON line")
+    ap.add_argument("--sampled", action="store_true", help="time the value-gradient kernel instead (see above)")
+    ap.add_argument("--widths", nargs="+", type=int, default=[16, 64, 128, 256], help="--sampled: columns of G and W")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_all()
+    if args.sampled:
+        return sampled(args)
     configs = [(d, q, s) for d in args.datasets for q in args.quants for s in (False, True)]
     setups = {c: _setup(*c) for c in configs}
     for c in configs:  # warm-up: lazy initialisation (QLR's grid search), numba compilation

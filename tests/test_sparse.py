@@ -1,6 +1,7 @@
 """Sparse node features (bench_suite/sparse.py): a CSR input computes what the dense input computes."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -311,3 +312,33 @@ def test_a_sparse_run_records_its_key(data_dir):
     assert rec["spec"]["dataset"]["sparse_features"] is True and rec["run_id"] == spec.run_id
     dense = run(resolve_spec({"dataset": "cora", "model": "gcn", "epochs": 2}), data_dir=str(data_dir))
     assert rec["metrics"]["val_loss"] == pytest.approx(dense["metrics"]["val_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("K", [1, 7, 64, 130])
+def test_sampled_rows_kernel_equals_the_one_entry_loop_bit_for_bit(K):
+    """The eight/four-wide kernel behind the CSR product's value gradient keeps every entry's own
+    float32 sum order: equal bits to the one-entry loop, and to a plain Python float32 loop, on rows
+    of every length 0..21 (the 8-, 4- and 1-wide paths and their mixes)."""
+    rng = np.random.default_rng(K)
+    lengths = np.arange(22)
+    crow = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    m = 40
+    col = np.concatenate([np.sort(rng.choice(m, n, replace=False)) for n in lengths]).astype(np.int64)
+    # magnitudes spread over decades, so a changed summation order shows in the last bits
+    G = (rng.standard_normal((lengths.size, K)) * 10.0 ** rng.integers(-3, 3, (lengths.size, K))).astype(np.float32)
+    W = (rng.standard_normal((m, K)) * 10.0 ** rng.integers(-3, 3, (m, K))).astype(np.float32)
+    out, ref = np.empty(col.size, np.float32), np.empty(col.size, np.float32)
+    sparse._sampled_rows_kernel(crow, col, G, W, out)
+    sparse._sampled_rows_reference(crow, col, G, W, ref)
+    assert np.array_equal(out.view(np.int32), ref.view(np.int32))
+    for i in (3, 8, 13, 21):
+        for e in range(crow[i], crow[i + 1]):
+            acc = np.float32(0.0)
+            for k in range(K):
+                acc = np.float32(acc + np.float32(G[i, k] * W[col[e], k]))
+            assert out[e].view(np.int32) == acc.view(np.int32), (i, e)
+    # a reordered sum would differ somewhere on these inputs (the check above can fail)
+    if K >= 64:
+        pairwise = np.array([np.sum(G[i] * W[col[e]], dtype=np.float32)
+                             for i in range(lengths.size) for e in range(crow[i], crow[i + 1])], np.float32)
+        assert not np.array_equal(pairwise.view(np.int32), out.view(np.int32))
