@@ -277,7 +277,7 @@ def _sampled_rows_kernel(crow, col, G, W, out):  # pragma: no cover - compiled
     A row's entries are taken eight (then four, then one) at a time, their eight sums side by side:
     each sum keeps its own order, so every value is the one-entry loop's bit for bit
     (:func:`_sampled_rows_reference`, ``tests/test_sparse.py``), but the core runs eight independent
-    add chains instead of waiting on one (1.4-2.3x on the Cora, CiteSeer, Amazon-Photo and
+    add chains instead of waiting on one (1.2-2.6x on the Cora, CiteSeer, Amazon-Photo and
     Coauthor-CS patterns at K = 16-256, ``benchmarks/sparse_inputs.py --sampled``)."""
     K = G.shape[1]
     zero = np.float32(0.0)
