@@ -274,33 +274,16 @@ def _sampled_rows_kernel(crow, col, G, W, out):  # pragma: no cover - compiled
     """``out[e] = (G·Wᵀ)[i, j]`` for every stored entry e = (i, j): each a float32 sum over k = 0..K−1
     in that order (a multiply, then an add: numba contracts nothing without fastmath).
 
-    A row's entries are taken eight (then four, then one) at a time, their eight sums side by side:
-    each sum keeps its own order, so every value is the one-entry loop's bit for bit
-    (:func:`_sampled_rows_reference`, ``tests/test_sparse.py``), but the core runs eight independent
-    add chains instead of waiting on one (1.2-2.6x on the Cora, CiteSeer, Amazon-Photo and
-    Coauthor-CS patterns at K = 16-256, ``benchmarks/sparse_inputs.py --sampled``)."""
+    A row's entries are taken four at a time (then one), their four sums side by side: each sum keeps
+    its own order, so every value is the one-entry loop's bit for bit (:func:`_sampled_rows_reference`,
+    ``tests/test_sparse.py``), but the core runs four independent add chains instead of waiting on one
+    (1.2-2.6x on the Cora, CiteSeer, Amazon-Photo and Coauthor-CS patterns at K = 16-256,
+    ``benchmarks/sparse_inputs.py --sampled``; eight chains were no faster)."""
     K = G.shape[1]
     zero = np.float32(0.0)
     for i in range(crow.size - 1):
         e = crow[i]
         end = crow[i + 1]
-        while e + 8 <= end:
-            j0, j1, j2, j3 = col[e], col[e + 1], col[e + 2], col[e + 3]
-            j4, j5, j6, j7 = col[e + 4], col[e + 5], col[e + 6], col[e + 7]
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
-            for k in range(K):
-                gk = G[i, k]
-                a0 += gk * W[j0, k]
-                a1 += gk * W[j1, k]
-                a2 += gk * W[j2, k]
-                a3 += gk * W[j3, k]
-                a4 += gk * W[j4, k]
-                a5 += gk * W[j5, k]
-                a6 += gk * W[j6, k]
-                a7 += gk * W[j7, k]
-            out[e], out[e + 1], out[e + 2], out[e + 3] = a0, a1, a2, a3
-            out[e + 4], out[e + 5], out[e + 6], out[e + 7] = a4, a5, a6, a7
-            e += 8
         while e + 4 <= end:
             j0, j1, j2, j3 = col[e], col[e + 1], col[e + 2], col[e + 3]
             a0 = a1 = a2 = a3 = zero

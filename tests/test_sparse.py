@@ -316,9 +316,9 @@ def test_a_sparse_run_records_its_key(data_dir):
 
 @pytest.mark.parametrize("K", [1, 7, 64, 130])
 def test_sampled_rows_kernel_equals_the_one_entry_loop_bit_for_bit(K):
-    """The eight/four-wide kernel behind the CSR product's value gradient keeps every entry's own
+    """The four-wide kernel behind the CSR product's value gradient keeps every entry's own
     float32 sum order: equal bits to the one-entry loop, and to a plain Python float32 loop, on rows
-    of every length 0..21 (the 8-, 4- and 1-wide paths and their mixes)."""
+    of every length 0..21 (the 4- and 1-wide paths and their mixes)."""
     rng = np.random.default_rng(K)
     lengths = np.arange(22)
     crow = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
