@@ -58,12 +58,10 @@ def test_calibrated_on_the_deployed_graph_equals_the_dynamic_model_bit_for_bit(s
         got = cal(eg, x.numpy())
     np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
     # the ranges were the only use of the min/max passes: none runs; a GCN layer's sums and epilogue
-    # run as one pass (kernels.aggregate_epilogue), an SMP step's two aggregations each with its half-step
+    # run as one pass (kernels.aggregate_epilogue)
     assert intmodel.RANGE not in st.ms and intmodel.EPI_RANGE not in st.ms
-    summed = {"gcn": intmodel.FUSED, "smp": intmodel.SMP_FUSED}.get(prop if model == "decoupled" else model,
-                                                                     intmodel.AGGREGATE)
-    assert st.calls[summed] >= len(cal.aggs) and (intmodel.AGGREGATE in st.ms) == (summed == intmodel.AGGREGATE)
-    assert st.gather[summed] > 0
+    summed = intmodel.FUSED if model == "gcn" else intmodel.AGGREGATE
+    assert st.calls[summed] >= len(cal.aggs) and (intmodel.AGGREGATE in st.ms) == (model != "gcn")
     path = tmp_path / "cal.pt"
     cal.save(path)
     back = load(path)

@@ -323,8 +323,9 @@ class IntModel:
     kind = ""
     calibration: Optional[dict] = None
     _sums = "exact"
-    #: whether layers (SMP steps) with static ranges and exact sums run fused (:meth:`fused_layers`); an
-    #: attribute of the object, not saved: ``False`` takes the unfused passes, the same values
+    #: whether layers (SMP steps) with static ranges and exact sums run fused (:meth:`fused_layers`; the
+    #: GCN's on by default, SMP's off); an attribute of the object, not saved: ``False`` takes the unfused
+    #: passes, the same values
     fuse = True
 
     def parts(self) -> list:  # pragma: no cover - abstract
@@ -454,11 +455,12 @@ class IntDecoupled(IntModel):
     """Integer decoupled model: quantized MLP, then K propagation steps, either APPNP
     ``X ← q_u((1−α)·Â X + α·H)`` (Gasteiger et al. 2019) or SMP (one multiplier step
     per layer, arXiv 2308.14949, :class:`bench_suite.smp.SMPPropagation`).  Features
-    stay float between steps; every ``Â·`` runs on packed message codes.  An SMP step whose ranges
-    after the sums are static and whose sums are exact runs fused (:meth:`_smp`); ``fuse = False``
-    keeps the unfused passes, the same values."""
+    stay float between steps; every ``Â·`` runs on packed message codes.  With ``fuse = True`` an SMP
+    step whose ranges after the sums are static and whose sums are exact runs fused (:meth:`_smp`), the
+    same values; off by default because it is slower so far (:mod:`bench_suite.engine.kernels.smp`)."""
 
     kind = "decoupled"
+    fuse = False
     SMP_KEYS = ("form", "mu", "eta", "eta_s", "eta_lambda", "c", "lambda0", "s0", "lambda_min")
 
     def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], alpha: float = 0.1,
@@ -502,9 +504,9 @@ class IntDecoupled(IntModel):
         return xk
 
     def _smp_fused(self) -> List[bool]:
-        """Per SMP step, whether it runs as two fused passes: exact sums, and the ranges of ÂX, the
-        update, Δ's messages and ÂΔ static (known before a row is summed).  X's message range may be
-        dynamic: it is set before packing (the previous step then does not pack the codes itself)."""
+        """Per SMP step, whether it runs as two fused passes: ``fuse`` set, exact sums, and the ranges of
+        ÂX, the update, Δ's messages and ÂΔ static (known before a row is summed).  X's message range may
+        be dynamic: it is set before packing (the previous step then does not pack the codes itself)."""
         return [self.fuse and agg.fusable() and dagg.fusable() and not dagg.message.dynamic
                 for agg, dagg in zip(self.aggs, self.delta_aggs)]
 

@@ -52,29 +52,26 @@ def row_buffers(bits, nb):
 @njit(inline="always")
 def row_sums_then(kind, bits, indptr, indices, packed, words, mask, width, pf, i, acc, acc16, lanes, lanes8, emit,
                   ctx):
-    """Sum row ``i``'s neighbour codes with row kernel ``kind`` (:func:`row_kind`) and call
-    ``emit(sums, ctx)`` with them where they lie: ``acc`` (int32) for a hub, else the row kernel's own
+    """Sum row ``i``'s neighbour codes with row kernel ``kind`` (:func:`row_kind`) and return
+    ``emit(sums, ctx)`` with the sums where they lie: ``acc`` (int32) for a hub, else the row kernel's own
     lanes (``acc16``, ``lanes8``), as the kernels of :mod:`.aggregation` store them.  ``acc``: int32 of
     at least ``max(c·nb, 32)``; ``acc16``: uint16 of ``c·nb``; ``lanes``: uint64[4], ``lanes8`` its bytes.
-    For the fused kernels of other models (:mod:`.smp`); ``emit`` is a jitted function, compiled once per
-    lane type (not ``inline="always"``: numba's array analysis of a parallel loop rejects the inlined
-    unpacking of a ``ctx`` that holds tuples)."""
+    For the fused kernels of other models (:mod:`.smp`); ``emit`` is inlined too when it is
+    ``inline="always"`` (then ``ctx`` must hold no tuple: numba's array analysis of a parallel loop
+    rejects their inlined unpacking)."""
     if kind == VEC:
         if vec_row(indptr, indices, packed, bits, i, pf, acc, acc16, width):
-            emit(acc, ctx)
-        else:
-            emit(acc16, ctx)
-    elif kind == SWAR:
+            return emit(acc, ctx)
+        return emit(acc16, ctx)
+    if kind == SWAR:
         if swar_row(indptr, indices, words, bits, mask, i, pf, acc, lanes):
-            emit(acc, ctx)
-        else:
-            emit(lanes8, ctx)
-    else:
-        hub, a0, a1, b0, b1 = bytes_row(indptr, indices, words, i, pf, acc)
-        if not hub:
-            for f in range(width):
-                acc[f] = bytes_lane(a0, a1, b0, b1, f)
-        emit(acc, ctx)
+            return emit(acc, ctx)
+        return emit(lanes8, ctx)
+    hub, a0, a1, b0, b1 = bytes_row(indptr, indices, words, i, pf, acc)
+    if not hub:
+        for f in range(width):
+            acc[f] = bytes_lane(a0, a1, b0, b1, f)
+    return emit(acc, ctx)
 
 
 @njit(inline="always", fastmath=EXACT_FASTMATH)

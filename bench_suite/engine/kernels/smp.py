@@ -8,7 +8,13 @@ through one pass, as :mod:`.fused` does for a GCN layer: a row's neighbour sums 
 aggregate epilogue, the half-step, and the quantization and packing of the next aggregation's
 messages (Δ's, then the next step's X), so ``ÂX``, ``ÂΔ``, V and the int32 sums are never stored.
 Two passes, not one: every row of ÂΔ needs Δ of its neighbours, so all of Δ must exist first.  The
-values are the unfused path's to the bit (same float32 expressions in the same order, the same T(Δ))."""
+values are the unfused path's to the bit (same float32 expressions in the same order, the same T(Δ)).
+
+They are not faster yet: one thread, under load (load average 4-6 on 2 cores), CPU time on arxiv-like
+INT8 (width 40), the first pass took 0.9-1.3x and the second 1.6-2.1x as long as the unfused kernels it
+replaces; whole calibrated SMP K=10 passes ran 0.59x as fast on arxiv-like and 0.92-1.06x on Cora
+(results/cost/fused.jsonl).  So :class:`~bench_suite.engine.intmodel.IntDecoupled` leaves them off
+unless ``fuse`` is set."""
 from __future__ import annotations
 
 import functools
@@ -78,11 +84,6 @@ def smp_post(xt, delta, a_delta, k, exact: bool):
     return v, vmin, vmax, float(tpart.sum())
 
 
-
-
-# --- a whole SMP step on packed codes, for static ranges (IntDecoupled._smp, fuse) -------------------------------
-
-
 @njit(inline="always", fastmath=EXACT_FASTMATH)
 def _aggregate_value(sums, f, d, nrm, sm, zm, la, ta, coef, ar):
     """Element ``f`` of :func:`~.quantize.epilogue`'s ``"float"`` row (``sums="exact"``, no update): the
@@ -91,10 +92,12 @@ def _aggregate_value(sums, f, d, nrm, sm, zm, la, ta, coef, ar):
     return coef * fq_value(a * nrm, la, ta) + ar[f]
 
 
-@njit(fastmath=EXACT_FASTMATH)
+@njit(inline="always", fastmath=EXACT_FASTMATH)
 def _pre_row(sums, ctx):
-    """One row of :func:`smp_pre` from the row's sums of X's message codes, Δ's message codes packed."""
-    (width, d, nrm, sm, zm, la, ta, coef, ar, c1, c2, c3, xr, hr, xtr, dr, lm, tm, tmp, o, bits) = ctx
+    """One row of :func:`smp_pre` from the row's sums of X's message codes, and that row of Δ's message
+    codes packed at ``bits`` bits; returns ``acc`` (as :func:`_post_row`, which the kernel shares)."""
+    (width, d, nrm, sm, zm, ga, ta, coef, ar, c1, c2, c3, xr, hr, xtr, dr, gm, tm, tmp, o, bits, acc) = ctx
+    la, lm = scalars(ga), scalars(gm)
     dst = o if bits == 8 else tmp
     for f in range(width):
         v = (c1 * xr[f] + c2 * _aggregate_value(sums, f, d, nrm, sm, zm, la, ta, coef, ar)) + c3 * hr[f]
@@ -103,25 +106,28 @@ def _pre_row(sums, ctx):
         dr[f] = dv
         dst[f] = np.uint8(np.int32(code_of(dv * nrm, lm, tm)))
     pack_row(tmp, o, width, bits)
+    return acc
 
 
-@njit(fastmath=EXACT_FASTMATH)
+@njit(inline="always", fastmath=EXACT_FASTMATH)
 def _post_row(sums, ctx):
     """One row of :func:`smp_post` and :func:`~.quantize.fq_rows` from the row's sums of Δ's message codes,
-    the next step's message codes packed (``next_bits`` 0: none); returns the row's part of T(Δ), summed
-    in float64 onto ``acc`` in :func:`smp_post`'s order."""
-    (width, d, nrm, sm, zm, la, ta, coef, ar, xtr, dr, k, exact, lu, tu, xo, lm, tm, tmp, o, bits, acc) = ctx
+    and that row of the next step's message codes packed at ``bits`` bits (0: none); returns ``acc``
+    (float64) plus the row's terms of T(Δ), added one by one in :func:`smp_post`'s order."""
+    (width, d, nrm, sm, zm, ga, ta, coef, ar, xtr, dr, k, exact, gu, tu, xo, gm, tm, tmp, o, bits, acc) = ctx
+    la, lu, lm = scalars(ga), scalars(gu), scalars(gm)
     dst = o if bits == 8 else tmp
     for f in range(width):
         ad = _aggregate_value(sums, f, d, nrm, sm, zm, la, ta, coef, ar)
         lap = dr[f] - ad
         v = fq_value(xtr[f] + k * (lap if exact else ad), lu, tu)
-        acc[0] += np.float64(dr[f] * lap)
+        acc += np.float64(dr[f] * lap)
         xo[f] = v
         if bits:
             dst[f] = np.uint8(np.int32(code_of(v * nrm, lm, tm)))
     if bits:
         pack_row(tmp, o, width, bits)
+    return acc
 
 
 @functools.lru_cache(maxsize=None)
@@ -136,23 +142,22 @@ def _step_kernel(post: bool, kind: int, bits: int, out_bits: int, ta: bool, tm: 
                x, h, c1, c2, c3, k, gu, gm, out_x, out_d, out_q, tpart):
         nb, onb = packed.shape[1], out_q.shape[1]
         for t in prange(bounds.size - 1):
-            la, lu, lm = scalars(ga), scalars(gu), scalars(gm)
             acc, acc16, lanes, lanes8 = row_buffers(bits, nb)
             tmp = np.zeros(oc * onb, np.uint8)  # codes of one row, zero-padded (pack_row)
             ar = add[0]
-            part = np.zeros(1)
+            part = 0.0
             for i in range(bounds[t], bounds[t + 1]):
                 d, nrm = deg[i], norm[i]
                 o = out_q[i if out_bits else 0]
                 if post:  # x: X̃, h: Δ
-                    row_sums_then(kind, bits, indptr, indices, packed, words, mask, width, pf, i, acc, acc16, lanes,
-                                  lanes8, _post_row, (width, d, nrm, sm, zm, la, ta, coef, ar, x[i], h[i], k, exact,
-                                                      lu, tu, out_x[i], lm, tm, tmp, o, out_bits, part))
+                    part = row_sums_then(kind, bits, indptr, indices, packed, words, mask, width, pf, i, acc, acc16,
+                                         lanes, lanes8, _post_row, (width, d, nrm, sm, zm, ga, ta, coef, ar, x[i], h[i], k, exact,
+                                                      gu, tu, out_x[i], gm, tm, tmp, o, out_bits, part))
                 else:
-                    row_sums_then(kind, bits, indptr, indices, packed, words, mask, width, pf, i, acc, acc16, lanes,
-                                  lanes8, _pre_row, (width, d, nrm, sm, zm, la, ta, coef, ar, c1, c2, c3, x[i], h[i],
-                                                     out_x[i], out_d[i], lm, tm, tmp, o, out_bits))
-            tpart[t] = part[0]
+                    part = row_sums_then(kind, bits, indptr, indices, packed, words, mask, width, pf, i, acc, acc16,
+                                         lanes, lanes8, _pre_row, (width, d, nrm, sm, zm, ga, ta, coef, ar, c1, c2, c3, x[i], h[i],
+                                                     out_x[i], out_d[i], gm, tm, tmp, o, out_bits, part))
+            tpart[t] = part
 
     return kernel
 
