@@ -4,8 +4,6 @@
     python benchmarks/engine.py ranges     # calibrated vs dynamic ranges, interleaved, GCN-4 h256
     python benchmarks/engine.py fused --graphs arxiv-like cora --out results/cost/fused.jsonl
                                            # fused vs two-pass aggregation + epilogue, calibrated, GCN-4 h256
-    python benchmarks/engine.py fused-smp --graphs cora arxiv-like --bits 8 4 --threads 1 --out results/cost/fused.jsonl
-                                           # fused vs unfused SMP steps (fused.py's rows), calibrated, K = 10 h64
     python benchmarks/engine.py fused-kernel --out results/cost/fused.jsonl
                                            # the fused kernel alone against aggregate + epilogue, CPU time, 1 thread
     python benchmarks/engine.py gemm-codes # oneDNN's uint8 output against the feature quantizer's codes
@@ -150,19 +148,14 @@ def ranges_ratio(args) -> None:
               flush=True)
 
 
-def fused_ratio(args, smp_steps: int = 0) -> None:
+def fused_ratio(args) -> None:
     """The fused aggregation + epilogue (:func:`bench_suite.engine.kernels.aggregate_epilogue`) against the
     two passes it replaces: one calibrated integer GCN-4 h256 per (graph, bits), forward passes with
     ``fuse`` on and off alternating (the order swapped every round), after a check that their outputs are
     equal.  Per round the ratio two-pass / fused of the whole pass; then, in further alternating rounds
     under :func:`~bench_suite.engine.profile.profiling`, the same ratio for the part that fuses (the
     aggregation and epilogue stages against the fused stage) and each stage's time.  One JSON line per
-    (graph, bits, threads), printed and appended to ``--out``, with the machine, the load and the commit.
-
-    ``smp_steps`` K > 0: the same for a decoupled SMP model (h64, K steps, form exact) and its fused steps
-    (:func:`bench_suite.engine.kernels.smp_step_pre`, ``smp_step_post``); the part that fuses is the
-    packing, aggregations, their epilogues and SMP's elementwise kernels against the packing and the fused
-    stages (both sides also hold the MLP's epilogues)."""
+    (graph, bits, threads), printed and appended to ``--out``, with the machine, the load and the commit."""
     import os
 
     import torch
@@ -170,7 +163,7 @@ def fused_ratio(args, smp_steps: int = 0) -> None:
     from bench_suite.engine import tuning
     from bench_suite.engine.bench import build, calibrate, graph_inputs
     from bench_suite.engine.convert import convert
-    from bench_suite.engine.intmodel import AGGREGATE, FUSED, OUTPUT, PACK, SMP, SMP_FUSED, EngineGraph
+    from bench_suite.engine.intmodel import AGGREGATE, FUSED, OUTPUT, EngineGraph
     from bench_suite.engine.profile import profiling
     from bench_suite.nn.graph import prepare_graph
     from bench_suite.quant.base import QuantFactory
@@ -186,13 +179,7 @@ def fused_ratio(args, smp_steps: int = 0) -> None:
             trunc = "bt*" if bits == 22 else None  # 22: INT2 with BT*
             b = 2 if trunc else bits
             torch.manual_seed(0)
-            q = QuantFactory("qlr", b, {"truncation": trunc} if trunc else None)
-            if smp_steps:
-                m, model = build("decoupled", smp_steps, 64, x.shape[1], classes, q, "smp"), f"smp K={smp_steps} h64"
-                unfused_part, fused_part = (PACK, AGGREGATE, OUTPUT, SMP), (PACK, SMP_FUSED, OUTPUT)
-            else:
-                m, model = build("gcn", 4, 256, x.shape[1], classes, q), "gcn-4 h256"
-                unfused_part, fused_part = (AGGREGATE, OUTPUT), (FUSED, OUTPUT)
+            m = build("gcn", 4, 256, x.shape[1], classes, QuantFactory("qlr", b, {"truncation": trunc} if trunc else None))
             calibrate(m, g0, x, 0)  # QLR's α from its grid search on a subgraph
             m.eval()
             im = convert(m, calibrate_on=(eg, xn), calibration_graph=f"{graph} (deployed graph)")
@@ -225,18 +212,16 @@ def fused_ratio(args, smp_steps: int = 0) -> None:
                 im.fuse = True
                 load1 = os.getloadavg()
                 whole = [u / f for u, f in zip(times[False], times[True])]
-                part_two = [sum(s.get(k, 0.0) for k in unfused_part) for s in stages[False]]
-                part_fused = [sum(s.get(k, 0.0) for k in fused_part) for s in stages[True]]
+                part_two = [s.get(AGGREGATE, 0.0) + s.get(OUTPUT, 0.0) for s in stages[False]]
+                part_fused = [s.get(FUSED, 0.0) + s.get(OUTPUT, 0.0) for s in stages[True]]
                 part = [u / f for u, f in zip(part_two, part_fused)]
 
                 def med_stages(rows):
                     return {k: round(float(np.median([r.get(k, 0.0) for r in rows])), 2) for k in rows[0]}
 
-                row = _row("fused-smp-step" if smp_steps else "fused-aggregation-epilogue", **{
-                       "graph": graph, "nodes": eg.num_nodes, "model": model,
+                row = _row("fused-aggregation-epilogue", **{"graph": graph, "nodes": eg.num_nodes, "model": "gcn-4 h256",
                        "quant": "qlr", "bits": b, "truncation": trunc or "none", "ranges": "calibrated",
-                       "fused_layers": im.fused_layers(), "threads": threads, "rounds": args.repeats,
-                       "equal_outputs": same,
+                       "threads": threads, "rounds": args.repeats, "equal_outputs": same,
                        "unfused_ms": round(float(np.median(times[False])), 2),
                        "fused_ms": round(float(np.median(times[True])), 2),
                        "speedup_median_of_round_ratios": round(float(np.median(whole)), 3),
@@ -244,7 +229,7 @@ def fused_ratio(args, smp_steps: int = 0) -> None:
                        "part_unfused_ms": round(float(np.median(part_two)), 2),
                        "part_fused_ms": round(float(np.median(part_fused)), 2),
                        "part_speedup_median_of_round_ratios": round(float(np.median(part)), 3),
-                       "part": " + ".join(unfused_part) + " vs " + " + ".join(fused_part),
+                       "part": "aggregation + epilogue (two passes, the last layer's float output included) vs fused",
                        "stages_unfused_ms": med_stages(stages[False]), "stages_fused_ms": med_stages(stages[True]),
                        "loadavg_before": [round(v, 2) for v in load0], "loadavg_after": [round(v, 2) for v in load1]})
                 _emit(row, args.out)
@@ -344,7 +329,7 @@ def gemm_codes(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["agreement", "ranges", "bandwidth", "fused", "fused-smp", "fused-kernel",
+    p.add_argument("what", choices=["agreement", "ranges", "bandwidth", "fused", "fused-kernel",
                                           "gemm-codes"])
     p.add_argument("--graph", default="arxiv-like")
     p.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8], help="22: INT2 with BT* (fused)")
@@ -358,7 +343,6 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=100, help="agreement: training epochs")
     p.add_argument("--models", nargs="+", default=["gcn"], choices=["gcn", "appnp", "smp"], help="agreement: models")
     p.add_argument("--depth", type=int, default=4, help="agreement: depth")
-    p.add_argument("--steps", type=int, default=10, help="fused-smp: SMP's K")
     p.add_argument("--hidden", type=int, default=256, help="agreement: hidden width (0: the model's default)")
     p.add_argument("--ranges", nargs="+", default=["dynamic", "calibrated"], choices=["dynamic", "calibrated"])
     a = p.parse_args()
@@ -368,8 +352,6 @@ def main() -> None:
         agreement(a)
     elif a.what == "fused":
         fused_ratio(a)
-    elif a.what == "fused-smp":
-        fused_ratio(a, smp_steps=a.steps)
     elif a.what == "fused-kernel":
         fused_kernel(a)
     elif a.what == "gemm-codes":

@@ -287,8 +287,7 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
     ``calibration_seed`` for generated ones) names another with the same features and degree
     distribution.  ``sums`` (:data:`bench_suite.spec.SUMS`): the integer model's sums mode
     (:func:`bench_suite.engine.convert.convert`).  Rows carry ``ranges``, ``sums``, ``calibration_graph`` and
-    ``fused_layers`` (layers whose aggregation and epilogue ran as one pass, SMP steps whose aggregations
-    each ran with their half-step: static ranges, exact sums).
+    ``fused_layers`` (layers whose aggregation and epilogue ran as one pass: static ranges, exact sums).
     """
     from types import SimpleNamespace
 

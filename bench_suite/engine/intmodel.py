@@ -27,9 +27,7 @@ How the neighbour sums of the ``aggregate`` role are computed is the model's ``s
 With exact sums and static ranges after the sums (calibrated, QAT/DQ), a GCN layer sums each row
 and applies its epilogue in one pass that writes the next layer's codes
 (:func:`bench_suite.engine.kernels.aggregate_epilogue`, :meth:`Aggregation.fusable`): the same values
-without the int32 matrix of sums.  An SMP step likewise runs each of its two aggregations with its
-elementwise half-step and the next aggregation's message codes (:func:`bench_suite.engine.kernels.smp_step_pre`,
-``smp_step_post``; :meth:`IntDecoupled._smp_fused`).
+without the int32 matrix of sums.
 
 In both modes the dense products are exact integer sums, which the fake-quant model's float32 BLAS
 products approximate.
@@ -58,7 +56,6 @@ WHOLE, AGG_RANGE = "high-degree rows in float order", "range of the normalised s
 TIES = "sums near ties in float order"
 FUSED = "sparse aggregation + epilogue, fused (static ranges)"
 SMP = "SMP elementwise steps"
-SMP_FUSED = "SMP half-step with its aggregation, fused (static ranges)"
 #: the ``sums`` modes of an integer model (module docstring): the integer sums as they are, or the
 #: fake-quant model's float32 order wherever it decides an aggregate code or range
 SUMS = ("exact", "reference")
@@ -323,10 +320,6 @@ class IntModel:
     kind = ""
     calibration: Optional[dict] = None
     _sums = "exact"
-    #: whether layers (SMP steps) with static ranges and exact sums run fused (:meth:`fused_layers`; the
-    #: GCN's on by default, SMP's off); an attribute of the object, not saved: ``False`` takes the unfused
-    #: passes, the same values
-    fuse = True
 
     def parts(self) -> list:  # pragma: no cover - abstract
         """The linears and aggregations holding range rules."""
@@ -351,8 +344,7 @@ class IntModel:
                 part.sum_mode = value
 
     def fused_layers(self) -> int:
-        """Layers whose aggregation and epilogue run as one pass (:func:`bench_suite.engine.kernels.aggregate_epilogue`;
-        an SMP step: its two aggregations each with its half-step, :func:`bench_suite.engine.kernels.smp_step_pre`)."""
+        """Layers whose aggregation and epilogue run as one pass (:func:`bench_suite.engine.kernels.aggregate_epilogue`)."""
         return 0
 
     @property
@@ -394,6 +386,7 @@ class IntGCN(IntModel):
     two passes, the same values."""
 
     kind = "gcn"
+    fuse = True
 
     def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], biases: List[np.ndarray]) -> None:
         self.linears, self.aggs = linears, aggs
@@ -455,12 +448,9 @@ class IntDecoupled(IntModel):
     """Integer decoupled model: quantized MLP, then K propagation steps, either APPNP
     ``X ← q_u((1−α)·Â X + α·H)`` (Gasteiger et al. 2019) or SMP (one multiplier step
     per layer, arXiv 2308.14949, :class:`bench_suite.smp.SMPPropagation`).  Features
-    stay float between steps; every ``Â·`` runs on packed message codes.  With ``fuse = True`` an SMP
-    step whose ranges after the sums are static and whose sums are exact runs fused (:meth:`_smp`), the
-    same values; off by default because it is slower so far (:mod:`bench_suite.engine.kernels.smp`)."""
+    stay float between steps; every ``Â·`` runs on packed message codes."""
 
     kind = "decoupled"
-    fuse = False
     SMP_KEYS = ("form", "mu", "eta", "eta_s", "eta_lambda", "c", "lambda0", "s0", "lambda_min")
 
     def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], alpha: float = 0.1,
@@ -503,23 +493,10 @@ class IntDecoupled(IntModel):
             xk = stage(OUTPUT, K.epilogue, S, ap, teleport, update=upd, mode="float", **kw)
         return xk
 
-    def _smp_fused(self) -> List[bool]:
-        """Per SMP step, whether it runs as two fused passes: ``fuse`` set, exact sums, and the ranges of
-        ÂX, the update, Δ's messages and ÂΔ static (known before a row is summed).  X's message range may
-        be dynamic: it is set before packing (the previous step then does not pack the codes itself)."""
-        return [self.fuse and agg.fusable() and dagg.fusable() and not dagg.message.dynamic
-                for agg, dagg in zip(self.aggs, self.delta_aggs)]
-
-    def fused_layers(self) -> int:
-        return sum(self._smp_fused()) if self.smp is not None else 0
-
     def _smp(self, g: EngineGraph, h: np.ndarray) -> np.ndarray:
-        """SMP steps in the order of :meth:`bench_suite.smp.SMPPropagation.forward`.  A fused step
-        (:meth:`_smp_fused`) is two passes, each an aggregation with its half-step and the next
-        aggregation's message codes (:func:`bench_suite.engine.kernels.smp_step_pre`, ``smp_step_post``).
-        Otherwise each aggregation writes its float output and the elementwise work runs in three fused
-        parallel kernels (smp_pre, smp_post, fq_rows), which also hand each aggregation the row ranges
-        of its input."""
+        """SMP steps in the order of :meth:`bench_suite.smp.SMPPropagation.forward`; the
+        elementwise work of a step runs in three fused parallel kernels (smp_pre, smp_post,
+        fq_rows), which also hand each aggregation the row ranges of its input."""
         from bench_suite.smp import multiplier_step
 
         p = self.smp
@@ -533,34 +510,12 @@ class IntDecoupled(IntModel):
         if self.aggs and self.aggs[0].message.dynamic:
             rmin, rmax = stage(RANGE, K.rows_minmax, x)
         exact = p["form"] == "exact"
-        fused = self._smp_fused() + [False]
-        packed = None  # X's message codes, when the previous step wrote them
-        for k, (agg, dagg) in enumerate(zip(self.aggs, self.delta_aggs)):
-            kl = F32(2 * eta * lam)
-            if fused[k]:
-                if packed is None:
-                    if agg.message.dynamic and rmin is None:
-                        rmin, rmax = stage(RANGE, K.rows_minmax, x)
-                    packed, msg, _ = agg.messages(g, x, None, rmin, rmax)
-                else:
-                    msg = agg.message.params()
-                csr = (g.indptr, g.indices)
-                xt, delta, dpacked = stage(SMP_FUSED, K.smp_step_pre, *csr, packed, agg.message.bits, g.deg, g.norm,
-                                           msg, agg.aggregate.params(), x, h, c1, c2, c3, dagg.message.params(),
-                                           dagg.message.bits, gather=g.indices.size * packed.shape[1])
-                nxt = self.aggs[k + 1].message if fused[k + 1] and not self.aggs[k + 1].message.dynamic else None
-                x, packed, t = stage(SMP_FUSED, K.smp_step_post, *csr, dpacked, dagg.message.bits, g.deg, g.norm,
-                                     dagg.message.params(), dagg.aggregate.params(), xt, delta, kl, exact,
-                                     agg.update.params(), None if nxt is None else nxt.params(),
-                                     0 if nxt is None else nxt.bits, gather=g.indices.size * dpacked.shape[1])
-                rmin = rmax = None  # a later step that needs them computes them
-            else:
-                xt, delta, dmin, dmax = stage(SMP, K.smp_pre, x, agg.apply(g, x, rmin, rmax), h, c1, c2, c3)
-                a_delta = dagg.apply(g, delta, dmin, dmax)
-                v, vmin, vmax, t = stage(SMP, K.smp_post, xt, delta, a_delta, kl, exact)
-                upd = agg.update.params(vmin.min(), vmax.max()) if agg.update.dynamic else agg.update.params()
-                x, rmin, rmax = stage(SMP, K.fq_rows, v, upd)
-                packed = None
+        for agg, dagg in zip(self.aggs, self.delta_aggs):
+            xt, delta, dmin, dmax = stage(SMP, K.smp_pre, x, agg.apply(g, x, rmin, rmax), h, c1, c2, c3)
+            a_delta = dagg.apply(g, delta, dmin, dmax)
+            v, vmin, vmax, t = stage(SMP, K.smp_post, xt, delta, a_delta, F32(2 * eta * lam), exact)
+            upd = agg.update.params(vmin.min(), vmax.max()) if agg.update.dynamic else agg.update.params()
+            x, rmin, rmax = stage(SMP, K.fq_rows, v, upd)
             lam, s = multiplier_step(lam, s, t, budget, p["eta_lambda"], p["eta_s"], p.get("lambda_min"))
         return x
 

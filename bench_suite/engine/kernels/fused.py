@@ -39,41 +39,6 @@ def row_kind(bits: int, nb: int) -> int:
     return VEC
 
 
-@njit(inline="always")
-def row_buffers(bits, nb):
-    """One thread's buffers for summing rows of ``nb`` packed bytes at ``bits`` bits with any row kernel:
-    ``(acc, acc16, lanes, lanes8)`` as :func:`row_sums_then` takes them."""
-    c = 8 // bits
-    lanes = np.zeros(4, np.uint64)
-    # byte b of lane k: feature 8k + b (little-endian)
-    return np.zeros(max(c * nb, 32), np.int32), np.zeros(c * nb, np.uint16), lanes, lanes.view(np.uint8)
-
-
-@njit(inline="always")
-def row_sums_then(kind, bits, indptr, indices, packed, words, mask, width, pf, i, acc, acc16, lanes, lanes8, emit,
-                  ctx):
-    """Sum row ``i``'s neighbour codes with row kernel ``kind`` (:func:`row_kind`) and return
-    ``emit(sums, ctx)`` with the sums where they lie: ``acc`` (int32) for a hub, else the row kernel's own
-    lanes (``acc16``, ``lanes8``), as the kernels of :mod:`.aggregation` store them.  ``acc``: int32 of
-    at least ``max(c·nb, 32)``; ``acc16``: uint16 of ``c·nb``; ``lanes``: uint64[4], ``lanes8`` its bytes.
-    For the fused kernels of other models (:mod:`.smp`); ``emit`` is inlined too when it is
-    ``inline="always"`` (then ``ctx`` must hold no tuple: numba's array analysis of a parallel loop
-    rejects their inlined unpacking)."""
-    if kind == VEC:
-        if vec_row(indptr, indices, packed, bits, i, pf, acc, acc16, width):
-            return emit(acc, ctx)
-        return emit(acc16, ctx)
-    if kind == SWAR:
-        if swar_row(indptr, indices, words, bits, mask, i, pf, acc, lanes):
-            return emit(acc, ctx)
-        return emit(lanes8, ctx)
-    hub, a0, a1, b0, b1 = bytes_row(indptr, indices, words, i, pf, acc)
-    if not hub:
-        for f in range(width):
-            acc[f] = bytes_lane(a0, a1, b0, b1, f)
-    return emit(acc, ctx)
-
-
 @njit(inline="always", fastmath=EXACT_FASTMATH)
 def _row_out(src, width, d, nrm, sm, zm, la, ta, coef, ar, lu, has_update, tu, relu, as_codes, l2, t2, of, oq):
     """One row of :func:`~.quantize.epilogue` (``sums="exact"``, mode ``"float"`` or ``"codes"``) from its
@@ -95,6 +60,7 @@ def _row_out(src, width, d, nrm, sm, zm, la, ta, coef, ar, lu, has_update, tu, r
 @functools.lru_cache(maxsize=None)
 def _fused_kernel(kind: int, bits: int, has_update: bool, relu: bool, as_codes: bool, ta: bool, tu: bool, t2: bool):
     """The fused kernel for one row kernel, bit width and epilogue; every flag is a compile-time constant."""
+    c = 8 // bits
 
     @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
     def kernel(indptr, indices, packed, words, mask, width, bounds, pf, deg, norm, sm, zm, ga, coef, add, gu, g2,
@@ -102,7 +68,10 @@ def _fused_kernel(kind: int, bits: int, has_update: bool, relu: bool, as_codes: 
         nb = packed.shape[1]
         for t in prange(bounds.size - 1):
             la, lu, l2 = scalars(ga), scalars(gu), scalars(g2)
-            acc, acc16, lanes, lanes8 = row_buffers(bits, nb)
+            acc = np.zeros(max(c * nb, 32), np.int32)
+            acc16 = np.zeros(c * nb, np.uint16)
+            lanes = np.zeros(4, np.uint64)
+            lanes8 = lanes.view(np.uint8)  # byte b of lane k: feature 8k + b (little-endian)
             ar = add[0]
             for i in range(bounds[t], bounds[t + 1]):
                 d, nrm = deg[i], norm[i]

@@ -21,24 +21,6 @@ from bench_suite.engine.kernels.sum_order import NeighbourSums
 from bench_suite.engine.packing import check_bits
 
 
-@njit(inline="always")
-def pack_row(tmp, o, width, bits):
-    """Finish one packed row ``o`` (``nb`` bytes) of codes: at 8 bits the codes are already in ``o[:width]``
-    and the padding is zeroed; below, ``tmp`` (uint8 ``c·nb``, zero past ``width``) holds them and code
-    ``k·nb + j`` goes to bits ``k·b …`` of byte ``j`` (:mod:`bench_suite.engine.packing`'s layout)."""
-    c = 8 // bits
-    nb = o.shape[0]
-    if c == 1:
-        for f in range(width, nb):
-            o[f] = 0
-    else:
-        for j in range(nb):
-            b = tmp[j]
-            for k in range(1, c):
-                b |= tmp[k * nb + j] << np.uint8(k * bits)
-            o[j] = b
-
-
 @functools.lru_cache(maxsize=None)
 def _quantize_pack_kernel(has_feature: bool, bits: int, trunc_f: bool = False, trunc_m: bool = False):
     """Specialised (branch-free, vectorisable) packing kernel; flags are compile-time constants."""
@@ -63,7 +45,15 @@ def _quantize_pack_kernel(has_feature: bool, bits: int, trunc_f: bool = False, t
                     if has_feature:
                         v = fq_value(v, lf, trunc_f)
                     dst[f] = np.uint8(np.int32(code_of(v * d, lm, trunc_m)))
-                pack_row(tmp, o, width, bits)
+                if c == 1:
+                    for f in range(width, nb):
+                        o[f] = 0
+                else:
+                    for j in range(nb):
+                        b = tmp[j]
+                        for k in range(1, c):
+                            b |= tmp[k * nb + j] << np.uint8(k * bits)
+                        o[j] = b
         return out
 
     return kernel
