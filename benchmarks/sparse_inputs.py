@@ -11,7 +11,7 @@ every configuration in turn, so machine load affects all alike.  Reported: the m
 time of each configuration and the ratio dense/sparse (the speed-up), per dataset and quantizer.
 
 ``--sampled`` times the kernel behind the sparse product's value gradient instead
-(``bench_suite.sparse._sampled_rows_kernel``, eight entries' sums side by side) against the one-entry
+(``bench_suite.sparse._sampled_rows_kernel``, four entries' sums side by side) against the one-entry
 loop it replaced (``_sampled_rows_reference``) on each dataset's feature pattern, random G and W of
 ``--widths`` columns: both in turn in every round, the median of the per-round ratios, and whether
 the two wrote the same bits.
@@ -97,7 +97,7 @@ def sampled(args) -> None:
                 t2 = time.perf_counter()
                 ta.append(t1 - t0)
                 tb.append(t2 - t1)
-            ratio = statistics.median(x / y for x, y in zip(ta, tb))
+            ratio = statistics.median(r / k for r, k in zip(ta, tb))
             same = bool(np.array_equal(a.view(np.int32), b.view(np.int32)))
             rows.append({"dataset": d, "nnz": int(col.size), "K": K, "one_entry_ms": 1000 * statistics.median(ta),
                          "kernel_ms": 1000 * statistics.median(tb), "ratio": ratio, "same_bits": same})
