@@ -3,7 +3,8 @@ and without node reordering, next to DGL's FP32 ``copy_u_sum`` on the same order
 
     python benchmarks/aggregation.py [--ref REF] [--graphs cora amazon-computers ...] [--bits 8 4 2]
                                      [--widths 64 256 classes] [--rounds 9] [--threads 2]
-                                     [--orders natural rcm degree] [--out results/cost/aggregation.jsonl]
+                                     [--orders natural rcm degree] [--offsets 16 32 48]
+                                     [--out results/cost/aggregation.jsonl]
 
 Graphs are Ã (self-loops added) of registered datasets (read offline from ``BENCH_SUITE_DATA``)
 or of the generated graphs of :mod:`bench_suite.engine.bench` (``arxiv-like``).  ``classes`` as a
@@ -15,6 +16,10 @@ Orders: ``natural`` (the dataset's), ``rcm`` (reverse Cuthill–McKee of Ã, sci
 (descending degree, hubs first; ties in natural order); the codes (and DGL's features) are
 permuted with the graph.  Every variant is checked bit-exact against the ``int64`` sparse product
 ``Ã @ q`` (permuted) before timing.
+
+``--offsets``: also this tree's kernel on the natural order with the code matrix starting that many
+bytes past a cache line (:func:`bench_suite.engine.packing.pack` starts it on one), in the same
+interleaved rounds (``ratio_offset_over_aligned``: how much slower rows that straddle cache lines are).
 
 Three measurements per (graph, bits, width), each interleaved (every round runs each variant
 once, in an order rotated from round to round) with medians over ``--rounds``:
@@ -133,6 +138,8 @@ def main(argv=None) -> None:
     ap.add_argument("--bits", nargs="+", type=int, default=[8, 4, 2])
     ap.add_argument("--widths", nargs="+", default=["64", "256", "classes"])
     ap.add_argument("--orders", nargs="+", default=["natural", "rcm", "degree"])
+    ap.add_argument("--offsets", nargs="*", type=int, default=[],
+                    help="also time the code matrix this many bytes past a cache line (natural order)")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-fp32", action="store_true", help="skip DGL's float copy_u_sum")
@@ -146,7 +153,7 @@ def main(argv=None) -> None:
 
     from bench_suite.engine import kernels as K
     from bench_suite.engine.kernels import aggregation as new
-    from bench_suite.engine.packing import pack
+    from bench_suite.engine.packing import CACHE_LINE, aligned_empty, pack
 
     if args.ref is None:
         args.ref = git("merge-base", "HEAD", "main")
@@ -192,9 +199,14 @@ def main(argv=None) -> None:
                 for o, (perm, csr, _) in orders.items():
                     po = packed if perm is None else np.ascontiguousarray(packed[perm])
                     variants[f"tree/{o}"] = (lambda c=csr, p=po: new.aggregate(c[0], c[1], p, bits, width))
+                for off in args.offsets:  # the same codes, the matrix's first byte `off` bytes past a line
+                    buf = aligned_empty((packed.nbytes + CACHE_LINE,))
+                    po = buf[off % CACHE_LINE:off % CACHE_LINE + packed.nbytes].view(np.uint8).reshape(packed.shape)
+                    po[...] = packed
+                    variants[f"tree/natural+{off}B"] = (lambda p=po: new.aggregate(indptr, indices, p, bits, width))
                 for name, fn in variants.items():  # compile, then check bit-exactness
                     S, lo, hi = fn()
-                    perm = orders[name.split("/")[1]][0] if "/" in name else None
+                    perm = orders[name.split("/")[1].split("+")[0]][0] if "/" in name else None
                     want = ref if perm is None else ref[perm]
                     if not (np.array_equal(S, want) and np.array_equal(lo, want.min(1)) and np.array_equal(hi, want.max(1))):
                         raise SystemExit(f"{gname} bits={bits} width={width} {name}: sums differ from Ã @ q")
@@ -234,6 +246,8 @@ def main(argv=None) -> None:
                     "cpu_1thread_ms": med,
                     "ratio_ref_over_tree": med["ref"] / med["tree/natural"],
                     "ratio_natural_over_order": {o: med["tree/natural"] / med[f"tree/{o}"] for o in orders if o != "natural"},
+                    "ratio_offset_over_aligned": {off: med[f"tree/natural+{off}B"] / med["tree/natural"]
+                                                  for off in args.offsets},
                     "fp32_ratio_natural_over_order": {o: med["fp32/natural"] / med[f"fp32/{o}"]
                                                       for o in orders if o != "natural" and fp32},
                     "fp32_over_int_same_order": {o: med[f"fp32/{o}"] / med[f"tree/{o}"] for o in orders if fp32},
@@ -250,6 +264,7 @@ def main(argv=None) -> None:
                 print(f"{gname:17s} b={bits} w={width:4d}  cpu ref {med['ref']:8.2f} tree {med['tree/natural']:8.2f} ms "
                       f"x{rec['ratio_ref_over_tree']:.2f}  " +
                       "  ".join(f"{o} x{v:.2f}" for o, v in rec["ratio_natural_over_order"].items()) +
+                      "".join(f"  +{o}B x{v:.2f}" for o, v in rec["ratio_offset_over_aligned"].items()) +
                       (f"  fp32 {med['fp32/natural']:.2f} ms " + " ".join(
                           f"{o} x{v:.2f}" for o, v in rec["fp32_ratio_natural_over_order"].items()) if fp32 else "") +
                       f"  split x{rec['ratio_split_rows_over_edges']:.2f}  wall2 x{rec['wall_ratio_ref_over_tree']:.2f}"

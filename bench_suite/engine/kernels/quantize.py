@@ -18,7 +18,7 @@ from numba import njit, prange
 
 from bench_suite.engine.kernels.common import EXACT_FASTMATH, row_chunks, code_of, fq_value, minmax, scalars, grid
 from bench_suite.engine.kernels.sum_order import NeighbourSums
-from bench_suite.engine.packing import check_bits
+from bench_suite.engine.packing import aligned_empty, check_bits
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,7 +69,7 @@ def quantize_pack(x: np.ndarray, norm: np.ndarray, message: tuple, bits: int, nb
     tm, gm = grid(message)
     check_bits(bits, "quantize_pack")
     if out is None:
-        out = np.empty((x.shape[0], nb), np.uint8)
+        out = aligned_empty((x.shape[0], nb))  # rows on cache lines: see bench_suite.engine.packing
     return _quantize_pack_kernel(feature is not None, int(bits), tf, tm)(
         x, norm, gf, gm, nb, out, row_chunks(x.shape[0]))
 
