@@ -197,7 +197,10 @@ def main(argv=None) -> None:
                 packed = pack(q, bits)
                 variants = {"ref": (lambda p=packed: old.aggregate(indptr, indices, p, bits, width))}
                 for o, (perm, csr, _) in orders.items():
-                    po = packed if perm is None else np.ascontiguousarray(packed[perm])
+                    po = packed
+                    if perm is not None:  # the permuted copy on a cache line too, as pack() puts the natural one
+                        po = aligned_empty(packed.shape)
+                        np.take(packed, perm, axis=0, out=po)
                     variants[f"tree/{o}"] = (lambda c=csr, p=po: new.aggregate(c[0], c[1], p, bits, width))
                 for off in args.offsets:  # the same codes, the matrix's first byte `off` bytes past a line
                     buf = aligned_empty((packed.nbytes + CACHE_LINE,))

@@ -10,11 +10,15 @@ eight byte lanes, so lane sums flush into a contiguous block of accumulators.
 INT8 is plain bytes (``c = 1``).
 
 Packed matrices start on a cache line (:func:`aligned_empty`): rows of 64, 128 or 256 bytes then
-never straddle two lines.  numpy's allocations are 16-byte aligned, and from an unaligned base
-every gathered row of the aggregation touches one line more than it holds (its prefetch covers
-only the row's first lines): on the arxiv-sized graph at width 256 the aggregation took 1.8x
-(INT8), 2.7x (INT4) and 2.2-2.8x (INT2) the time of the aligned matrix (one thread, CPU time,
-base 16/32/48 bytes past a line against 0; ``benchmarks/aggregation.py --offsets 16 32 48``).
+never straddle two lines.  numpy's allocations are 16-byte aligned (large ones 16 bytes past a
+page), and from an unaligned base every gathered row of the aggregation touches one line more than
+it holds (its prefetch covers only the row's first lines): on the arxiv-sized graph, quiet machine,
+one thread, CPU time, the matrix 16 or 48 bytes past a line took 1.39-1.48x (INT8), 2.10-2.46x (INT4)
+and 1.31-1.56x (INT2) the aligned time at width 256, 1.04-1.68x at width 64; on the cache-resident
+graphs (cora, amazon-computers, coauthor-physics) 1.0-1.45x (``benchmarks/aggregation.py --offsets
+16 48``, results/cost/aggregation.jsonl, 2026-12-07).  With it the calibrated GCN-4 h256 pass on the
+arxiv-sized graph went from 3.87x / 4.79x / 4.40x DGL FP32 at INT8 / INT4 / INT2 to 4.61x / 5.20x /
+5.19x (reports/speed).
 """
 from __future__ import annotations
 

@@ -18,7 +18,10 @@ Node reordering (reverse Cuthill–McKee, degree sort) was measured with ``bench
 on cora, amazon-computers, coauthor-physics and arxiv-like and is not used: under RCM these
 kernels ran 0.74-1.36x as fast (median 1.01; degree order 0.98), while DGL's float
 ``copy_u_sum`` ran 0.99-1.53x as fast (median 1.16), so compare against the float baseline on
-the same order (results/cost/aggregation.jsonl).
+the same order (results/cost/aggregation.jsonl).  Measured again with every code matrix on a cache
+line (:mod:`bench_suite.engine.packing`; the permuted copies had been as unaligned as the natural
+one), width 256, quiet machine: RCM 0.72-1.02x, degree order 0.65-1.03x as fast; DGL 1.05-1.26x and
+0.93-1.21x (2026-12-07).  Still not used.
 """
 from __future__ import annotations
 
