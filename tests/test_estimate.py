@@ -80,7 +80,9 @@ def test_estimate_from_cost_table_and_finished_runs_gives_hand_computed_seconds(
         _spec(quant="qlr", bits=4, depth=4),       # between B and B8: 0.030 + 0.060 x (4-2)/(8-2) = 0.05, x 200: 10
         _spec(quant="qlr", bits=2, seed=1),        # same spec finished: 7
         _spec(quant="qlr", bits=8),                # B (same quantizer, other bits) x 120: 3.6
-        _spec(sparse_features=True),               # D, not A: 0.002 x 200 = 0.4
+        _spec(sparse_features=True),               # D, not A: 0.002 x 200 x 0.8 = 0.32 (no finished run of its
+                                                   # protocol: the GCN-2 runs of two other protocols trained
+                                                   # 120/200 and 200/200 of their budgets, a mean share of 0.8)
         _spec(model="decoupled", propagation="dagnn", depth=20),  # proxy APPNP: 0.020 x 20/10 x 200 = 8
         _spec(model="jknet", depth=4, quant="qat", bits=4),  # proxy GCN, QAT as QLR INT4: 0.05 x 200 = 10
         _spec(dataset="citeseer"),                 # nothing measured or finished on CiteSeer
@@ -89,11 +91,11 @@ def test_estimate_from_cost_table_and_finished_runs_gives_hand_computed_seconds(
     # and 38 s at depth 16 (linear between them)
     shape = [_record(_spec(depth=2, hidden=128), 10.0, 200), _record(_spec(depth=32, hidden=128), 70.0, 200)]
     est = estimate(pending, list(finished_records(tmp_path)) + shape, costs)
-    assert est.seconds == pytest.approx(1.2 + 3.6 + 0.09 * 38 / 22 * 400 + 10 + 7 + 3.6 + 0.4 + 8 + 10)
+    assert est.seconds == pytest.approx(1.2 + 3.6 + 0.09 * 38 / 22 * 400 + 10 + 7 + 3.6 + 0.32 + 8 + 10)
     assert est.estimated == 9 and est.records == 3
     assert est.by_level == {"group": 1, "cost": 3, "cost-scaled": 3, "depth": 0, "scaled": 0, "proxy": 2,
                             "dataset": 0, "dense": 0}
-    assert est.epochs_from == {"finished": 3, "maximum": 5}
+    assert est.epochs_from == {"finished": 3, "share": 1, "maximum": 4}
     assert est.unknown == [pending[-1].label()]
     text = est.summary(2)
     assert "at least" in text and "with 2 workers" in text
@@ -139,11 +141,13 @@ def test_another_dataset_lends_its_epoch_time_scaled_by_the_dataset_ratio(tmp_pa
     pending = _spec(**appnp, hidden=64, dataset="citeseer", epochs=300)  # an architecture Cora has not run
     est = estimate([pending], finished)
     assert est.by_level["dataset"] == 1
-    assert est.seconds == pytest.approx(statistics.median([0.1, 0.3]) * 300 * 2)
-    assert est.epochs_from == {"finished": 0, "maximum": 1}
+    # epochs: no finished run of its protocol; APPNP-8's two other protocols trained 100 and 200 of
+    # their 200 epochs, a mean share of 0.75 of the pending run's 300
+    assert est.seconds == pytest.approx(statistics.median([0.1, 0.3]) * 300 * 0.75 * 2)
+    assert est.epochs_from == {"finished": 0, "share": 1, "maximum": 0}
     # the same architecture on Cora is preferred to the median of the others
     est = estimate([pending], finished + [_record(_spec(**appnp, hidden=64, epochs=300), 5.0, 50)])
-    assert est.seconds == pytest.approx(0.1 * 300 * 2)
+    assert est.seconds == pytest.approx(0.1 * 300 * statistics.mean([0.5, 1.0, 50 / 300]) * 2)
     # a source whose features are stored like the pending run's (sparse) wins over one with more shared
     # configurations and the same architecture, stored dense
     sparse = [_record(_spec(sparse_features=True), 2.0, 100),
@@ -151,7 +155,8 @@ def test_another_dataset_lends_its_epoch_time_scaled_by_the_dataset_ratio(tmp_pa
               _record(_spec(**appnp, hidden=32, sparse_features=True), 1.0, 100)]  # 0.01 s an epoch
     est = estimate([_spec(**appnp, hidden=64, dataset="citeseer", epochs=300, sparse_features=True)],
                    finished + [_record(_spec(**appnp, hidden=64, epochs=300), 5.0, 50)] + sparse)
-    assert est.by_level["dataset"] == 1 and est.seconds == pytest.approx(0.01 * 300 * 1.5)
+    assert est.by_level["dataset"] == 1
+    assert est.seconds == pytest.approx(0.01 * 300 * statistics.mean([0.5, 1.0, 50 / 300, 0.5]) * 1.5)
 
 
 def test_duration_names_days_beyond_two_days() -> None:
@@ -185,8 +190,9 @@ def test_status_estimate_prints_the_sources_and_the_runs_not_estimated(tmp_path,
     assert main(["status", str(matrix), "--results", str(tmp_path / "results"), "--estimate", "2"]) == 0
     out = capsys.readouterr().out
     assert "pending 5" in out
-    # 2 seeds x (GCN-2 FP32 0.010 + QLR INT4 0.030) x 200 epochs (no finished run of this protocol)
-    assert "at least 16 s of single-worker time for 4 pending runs" in out
+    # 2 seeds x (GCN-2 FP32 0.010 + QLR INT4 0.030) x 120 epochs (no finished run of this protocol; the
+    # finished GCN-2 run of another one trained 120 of its 200: a share of 0.6 of these runs' 200)
+    assert "at least 10 s of single-worker time for 4 pending runs" in out
     assert "4 cost table, same configuration" in out
     assert "finished runs: 1 ok records of spec version 2" in out
     assert f"cost table {costs}: 5 configurations, measured 2026-12-06, code abc123" in out
@@ -194,8 +200,8 @@ def test_status_estimate_prints_the_sources_and_the_runs_not_estimated(tmp_path,
     assert main(["status", str(matrix), "--results", str(tmp_path / "results"), "--estimate", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["estimated_runs"] == 4 and data["not_estimated"] == 1
-    assert data["estimated_hours"] == pytest.approx(round(2 * (0.010 + 0.030) * 200 / 3600, 2))
-    assert data["estimated_from"]["cost"] == 4 and data["epochs_from"] == {"finished": 0, "maximum": 4}
+    assert data["estimated_hours"] == pytest.approx(round(2 * (0.010 + 0.030) * 120 / 3600, 2))
+    assert data["estimated_from"]["cost"] == 4 and data["epochs_from"] == {"finished": 0, "share": 4, "maximum": 0}
 
 
 def test_status_estimate_names_a_missing_cost_table(tmp_path, capsys) -> None:

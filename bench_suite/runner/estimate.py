@@ -10,8 +10,11 @@ Two sources, tried in this order for each pending run:
    the current code's median epoch time per configuration, :class:`CostTable`): epochs the run
    will train × the epoch time of its (dataset with its feature storage, architecture, depth,
    quantizer, bits, truncation, hidden width).  Epochs: the mean ``epochs_run`` of finished runs
-   of the same spec under any quantizer (:func:`protocol_key`), else the spec's ``epochs`` (an
-   upper bound: early stopping ends most runs sooner).  Without that exact configuration
+   of the same spec under any quantizer (:func:`protocol_key`), else the mean share of their
+   budget (``epochs_run / epochs``) that finished runs of the same plugins at the same depth
+   trained under any other protocol (another dataset, other hyper-parameters) times the spec's
+   ``epochs`` (``share``: early stopping ends a dataset's runs at its own epoch, so this errs
+   either way), else the spec's ``epochs`` (an upper bound: early stopping ends most runs sooner).  Without that exact configuration
    (``cost``), the entries of the same dataset, architecture and quantizer (the same bits and
    truncation if measured: fake quantization does the same work at any width) at the nearest
    hidden width are scaled (``cost-scaled``) **in depth**: linearly between the nearest measured
@@ -110,7 +113,7 @@ class Estimate:
     estimated: int = 0
     unknown: List[str] = field(default_factory=list)  # labels of runs nothing could estimate
     by_level: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(LEVELS, 0))
-    epochs_from: Dict[str, int] = field(default_factory=lambda: {"finished": 0, "maximum": 0})
+    epochs_from: Dict[str, int] = field(default_factory=lambda: {"finished": 0, "share": 0, "maximum": 0})
     records: int = 0  # finished records used
     sources: List[str] = field(default_factory=list)  # where the finished records and the cost table came from
 
@@ -125,7 +128,9 @@ class Estimate:
         lines = [f"estimated {total}", "  from: " + ("; ".join(parts) if parts else "nothing")]
         if self.by_level["cost"] or self.by_level["cost-scaled"] or self.by_level["proxy"]:
             lines.append(f"  epochs per cost-table or other-dataset run: {self.epochs_from['finished']} the mean of finished runs of "
-                         f"the spec (any quantizer), {self.epochs_from['maximum']} the spec's maximum epochs "
+                         f"the spec (any quantizer), {self.epochs_from['share']} the spec's maximum times the mean share "
+                         f"of it finished runs of the plugins at that depth trained under other protocols (datasets, "
+                         f"settings), {self.epochs_from['maximum']} the spec's maximum epochs "
                          f"(an upper bound: early stopping ends most runs sooner)")
         lines += [f"  source: {s}" for s in self.sources]
         if self.unknown:
@@ -263,6 +268,8 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
     ok runs only) and the cost table, in the order of the module docstring."""
     by_group: Dict[str, List[float]] = defaultdict(list)
     epochs_run: Dict[str, List[int]] = defaultdict(list)
+    # (plugin names, depth) -> protocol -> epochs_run / epochs of its finished runs
+    share: Dict[Tuple[Tuple[Any, ...], int], Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
     used = 0
     times: Dict[Tuple[str, str, int], List[float]] = defaultdict(list)  # (dataset, arch, depth)
     per_epoch: Dict[Tuple[str, str, int], List[float]] = defaultdict(list)  # the same, total_s / epochs_run
@@ -278,6 +285,9 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
         dataset, arch = _dataset(spec.data), _arch(spec.data)
         if isinstance(n, int) and not isinstance(n, bool):
             epochs_run[protocol_key(spec.data)].append(n)
+            budget = (spec.data.get("train") or {}).get("epochs")
+            if isinstance(budget, int) and budget > 0:
+                share[(_names(spec.data), int(spec.data["model"]["depth"]))][protocol_key(spec.data)].append(n / budget)
             if n > 0:
                 per_epoch[(dataset, arch, int(spec.data["model"]["depth"]))].append(float(t) / n)
         times[(dataset, arch, int(spec.data["model"]["depth"]))].append(float(t))
@@ -316,10 +326,20 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
         return ratios[(target, source)]
 
     def epochs(d: Dict[str, Any]) -> float:
-        """The epochs a pending run will train: the mean of finished runs of its protocol, else its maximum."""
-        runs = epochs_run.get(protocol_key(d))
-        out.epochs_from["finished" if runs else "maximum"] += 1
-        return statistics.mean(runs) if runs else int(d["train"]["epochs"])
+        """The epochs a pending run will train: the mean of finished runs of its protocol, else its maximum
+        times the share of the budget runs of its plugins at its depth trained under other protocols (the
+        mean over protocols, each the mean of its runs), else its maximum."""
+        key = protocol_key(d)
+        runs = epochs_run.get(key)
+        if runs:
+            out.epochs_from["finished"] += 1
+            return statistics.mean(runs)
+        others = [statistics.mean(v) for k, v in share.get((_names(d), int(d["model"]["depth"])), {}).items() if k != key]
+        if others:
+            out.epochs_from["share"] += 1
+            return statistics.mean(others) * int(d["train"]["epochs"])
+        out.epochs_from["maximum"] += 1
+        return int(d["train"]["epochs"])
 
     def from_costs(d: Dict[str, Any], proxies: bool) -> Optional[Tuple[float, str]]:
         dataset, arch = _dataset(d), _arch(d)
