@@ -119,9 +119,14 @@ def test_shipped_matrices_expand(name):
     specs = expand_matrix(m, overrides)  # every plugin a shipped matrix names is registered: a typo fails here
     assert specs and len({s.run_id for s in specs}) == len(specs)
     assert {s.kind for s in specs} == ({"speed"} if name.startswith("speed") else {"train"})
-    if name == "speed":  # 2 graphs x 3 bit widths x 2 range modes; the Cora runs train the model first
-        assert len(specs) == n_runs == 12
-        assert {(s.data["graph"]["name"], s.measure.train_epochs) for s in specs} == {("arxiv-like", 0), ("cora", 100)}
+    if name == "speed":  # 4 graphs x 3 bit widths x 2 range modes + INT2 BT* calibrated on the 3 real graphs,
+        # whose runs train the model first
+        assert len(specs) == n_runs == 4 * 3 * 2 + 3
+        assert {(s.data["graph"]["name"], s.measure.train_epochs) for s in specs} == {
+            ("arxiv-like", 0), ("cora", 100), ("amazon-computers", 100), ("coauthor-physics", 100)}
+        bt = [s for s in specs if s.data["quant"]["truncation"] == "bt*"]
+        assert {(s.data["graph"]["name"], s.data["quant"]["bits"], s.measure.ranges) for s in bt} == {
+            (g, 2, "calibrated") for g in ("cora", "amazon-computers", "coauthor-physics")}
     if name == "speed-decoupled":  # 2 propagations x 2 depths x 3 bit widths x 2 range modes
         assert len(specs) == n_runs == 24 and {s.data["propagation"]["name"] for s in specs} == {"appnp", "smp"}
     if name == "smoke":

@@ -32,9 +32,9 @@ def write_matrix(folder: Path, name: str = "tiny-speed", **extra) -> Path:
 
 def test_a_speed_matrix_expands_into_speed_specs_with_stable_ids_apart_from_training_ids():
     specs = expand_matrix("speed")
-    assert len(specs) == 12 and {s.kind for s in specs} == {"speed"}
+    assert len(specs) == 27 and {s.kind for s in specs} == {"speed"}
     assert [s.run_id for s in expand_matrix("speed")] == [s.run_id for s in specs]  # stable
-    assert len({s.run_id for s in specs}) == 12
+    assert len({s.run_id for s in specs}) == 27
     # the same keys in another order, or with the defaults spelled out, are the same spec
     first = specs[0].data
     flat = {"ranges": first["measure"]["ranges"], "bits": first["quant"]["bits"], "graph": first["graph"]["name"],
