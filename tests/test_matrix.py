@@ -43,6 +43,30 @@ def test_axes_sub_axes_exclude_include_and_seeds(tmp_path):
     assert load_matrix(p).name == "grid"
 
 
+def test_an_exclude_rule_naming_seeds_drops_those_runs_only(tmp_path):
+    """A rule with ``seed`` drops single runs (fewer seeds of costly cells, the rest of the grid whole),
+    includes too; the ids of the runs it keeps are those of the matrix without it."""
+    text = """
+        name: grid
+        seeds: 4
+        fixed: {dataset: csbm, epochs: 7}
+        axes:
+          depth: [2, 8]
+          model: [gcn, sage]
+        include: [{model: gcn, depth: 4}]
+    """
+    full = expand_matrix(matrix(tmp_path, text, "full.yaml"))
+    trimmed = expand_matrix(matrix(tmp_path, text + "    exclude: [{depth: [8, 4], seed: [2, 3]}, {model: sage, seed: 0}]\n",
+                                   "trim.yaml"))
+    kept = {(s.data["model"]["name"], s.data["model"]["depth"], s.seed) for s in trimmed}
+    want = {(m, d, k) for m, d, k in ((m, d, k) for m in ("gcn", "sage") for d in (2, 8) for k in range(4))
+            if not (d == 8 and k >= 2) and not (m == "sage" and k == 0)} | {("gcn", 4, 0), ("gcn", 4, 1)}
+    assert kept == want and len(trimmed) == len(want) == 12  # 4 + 2 + 3 + 1 + 2
+    assert {s.run_id for s in trimmed} < {s.run_id for s in full}
+    with pytest.raises(MatrixError, match="seeed"):
+        expand_matrix(matrix(tmp_path, text + "    exclude: [{seeed: 1}]\n", "typo.yaml"))
+
+
 def test_precedence_tuned_rules_then_matrix_defaults_then_fixed_then_axes_then_overrides(tmp_path, monkeypatch):
     rules = matrix(tmp_path, """
         - {match: {model: gcn}, set: {hidden: 16, lr: 0.3, dropout: 0.1}, source: test}

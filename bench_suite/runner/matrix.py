@@ -9,7 +9,9 @@
       dataset: [csbm, cora]
       depth: [2, 8]
       quant: [{quant: fp32}, {quant: qlr, bits: [8, 4, 2]}]   # dicts: sub-axes, lists inside expand
-    exclude: [{model: gcn, depth: 64}]     # drop combinations matching every key (a list = any of)
+    exclude: [{model: gcn, depth: 64}]     # drop combinations matching every key (a list = any of);
+                                  # a rule naming `seed` drops those seeds of the runs it matches
+                                  # (includes too): [{dataset: cora, seed: [3, 4]}]
     include: [{dataset: cora, model: gat, depth: 2}]   # extra combinations (get fixed + seeds too);
                                   # a matrix without axes is its includes alone
     defaults: {model: {gat: {lr: 0.005}}, dataset: {cora: {epochs: 200}}}
@@ -237,13 +239,15 @@ def search_runs(m: Matrix, overrides: Optional[Mapping[str, Any]] = None) -> Lis
     # no axes: the fixed keys are one run, unless ``include`` lists the runs (a matrix of includes only)
     explicit = ([dict(m.fixed, **c) for c in product_of(m.axes)] if m.axes
                 else [] if m.include else [dict(m.fixed)])
-    keys = {k for c in explicit for k in c}
+    keys = {k for c in explicit for k in c} | {"seed"}
     for rule in m.exclude:  # a typo in a rule's key would exclude nothing, silently
         for k in rule:
             if k not in keys:
                 raise MatrixError(f"matrix {m.path}: exclude rule {rule} has key {k!r}, which no run of the "
                                   f"axes and fixed keys has; they have: {', '.join(sorted(keys))}")
-    explicit = [c for c in explicit if not any(_matches(c, r) for r in m.exclude)]
+    # rules naming a seed drop single runs once the seeds are known; the others whole combinations
+    seeded = [r for r in m.exclude if "seed" in r]
+    explicit = [c for c in explicit if not any(_matches(c, r) for r in m.exclude if "seed" not in r)]
     for inc in m.include:
         explicit.extend(dict(m.fixed, **c) for c in product_of(inc))
     flats = []
@@ -251,6 +255,8 @@ def search_runs(m: Matrix, overrides: Optional[Mapping[str, Any]] = None) -> Lis
         for seed in m.seeds:
             run = dict(combo)
             run.setdefault("seed", seed)
+            if any(_matches(run, r) for r in seeded):
+                continue
             flat = {**_matrix_defaults(m, run), **run}
             # the tuned defaults are training hyper-parameters; a speed spec has none of their keys
             flats.append((trial, base, dict(flat, kind=SPEED) if m.kind == SPEED else apply_defaults(flat)))
