@@ -204,7 +204,7 @@ def main(argv=None) -> None:
                     variants[f"tree/{o}"] = (lambda c=csr, p=po: new.aggregate(c[0], c[1], p, bits, width))
                 for off in args.offsets:  # the same codes, the matrix's first byte `off` bytes past a line
                     buf = aligned_empty((packed.nbytes + CACHE_LINE,))
-                    po = buf[off % CACHE_LINE:off % CACHE_LINE + packed.nbytes].view(np.uint8).reshape(packed.shape)
+                    po = buf[off % CACHE_LINE:off % CACHE_LINE + packed.nbytes].reshape(packed.shape)
                     po[...] = packed
                     variants[f"tree/natural+{off}B"] = (lambda p=po: new.aggregate(indptr, indices, p, bits, width))
                 for name, fn in variants.items():  # compile, then check bit-exactness

@@ -14,8 +14,8 @@ Two sources, tried in this order for each pending run:
    budget (``epochs_run / epochs``) that finished runs of the same plugins at the same depth
    trained under any other protocol (another dataset, other hyper-parameters) times the spec's
    ``epochs`` (``share``: early stopping ends a dataset's runs at its own epoch, so this errs
-   either way), else the spec's ``epochs`` (an upper bound: early stopping ends most runs sooner).  Without that exact configuration
-   (``cost``), the entries of the same dataset, architecture and quantizer (the same bits and
+   either way), else the spec's ``epochs`` (an upper bound: early stopping ends most runs sooner).
+   Without that exact configuration (``cost``), the entries of the same dataset, architecture and quantizer (the same bits and
    truncation if measured: fake quantization does the same work at any width) at the nearest
    hidden width are scaled (``cost-scaled``) **in depth**: linearly between the nearest measured
    depths around L; beyond them from the nearest measured depth L0 as finished runs of the same
@@ -282,15 +282,16 @@ def estimate(pending: Sequence[RunSpec], finished: Iterable[Mapping[str, Any]],
         used += 1
         by_group[spec.group_key()].append(float(t))
         n = (rec.get("metrics") or {}).get("epochs_run")
-        dataset, arch = _dataset(spec.data), _arch(spec.data)
+        dataset, arch, depth = _dataset(spec.data), _arch(spec.data), int(spec.data["model"]["depth"])
         if isinstance(n, int) and not isinstance(n, bool):
-            epochs_run[protocol_key(spec.data)].append(n)
+            protocol = protocol_key(spec.data)
+            epochs_run[protocol].append(n)
             budget = (spec.data.get("train") or {}).get("epochs")
             if isinstance(budget, int) and budget > 0:
-                share[(_names(spec.data), int(spec.data["model"]["depth"]))][protocol_key(spec.data)].append(n / budget)
+                share[(_names(spec.data), depth)][protocol].append(n / budget)
             if n > 0:
-                per_epoch[(dataset, arch, int(spec.data["model"]["depth"]))].append(float(t) / n)
-        times[(dataset, arch, int(spec.data["model"]["depth"]))].append(float(t))
+                per_epoch[(dataset, arch, depth)].append(float(t) / n)
+        times[(dataset, arch, depth)].append(float(t))
         named[(dataset, _names(spec.data))].add(arch)
     median = {key: statistics.median(ts) for key, ts in times.items()}
     median_epoch = {key: statistics.median(ts) for key, ts in per_epoch.items()}
