@@ -14,7 +14,8 @@ temporary ``git worktree`` of ``--against``), one torch thread each, one process
 Datasets are measured one after another (a process holds one dataset's models at a time, and gives the
 memory back after each measurement) and each one's rows are appended to ``--out`` as it finishes.  Every
 configuration is warmed up (lazy initialisation, compilation), then each round trains
-``--epochs`` epochs of every configuration in both releases in turn, the releases' order
+``--warmup`` untimed and ``--epochs`` timed epochs of every configuration in both releases in turn (the
+untimed ones page the working set in again after the last measurement gave the memory back), the releases' order
 alternating between rounds, so machine load falls on both alike.  An epoch is one epoch of
 ``train.fit``: training step, evaluation forward, scoring.  Reported per configuration and
 release: the median epoch time, epochs per second, and runs per hour = 3600 / (epochs per run ×
@@ -46,9 +47,9 @@ PREVIOUS_RELEASE = "04552245ce5f6b7c26a4bb7a5b1c85af9fe85e94"
 BASKET_DATASETS = ("cora", "citeseer", "coauthor-cs", "amazon-photo")
 BASKET_MODELS = ("gcn-2", "gcnii-64", "appnp-10", "smp-64")
 BASKET_QUANTS = ("fp32", "qlr-4", "qlr-2-bt*", "dq-4")
-FULL = {"datasets": BASKET_DATASETS, "models": BASKET_MODELS, "quants": BASKET_QUANTS, "rounds": 3, "epochs": 5}
+FULL = {"datasets": BASKET_DATASETS, "models": BASKET_MODELS, "quants": BASKET_QUANTS, "rounds": 3, "epochs": 5, "warmup": 3}
 QUICK = {"datasets": ("cora", "citeseer"), "models": BASKET_MODELS, "quants": ("fp32", "qlr-4"),
-         "rounds": 2, "epochs": 4}
+         "rounds": 2, "epochs": 4, "warmup": 1}
 #: datasets whose features are bag-of-words stored sparse unless the token says ``:dense``
 SPARSE_BY_DEFAULT = ("amazon-", "coauthor-")
 WORKER = Path(__file__).with_name("throughput_worker.py")
@@ -188,9 +189,10 @@ def by_dataset(configs: Sequence[Config]) -> List[List[Config]]:
 
 
 def measure(configs: Sequence[Config], releases: Sequence[Release], rounds: int, epochs: int,
-            log=print) -> Dict[Tuple[str, str], Measured]:
-    """``(release name, config key) -> Measured``: warm-up, then ``rounds`` interleaved rounds.  A
-    release whose process ends keeps what it measured; its configurations say why they stopped."""
+            log=print, warmup: int = 0) -> Dict[Tuple[str, str], Measured]:
+    """``(release name, config key) -> Measured``: warm-up, then ``rounds`` interleaved rounds, each
+    measurement timing ``epochs - 1`` epochs after ``warmup`` untimed ones.  A release whose process
+    ends keeps what it measured; its configurations say why they stopped."""
     out = {(r.name, c.key): Measured() for r in releases for c in configs}
     dead: Dict[str, str] = {}
 
@@ -224,7 +226,7 @@ def measure(configs: Sequence[Config], releases: Sequence[Release], rounds: int,
                     m = out[(r.name, c.key)]
                     if m.error:
                         continue
-                    reply = ask(r, c, {"op": "measure", "epochs": epochs})
+                    reply = ask(r, c, {"op": "measure", "epochs": epochs, "warmup": warmup})
                     m.error = reply.get("error")
                     m.epoch_s += reply.get("epoch_s", [])
                 log(f"round {i + 1}/{rounds} {c.key}: " + "  ".join(
@@ -291,6 +293,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quants", nargs="+", metavar="QUANT", help=f"default: {' '.join(BASKET_QUANTS)}")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
     p.add_argument("--epochs", type=int, help="epochs per configuration per round, >= 2 (default 5)")
+    p.add_argument("--warmup", type=int,
+                   help="untimed epochs before each round's timed ones, >= 0 (default 3): a process "
+                        "page-faults its working set in again over the first epochs after a measurement "
+                        "gave its memory back (twice the steady epoch time on Coauthor-Physics GCNII-16)")
     p.add_argument("--quick", action="store_true",
                    help="Cora and CiteSeer, FP32 and QLR INT4, 2 rounds of 4 epochs (a few minutes); "
                         "options given as well win")
@@ -312,9 +318,9 @@ def execute(args: argparse.Namespace) -> int:
     for a in preset:  # options given win over the preset
         if getattr(args, a) is None:
             setattr(args, a, preset[a])
-    if args.epochs < 2 or args.rounds < 1:
-        print(f"bench-suite throughput: --epochs must be >= 2 (got {args.epochs}) and --rounds >= 1 "
-              f"(got {args.rounds})", file=sys.stderr)
+    if args.epochs < 2 or args.rounds < 1 or args.warmup < 0:
+        print(f"bench-suite throughput: --epochs must be >= 2 (got {args.epochs}), --rounds >= 1 "
+              f"(got {args.rounds}) and --warmup >= 0 (got {args.warmup})", file=sys.stderr)
         return 2
     configs = [Config(d, m, q) for d in args.datasets for m in args.models for q in args.quants]
     for c in configs:  # a token naming nothing fails before anything is measured (BasketError: exit 2)
@@ -342,14 +348,14 @@ def execute(args: argparse.Namespace) -> int:
                                check=True, capture_output=True)
                 refs["previous"] = f"{args.against} ({commit})"
                 releases.append(Release("previous", worktree, args.threads, data_dir))
-            meta = {"session": uuid.uuid4().hex, "rounds": args.rounds, "epochs": args.epochs,
+            meta = {"session": uuid.uuid4().hex, "rounds": args.rounds, "epochs": args.epochs, "warmup": args.warmup,
                     "threads": args.threads, "refs": refs}
             out = None if args.no_out else Path(args.out)
             rows: List[Dict[str, Any]] = []
             # dataset by dataset, each one's rows appended as soon as it is measured: a benchmark that
             # dies later (an hour for the default basket; once the kernel's OOM killer) keeps them
             for group in by_dataset(configs):
-                measured = measure(group, releases, args.rounds, args.epochs, log=log)
+                measured = measure(group, releases, args.rounds, args.epochs, log=log, warmup=args.warmup)
                 part = rows_of(group, releases, measured, finished, dict(meta, measured=utc_now()))
                 rows += part
                 if out is not None:

@@ -172,6 +172,7 @@ CASES: List[Case] = [
     ("throughput-unknown-quant", ["throughput", "--quants", "qlr4"], ("'qlr4'", "fp32 or NAME-BITS"), None),
     ("throughput-unknown-ref", ["throughput", "--against", "no-such-release"], ("'no-such-release'",), None),
     ("throughput-epochs-1", ["throughput", "--epochs", "1"], ("--epochs", ">= 2"), None),
+    ("throughput-warmup-negative", ["throughput", "--warmup", "-1"], ("--warmup", ">= 0", "-1"), None),
 ]
 
 #: cases of the same kind (a bad value or fault: exit 2, one line, nothing written) in other modules

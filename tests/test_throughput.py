@@ -55,7 +55,7 @@ def test_throughput_measures_both_releases_and_writes_one_line_each(tmp_path, ca
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the previous release is checked out
     assert main(["throughput", "--datasets", "csbm", "--models", "gcn-2", "--quants", "fp32", "--rounds", "2",
-                 "--epochs", "3", "--against", "HEAD", "--out", str(out), "--results", str(tmp_path)]) == 0
+                 "--epochs", "3", "--warmup", "2", "--against", "HEAD", "--out", str(out), "--results", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "csbm/gcn-2/fp32" in text and f"2 rows appended to {out}" in text
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -63,7 +63,8 @@ def test_throughput_measures_both_releases_and_writes_one_line_each(tmp_path, ca
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert rows[1]["ref"] == f"HEAD ({head})" and rows[1]["env"]["git_commit"] == head
     for r in rows:
-        assert r["samples"] == 2 * 2  # 2 rounds of 3 epochs, the first epoch of each call left out
+        # 2 rounds of 2 + 3 epochs: the first epoch of each call and the 2 warm-up epochs after it left out
+        assert r["samples"] == 2 * 2 and r["warmup"] == 2
         assert r["env"]["torch_threads"] == 1 and r["env"]["cpu"] and r["env"]["host"]
         assert r["spec"]["dataset"]["name"] == "csbm" and r["spec"]["model"]["depth"] == 2
         assert r["epochs_per_s"] == pytest.approx(1 / r["epoch_s_median"])
@@ -102,3 +103,11 @@ def test_a_benchmark_that_dies_keeps_the_rows_of_the_datasets_it_measured(tmp_pa
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["config"], r["release"]) for r in rows] == [("csbm/gcn-2/fp32", "current")]
     assert rows[0]["samples"] == 1 and rows[0]["measured"]
+
+
+def test_warm_up_epochs_are_left_out_of_the_timed_ones() -> None:
+    from bench_suite.throughput_worker import timed_epochs
+
+    stamps = [10.0, 18.0, 22.5, 24.0, 25.2, 26.4]  # after epochs 1..6: 8.0, 4.5, 1.5, 1.2, 1.2 s
+    assert timed_epochs(stamps, 0) == pytest.approx([8.0, 4.5, 1.5, 1.2, 1.2])
+    assert timed_epochs(stamps, 2) == pytest.approx([1.5, 1.2, 1.2])
