@@ -144,7 +144,8 @@ def run_label(spec: Mapping[str, Any]) -> str:
     model = _section(spec, "model")
     if spec_kind(spec) == SPEED:
         measure = _section(spec, "measure")
-        trained = f"/trained{measure['train_epochs']}" if measure.get("train_epochs") else ""
+        trained = ("/trained-tuned" if measure.get("train_protocol") == "tuned" else
+                   f"/trained{measure['train_epochs']}" if measure.get("train_epochs") else "")
         sums = f"/{measure['sums']}-sums" if measure.get("sums", "exact") != "exact" else ""
         return (f"speed:{_section(spec, 'graph').get('name', '?')}/{method}/L{model.get('depth', '?')}/"
                 f"h{model.get('hidden', '?')}/{q}/{measure.get('ranges', '?')}{sums}{trained}/"

@@ -57,6 +57,7 @@ UNVERSIONED_DEFAULTS: Dict[Tuple[str, str], Any] = {
     ("model", "variant"): "xu",
     # a speed spec's measure section (speed specs have their own SPEED_SPEC_VERSION; the same rule)
     ("measure", "sums"): "exact",
+    ("measure", "train_protocol"): "brief",
 }
 
 
@@ -421,6 +422,10 @@ RANGES = ("dynamic", "calibrated")
 #: (:data:`bench_suite.engine.intmodel.SUMS`): the exact integer sums, or the fake-quant model's float32
 #: order where it decides a code or a range (that model's codes exactly, at a cost in time)
 SUMS = ("exact", "reference")
+#: how a speed measurement trains its fake-quant model on a dataset: ``brief``, ``train_epochs`` epochs of
+#: the default :class:`TrainConfig`; ``tuned``, the suite's own protocol for that model, quantizer and
+#: dataset (the tuned defaults a matrix run gets: its ``train`` section and the model's keys)
+TRAIN_PROTOCOLS = ("brief", "tuned")
 #: a speed measurement's flat keys with their defaults (the engine's headline configuration), beside those of
 #: the model, propagation and quantizer and of :class:`SpeedConfig`
 SPEED_DEFAULTS = {"graph": "arxiv-like", "model": "gcn", "depth": 4, "hidden": 256, "quant": "qlr", "bits": 2}
@@ -438,7 +443,10 @@ class SpeedConfig:
     ``breakdown`` profiles the integer model's stages afterwards; ``ranges``: dynamic, or calibrated
     on the deployed graph (or on ``calibration_graph`` / ``calibration_seed``); ``train_epochs`` trains
     the fake-quant model on a dataset's training nodes first (else one calibration forward sets its
-    ranges); ``model_path`` loads a saved integer model instead of converting one; ``seed`` seeds the
+    ranges) with the default :class:`TrainConfig`, or ``train_protocol: tuned`` (:data:`TRAIN_PROTOCOLS`)
+    trains it in the suite's own protocol for that dataset, model and quantizer: the spec then holds
+    that protocol's ``train`` section and the model keys it tunes (dropout, initialisation), as a
+    matrix run's spec would; ``model_path`` loads a saved integer model instead of converting one; ``seed`` seeds the
     generated graph and the model's weights; ``sums`` (:data:`SUMS`) is the integer model's sums mode
     (:func:`bench_suite.engine.convert.convert`; a loaded model is switched to it), left out of the
     canonical spec at its default ``exact`` (:data:`UNVERSIONED_DEFAULTS`)."""
@@ -451,6 +459,7 @@ class SpeedConfig:
     calibration_graph: Optional[str] = None
     calibration_seed: Optional[int] = None
     train_epochs: Annotated[int, Range(0)] = 0
+    train_protocol: str = "brief"
     model_path: Optional[str] = None
     seed: int = 0
     sums: str = "exact"
@@ -507,6 +516,15 @@ def _check_measure(m: Dict[str, Any], graph: Dict[str, Any], where: str) -> None
         raise SpecError(f"calibration_seed={cal_seed!r}{_where(where)} is not valid; use an integer")
     if m["breakdown"] and "int" not in impls:
         raise SpecError(f"breakdown=true{_where(where)} profiles the integer model; impls={impls} has no 'int'")
+    protocol = m.get("train_protocol", "brief")  # left out at its default (UNVERSIONED_DEFAULTS)
+    if protocol not in TRAIN_PROTOCOLS:
+        raise SpecError(f"train_protocol={protocol!r}{_where(where)} is not valid; valid: {', '.join(TRAIN_PROTOCOLS)}")
+    if protocol == "tuned" and graph["source"] != "dataset":
+        raise SpecError(f"train_protocol=tuned{_where(where)} trains on a dataset's labels; graph={graph['name']!r} "
+                        f"is generated (use a dataset name such as amazon-computers)")
+    if protocol == "tuned" and m["train_epochs"]:
+        raise SpecError(f"train_epochs={m['train_epochs']}{_where(where)} with train_protocol=tuned: the tuned "
+                        f"protocol sets its own epochs; drop train_epochs")
     if m["train_epochs"] and graph["source"] != "dataset":
         raise SpecError(f"train_epochs={m['train_epochs']}{_where(where)} needs a dataset with labels; "
                         f"graph={graph['name']!r} is generated (use a dataset name such as amazon-computers)")
@@ -523,6 +541,7 @@ def resolve_speed_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
     (every constructor keyword, defaults filled in), and the ``measure`` section (:class:`SpeedConfig`).
     Unset keys take :data:`SPEED_DEFAULTS`; every check happens here, before anything is built."""
     raw = {str(k): parse_value(v) for k, v in flat.items()}
+    given = dict(raw)
     kind = raw.pop("kind", SPEED)
     if kind != SPEED:
         raise SpecError(f"kind={kind!r}{_where(where)} is not a speed measurement (kind=speed)")
@@ -561,12 +580,33 @@ def resolve_speed_spec(flat: Mapping[str, Any], where: str = "") -> RunSpec:
     out["model"]["depth"] = depth
     out["quant"]["bits"] = int(bits)
     _check_measure(out["measure"], graph, where)
+    if out["measure"].get("train_protocol") == "tuned":
+        out.update(_tuned_training(out, given, where))
     third_party = spec_plugins(out, third_party_only=True)
     if third_party:
         out["plugins"] = third_party
     spec = RunSpec.from_dict(out)
     validate_spec(spec, where)
     return spec
+
+
+def _tuned_training(out: Dict[str, Any], given: Mapping[str, Any], where: str) -> Dict[str, Any]:
+    """The ``model``, ``propagation``, ``quant`` and ``train`` sections of a ``train_protocol: tuned``
+    speed spec ``out``: those of the training spec a matrix run of the same dataset, model, depth and
+    quantizer resolves to (tuned defaults filled in where the speed spec's own keys ``given`` do not
+    set them), seeded with the measurement's seed."""
+    from bench_suite.defaults import apply_defaults
+
+    speed_only = {f.name for f in fields(SpeedConfig)} | {"graph", "kind"}
+    own = {k: v for k, v in given.items() if k.rsplit(".", 1)[-1] not in speed_only}
+    flat = dict(own, dataset=out["graph"]["name"], model=out["model"]["name"], depth=out["model"]["depth"],
+                quant=out["quant"]["name"], bits=out["quant"]["bits"], seed=out["measure"]["seed"])
+    if out.get("propagation"):
+        flat["propagation"] = out["propagation"]["name"]
+    if "hidden" in out["model"]:
+        flat.setdefault("hidden", out["model"]["hidden"])
+    d = resolve_spec(apply_defaults(flat), where).data
+    return {"model": d["model"], "propagation": d.get("propagation"), "quant": d["quant"], "train": d["train"]}
 
 
 def resolve_run(flat: Mapping[str, Any], where: str = "") -> RunSpec:

@@ -147,8 +147,10 @@ def test_shipped_matrices_expand(name):
     if name == "speed":  # 4 graphs x 3 bit widths x 2 range modes + INT2 BT* calibrated on the 3 real graphs,
         # whose runs train the model first
         assert len(specs) == n_runs == 4 * 3 * 2 + 3
-        assert {(s.data["graph"]["name"], s.measure.train_epochs) for s in specs} == {
-            ("arxiv-like", 0), ("cora", 100), ("amazon-computers", 100), ("coauthor-physics", 100)}
+        assert {(s.data["graph"]["name"], s.measure.train_protocol, s.measure.train_epochs) for s in specs} == {
+            ("arxiv-like", "brief", 0), ("cora", "tuned", 0), ("amazon-computers", "tuned", 0),
+            ("coauthor-physics", "tuned", 0)}
+        assert {s.data["train"]["epochs"] for s in specs if "train" in s.data} == {400, 1000}
         bt = [s for s in specs if s.data["quant"]["truncation"] == "bt*"]
         assert {(s.data["graph"]["name"], s.data["quant"]["bits"], s.measure.ranges) for s in bt} == {
             (g, 2, "calibrated") for g in ("cora", "amazon-computers", "coauthor-physics")}

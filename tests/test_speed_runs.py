@@ -50,8 +50,10 @@ def test_a_speed_matrix_expands_into_speed_specs_with_stable_ids_apart_from_trai
     assert resolve_run({"dataset": "cora", "model": "gcn", "depth": 4, "hidden": 256, "quant": "qlr", "bits": 2,
                         "kind": "train"}).run_id == train.run_id
     assert train.run_id not in {s.run_id for s in specs}
-    # a speed matrix takes no tuned training defaults: its specs have no training section
-    assert all("train" not in s.data and "dataset" not in s.data for s in specs)
+    # a speed matrix takes no tuned training defaults: its specs have no training section, but those whose
+    # fake-quant model trains in the tuned protocol (train_protocol: tuned), and no dataset section
+    assert all(("train" in s.data) == (s.measure.train_protocol == "tuned") and "dataset" not in s.data for s in specs)
+    assert sum("train" in s.data for s in specs) == 3 * 7
 
 
 def test_timing_the_tuned_fp32_path_leaves_the_ids_of_speed_specs_as_they_were():

@@ -92,14 +92,15 @@ def graph_inputs(name: str, seed: int = 0, data_dir=None, download: bool = False
 SPARSE_TRAIN_DENSITY = 0.1
 
 
-def train_briefly(model: torch.nn.Module, data, epochs: int) -> None:
+def train_briefly(model: torch.nn.Module, data, epochs: int, cfg=None) -> dict:
     """``epochs`` epochs of the suite's own training loop (:func:`bench_suite.train.fit`: its optimiser,
     QLR's α in its own group at lr 1e-4, the best validation epoch's state kept) with the default
-    :class:`TrainConfig`, on ``data.graph``.  Bag-of-words features (at most
-    :data:`SPARSE_TRAIN_DENSITY` non-zero) train in their CSR form when the model takes it, as the
-    matrices' ``sparse_features: true`` runs do (:mod:`bench_suite.sparse`: the same numbers up to float
-    rounding; coauthor-physics' 34,493 x 8,415 input made 100 dense epochs too slow to measure); the
-    timed passes and the agreement use the dense features."""
+    :class:`TrainConfig`, or with ``cfg`` (a :class:`TrainConfig`, its own epochs: the tuned protocol of
+    ``train_protocol: tuned``), on ``data.graph``; returns :func:`~bench_suite.train.fit`'s metrics.
+    Bag-of-words features (at most :data:`SPARSE_TRAIN_DENSITY` non-zero) train in their CSR form when
+    the model takes it, as the matrices' ``sparse_features: true`` runs do (:mod:`bench_suite.sparse`:
+    the same numbers up to float rounding; coauthor-physics' 34,493 x 8,415 input made 100 dense epochs
+    too slow to measure); the timed passes and the agreement use the dense features."""
     import dataclasses
 
     from bench_suite.sparse import to_csr
@@ -110,7 +111,7 @@ def train_briefly(model: torch.nn.Module, data, epochs: int) -> None:
     if getattr(model, "sparse_input", False) and x.dim() == 2 and x.numel() and \
             int(torch.count_nonzero(x)) <= SPARSE_TRAIN_DENSITY * x.numel():
         data = dataclasses.replace(data, features=to_csr(x))
-    fit(model, data, TrainConfig(epochs=epochs, patience=epochs))
+    return fit(model, data, cfg if cfg is not None else TrainConfig(epochs=epochs, patience=epochs))
 
 
 class DGLGCN(torch.nn.Module):
@@ -283,8 +284,10 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
     ``graph`` is a generated graph or a registered dataset (read from ``data_dir`` /
     ``$BENCH_SUITE_DATA``).  The fake-quant model has random weights with ranges set by one
     calibration forward pass (timing does not depend on the weights' values), or, with
-    ``train_epochs`` > 0 on a dataset, is trained that many epochs on its training nodes first (the
-    rows then also hold the test accuracy of the fake-quant and the integer model); ``model_path``
+    ``train_epochs`` > 0 on a dataset, is trained that many epochs on its training nodes first, or with
+    ``train_protocol: tuned`` in the suite's own protocol (the spec's ``train`` section; the rows add
+    ``train_epochs_run`` and ``best_epoch``) (the rows then also hold the test accuracy of the
+    fake-quant and the integer model); ``model_path``
     loads a saved integer model instead of converting one.  SMP's ``lambda_min`` (a propagation
     key) keeps a deep SMP from diverging.  ``breakdown``: after timing, ``repeats`` more integer
     passes run under :func:`bench_suite.engine.profile.profiling`; the integer row gets
@@ -329,7 +332,10 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
     torch.manual_seed(m.seed)
     accuracy = {}
     fq_model = build_model(spec, shape)
-    if m.train_epochs:
+    if m.train_protocol == "tuned":
+        fitted = train_briefly(fq_model, data, 0, spec.train)
+        accuracy = {"train_epochs_run": fitted["epochs_run"], "best_epoch": fitted["best_epoch"]}
+    elif m.train_epochs:
         train_briefly(fq_model, data, m.train_epochs)
     else:
         calibrate(fq_model, g0, x, m.seed)
@@ -348,7 +354,7 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
         with torch.no_grad():
             ref = fq_model(g, x).argmax(1).numpy()
         out = np.asarray(int_model(eg, xn)).argmax(1)
-        accuracy = {"fake_quant_test_acc": round(float((ref[test] == labels[test]).mean()), 4),
+        accuracy = {**accuracy, "fake_quant_test_acc": round(float((ref[test] == labels[test]).mean()), 4),
                     "int_test_acc": round(float((out[test] == labels[test]).mean()), 4),
                     "agreement": round(float((out == ref).mean()), 5)}
     fp_model = build_model(RunSpec.from_dict(dict(d, quant={"name": "fp32", "bits": 32})), shape)
@@ -385,7 +391,8 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
         "loadavg_1min": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "generator": ("Chung-Lu power law (Pareto weights, tail exponent 2.5), seed %d" % m.seed
                       if data is None else f"dataset {graph} (real graph)"),
-        "train_epochs": m.train_epochs, "ranges": int_model.ranges, "sums": int_model.sums,
+        "train_epochs": m.train_epochs, "train_protocol": m.train_protocol, "ranges": int_model.ranges,
+        "sums": int_model.sums,
         "fused_layers": int_model.fused_layers(),
         "calibration_graph": None if int_model.calibration is None else int_model.calibration["graph"], **accuracy,
     }

@@ -10,8 +10,10 @@ the tuned FP32 path is timed with int even if not listed), repeats, warmup, brea
 (dynamic: every QLR range from its current tensor, the exact simulation; calibrated: ranges frozen after
 one integer pass over the deployed graph, or over calibration_graph / calibration_seed), sums (exact:
 the integer neighbour sums, default; reference: the fake-quant model's float32 order where it decides
-an aggregate code or range), train_epochs (datasets: train the fake-quant model first; the rows add
-test accuracy of both models and their agreement), model_path (a saved integer model), seed.
+an aggregate code or range), train_epochs (datasets: train the fake-quant model first, that many epochs
+of the default settings; the rows add test accuracy of both models and their agreement), train_protocol
+(brief, the default: as train_epochs says; tuned: train in the suite's own protocol for that dataset,
+model and quantizer, as a matrix run would), model_path (a saved integer model), seed.
 
 The spec is resolved and checked before anything is built, then measured by the worker's own code
 (:func:`bench_suite.runner.worker.perform`).  Prints one JSON line per implementation, each with its

@@ -72,7 +72,8 @@ def speed_frame(store: Store) -> pd.DataFrame:
             "depth": rec.get("depth", _section(spec, "model").get("depth")),
             "hidden": rec.get("hidden", _section(spec, "model").get("hidden")),
             "graph": str(rec.get("graph") or _section(spec, "dataset").get("name") or "?")
-            + (f" (trained {int(rec['train_epochs'])} ep)" if rec.get("train_epochs") else ""),
+            + (f" (trained, tuned protocol, {int(rec['train_epochs_run'])} ep)" if rec.get("train_protocol") == "tuned"
+               else f" (trained {int(rec['train_epochs'])} ep)" if rec.get("train_epochs") else ""),
             "bits": rec.get("bits", _section(spec, "quant").get("bits")),
             "quant": _quant_label(rec),
             "impl": str(rec.get("impl") or "?"),
