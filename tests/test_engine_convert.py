@@ -177,8 +177,10 @@ def test_dgl_baselines_compute_the_suite_model(model: str, prop: str) -> None:
         torch.testing.assert_close(base(g, x), fp(g, x), rtol=1e-4, atol=1e-5)
 
 
-def test_speed_on_a_trained_dataset_model_records_accuracy_and_agreement(data_dir) -> None:
+def test_speed_on_a_trained_dataset_model_records_accuracy_and_agreement(data_dir, tmp_path, monkeypatch) -> None:
     from bench_suite.engine.bench import measure
+
+    monkeypatch.setenv("BENCH_SUITE_CACHE", str(tmp_path))  # trains: no model kept by an earlier run
 
     recs = measure(model="gcn", depth=2, hidden=16, graph="cora", bits=4, threads=1, repeats=5,
                    impls=("dgl-fp32", "int"), train_epochs=40, data_dir=data_dir)
@@ -313,15 +315,37 @@ def test_tuned_protocol_speed_spec_holds_the_matrix_runs_training_and_its_errors
             resolve_speed_spec(bad)
 
 
-def test_speed_trains_an_int2_model_that_works_in_the_tuned_protocol(data_dir) -> None:
+def test_speed_trains_an_int2_model_that_works_in_the_tuned_protocol(data_dir, tmp_path, monkeypatch) -> None:
     """The speed matrix's INT2 BT* model (GCN-4, 256 hidden) trained briefly (100 epochs of the default
     TrainConfig) predicts few classes on Cora (16.2% test accuracy in results/speed); the suite's own
     protocol (400 epochs, its learning rate, weight decay, dropout and initialisation) trains it (75.0%;
     2026-12-07)."""
     from bench_suite.engine.bench import measure
 
+    monkeypatch.setenv("BENCH_SUITE_CACHE", str(tmp_path))  # trains: no model kept by an earlier run
     recs = measure(model="gcn", depth=4, hidden=256, graph="cora", bits=2, truncation="bt*", threads=1, repeats=5,
                    impls=("int",), train_protocol="tuned", ranges="calibrated", data_dir=data_dir)
     int_rec = recs[-1]
     assert int_rec["impl"] == "int" and int_rec["train_protocol"] == "tuned" and int_rec["train_epochs_run"] == 400
+    assert int_rec["trained"] == "trained"
     assert int_rec["fake_quant_test_acc"] > 0.6 and int_rec["agreement"] >= 0.999
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_speed_keeps_the_trained_model_and_a_later_measurement_loads_the_same_one(data_dir, tmp_path,
+                                                                                  monkeypatch, bits) -> None:
+    from bench_suite.engine.bench import measure
+
+    monkeypatch.setenv("BENCH_SUITE_CACHE", str(tmp_path))
+    keys = dict(model="gcn", depth=2, hidden=16, graph="cora", bits=bits, repeats=5, impls=("int",),
+                train_epochs=30, data_dir=data_dir)
+    first = measure(threads=2, ranges="dynamic", **keys)[-1]
+    files = sorted(p.name for p in (tmp_path / "speed-trained").iterdir())
+    assert first["trained"] == "trained" and len(files) == 2 and files[0].endswith(".json")
+    # another measurement of that model (the other range mode, one thread) trains nothing: the weights load
+    again = measure(threads=1, ranges="dynamic", **keys)[-1]
+    assert again["trained"] == f"cache {files[0][:-5]}"
+    for k in ("fake_quant_test_acc", "int_test_acc", "agreement"):
+        assert again[k] == first[k]
+    other = measure(threads=1, ranges="dynamic", **dict(keys, train_epochs=31))[-1]
+    assert other["trained"] == "trained" and len(list((tmp_path / "speed-trained").iterdir())) == 4

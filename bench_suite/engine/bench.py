@@ -114,6 +114,55 @@ def train_briefly(model: torch.nn.Module, data, epochs: int, cfg=None) -> dict:
     return fit(model, data, cfg if cfg is not None else TrainConfig(epochs=epochs, patience=epochs))
 
 
+def trained_fake_quant(spec: RunSpec, model: torch.nn.Module, data) -> dict:
+    """Train the speed spec's fake-quant ``model`` on ``data`` (:func:`train_briefly`: ``train_epochs`` of
+    the default settings, or the spec's ``train`` section under ``train_protocol: tuned``), or load the
+    weights an earlier measurement trained for the same model, quantizer, training and seed.
+
+    Training runs on one torch thread whatever the measurement's thread count, so the weights are the same
+    bits in every measurement (dynamic and calibrated ranges, 1 or 2 threads) and can be kept: in
+    ``cache_dir()/speed-trained/<key>.npz`` (plain arrays, read without pickle) beside a JSON file of the
+    training's epochs, the key hashing the spec's graph, model, propagation, quantizer, training and seed,
+    the spec version and the torch version.  A measurement's timing then waits for no training.
+    Returns ``trained`` (``trained`` or ``cache <key>``) and, under the tuned protocol,
+    ``train_epochs_run`` and ``best_epoch``."""
+    import hashlib
+    import json
+
+    from bench_suite.cache import cache_dir
+    from bench_suite.spec import SPEC_VERSION
+
+    d, m = spec.data, spec.measure
+    ident = {k: d.get(k) for k in ("graph", "model", "propagation", "quant", "train")}
+    ident.update(seed=m.seed, train_epochs=m.train_epochs, train_protocol=m.train_protocol,
+                 spec_version=SPEC_VERSION, torch=torch.__version__)
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+    root = cache_dir() / "speed-trained"
+    weights, meta = root / f"{key}.npz", root / f"{key}.json"
+    state = model.state_dict()
+    if weights.is_file() and meta.is_file():
+        with np.load(weights, allow_pickle=False) as z:
+            if set(z.files) == set(state):
+                model.load_state_dict({k: torch.from_numpy(z[k].copy()) for k in state})
+                return dict(json.loads(meta.read_text()), trained=f"cache {key}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fitted = train_briefly(model, data, m.train_epochs, spec.train if m.train_protocol == "tuned" else None)
+    finally:
+        torch.set_num_threads(threads)
+    info = ({"train_epochs_run": fitted["epochs_run"], "best_epoch": fitted["best_epoch"]}
+            if m.train_protocol == "tuned" else {})
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{key}.{os.getpid()}.npz"
+    np.savez(tmp, **{k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    meta_tmp = root / f".{key}.{os.getpid()}.json"
+    meta_tmp.write_text(json.dumps(info))
+    os.replace(meta_tmp, meta)
+    os.replace(tmp, weights)
+    return dict(info, trained="trained")
+
+
 class DGLGCN(torch.nn.Module):
     """The ecosystem baseline: ``dgl.nn.GraphConv`` layers (norm='both'), ReLU between."""
 
@@ -332,11 +381,8 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
     torch.manual_seed(m.seed)
     accuracy = {}
     fq_model = build_model(spec, shape)
-    if m.train_protocol == "tuned":
-        fitted = train_briefly(fq_model, data, 0, spec.train)
-        accuracy = {"train_epochs_run": fitted["epochs_run"], "best_epoch": fitted["best_epoch"]}
-    elif m.train_epochs:
-        train_briefly(fq_model, data, m.train_epochs)
+    if m.train_protocol == "tuned" or m.train_epochs:
+        accuracy = trained_fake_quant(spec, fq_model, data)
     else:
         calibrate(fq_model, g0, x, m.seed)
     fq_model.eval()
