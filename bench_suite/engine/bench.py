@@ -334,10 +334,10 @@ def measure_spec(spec: RunSpec, data_dir=None, download: bool = False) -> List[d
     ``$BENCH_SUITE_DATA``).  The fake-quant model has random weights with ranges set by one
     calibration forward pass (timing does not depend on the weights' values), or, with
     ``train_epochs`` > 0 on a dataset, is trained that many epochs on its training nodes first, or with
-    ``train_protocol: tuned`` in the suite's own protocol (the spec's ``train`` section; the rows add
-    ``train_epochs_run`` and ``best_epoch``) (the rows then also hold the test accuracy of the
-    fake-quant and the integer model); ``model_path``
-    loads a saved integer model instead of converting one.  SMP's ``lambda_min`` (a propagation
+    ``train_protocol: tuned`` in the suite's own protocol (the spec's ``train`` section; its rows add
+    ``train_epochs_run`` and ``best_epoch``), by :func:`trained_fake_quant`; the rows of a trained model
+    also hold the test accuracy of the fake-quant and the integer model.  ``model_path`` loads a saved
+    integer model instead of converting one.  SMP's ``lambda_min`` (a propagation
     key) keeps a deep SMP from diverging.  ``breakdown``: after timing, ``repeats`` more integer
     passes run under :func:`bench_suite.engine.profile.profiling`; the integer row gets
     ``breakdown``: per-stage time, bytes, MACs and floor, the measured bandwidth and int8 peak,
