@@ -164,6 +164,28 @@ def test_bt_star_kappa_in_state_dict_and_refresh():
     assert float(q0.kappa) == k0  # skew_refresh=0: measured at initialisation only
 
 
+
+
+def test_bt_star_moves_zero_off_the_grid_when_the_skewness_passes_half_a_level():
+    """METHOD.md §6 (and the authors' ``round(scipy.stats.skew(x))``): the shift κ moves the 8-bit code
+    before it is rounded to a multiple of 85, so once κ ≥ 43 a zero's code 0 rounds to 85, the first
+    INT2 level.  A sparse non-negative input (bag-of-words with input dropout) is that skewed: the
+    Coauthor-CS GCN-2 input quantizer measured κ = 122 (datasets pilot), and BT* then reads every
+    absent word as a third of its range, where BT (κ = 0) keeps it 0."""
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.rand(400, 500, generator=gen) < 3e-4).float() * 5.0  # 0.03% ones (skewness ~ 1/sqrt(p))
+    assert skewness(x) > 42.5
+    bt = QLRQuantizer(2, "input", truncation="bt").eval()
+    bts = QLRQuantizer(2, "input", truncation="bt*").eval()
+    yb, ys = bt(x), bts(x)
+    assert float(bts.kappa) == round(skewness(x)) >= 43
+    zeros = x == 0
+    assert float(yb[zeros].abs().max()) == 0.0
+    assert float(ys[zeros].min()) > 0.0 and torch.unique(ys[zeros]).numel() == 1
+    # a mildly skewed input (Amazon's bag-of-words, κ = 3 in the same pilot) keeps its zeros
+    y = (torch.rand(400, 500, generator=gen) < 0.3).float() * 5.0
+    mild = QLRQuantizer(2, "input", truncation="bt*").eval()
+    assert float(mild(y)[y == 0].abs().max()) == 0.0
 @pytest.mark.parametrize("trunc", ["bt", "bt*"])
 def test_truncation_is_int2_only_through_resolve_spec(trunc):
     with pytest.raises(SpecError, match="INT2-only"):
