@@ -30,12 +30,16 @@ class QGCNIIConv(nn.Module):
 
     ``message``/``aggregate`` quantize ÂH, ``input``/``weight``/``feature`` the product
     S·W, ``update`` the layer output.
+
+    ``star`` is GCNII* (the authors' ``--variant``, their model.py ``GraphConvolution``): the
+    product takes ``[ÂH, H⁽⁰⁾]`` (a 2d × d weight) instead of S, the identity term keeps S:
+    :math:`H^{(l+1)} = (1-\beta_l)\,S + \beta_l\,[\hat A H^{(l)} \Vert H^{(0)}]\,W^{(l)}`.
     """
 
-    def __init__(self, dim: int, quant: QuantFactory, layer: int, alpha: float, beta: float):
+    def __init__(self, dim: int, quant: QuantFactory, layer: int, alpha: float, beta: float, star: bool = False):
         super().__init__()
-        self.alpha, self.beta = alpha, beta
-        self.weight = nn.Parameter(torch.empty(dim, dim))
+        self.alpha, self.beta, self.star = alpha, beta, star
+        self.weight = nn.Parameter(torch.empty(2 * dim if star else dim, dim))
         self.q = make_quantizers(quant, layer)
         self.reset_parameters()
 
@@ -44,9 +48,10 @@ class QGCNIIConv(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, g: dgl.DGLGraph, h: Tensor, h0: Tensor) -> Tensor:
-        support = (1 - self.alpha) * normalized_aggregate(g, h, self.q["message"], self.q["aggregate"]) \
-            + self.alpha * h0
-        mapped = self.q["feature"](quantized_matmul(self.q["input"], support, self.q["weight"], self.weight))
+        agg = normalized_aggregate(g, h, self.q["message"], self.q["aggregate"])
+        support = (1 - self.alpha) * agg + self.alpha * h0
+        product_in = torch.cat([agg, h0], 1) if self.star else support
+        mapped = self.q["feature"](quantized_matmul(self.q["input"], product_in, self.q["weight"], self.weight))
         return self.q["update"]((1 - self.beta) * support + self.beta * mapped, g)
 
 
@@ -59,7 +64,8 @@ class GCNII(GraphModel):
               ((1-\beta_l)I + \beta_l W^{(l)})\big),\quad \beta_l = \log(\lambda/l + 1),\quad
               Y = H^{(L)} W_{out}
 
-    Dropout before every layer.  ``lamda`` is the paper's λ (spelled as in its code).
+    Dropout before every layer.  ``lamda`` is the paper's λ (spelled as in its code).  ``star``:
+    GCNII* (:class:`QGCNIIConv`), the variant the authors' full-supervised script also runs.
     The paper uses a larger weight decay (0.01) on the GCNII layers than on the
     linear ones (5e-4); the suite's trainer has one weight decay for all weights.
     """
@@ -67,20 +73,23 @@ class GCNII(GraphModel):
     sparse_input = True
 
     def __init__(self, in_dim: int, num_classes: int, depth: int, quant: QuantFactory,
-                 hidden: int = 64, dropout: float = 0.6, alpha: float = 0.1, lamda: float = 0.5):
-        self.validate_params(hidden=hidden, dropout=dropout, alpha=alpha, lamda=lamda)
+                 hidden: int = 64, dropout: float = 0.6, alpha: float = 0.1, lamda: float = 0.5,
+                 star: bool = False):
+        self.validate_params(hidden=hidden, dropout=dropout, alpha=alpha, lamda=lamda, star=star)
         super().__init__()
         check_depth(depth, "gcnii")
         self.dropout = dropout
         self.lin_in = QLinear(in_dim, hidden, quant, layer="in")
         self.layers = nn.ModuleList(
-            QGCNIIConv(hidden, quant, k, alpha, gcnii_beta(lamda, k + 1)) for k in range(depth)
+            QGCNIIConv(hidden, quant, k, alpha, gcnii_beta(lamda, k + 1), star) for k in range(depth)
         )
         self.lin_out = QLinear(hidden, num_classes, quant, layer="out")
 
     @staticmethod
     def validate_params(depth: int = 2, hidden: int = 64, dropout: float = 0.6, alpha: float = 0.1,
-                        lamda: float = 0.5) -> None:
+                        lamda: float = 0.5, star: bool = False) -> None:
+        if not isinstance(star, bool):
+            raise ValueError(f"gcnii star={star!r} is not valid; use true (GCNII*) or false")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"gcnii alpha={alpha!r} must lie in [0, 1] (initial-residual weight)")
         if not lamda > 0:

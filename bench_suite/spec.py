@@ -55,6 +55,8 @@ UNVERSIONED_DEFAULTS: Dict[Tuple[str, str], Any] = {
     ("model", "batchnorm"): False,
     ("model", "self_weight"): False,
     ("model", "variant"): "xu",
+    ("model", "star"): False,
+    ("dataset", "row_normalize"): False,
     # a speed spec's measure section (speed specs have their own SPEED_SPEC_VERSION; the same rule)
     ("measure", "sums"): "exact",
     ("measure", "train_protocol"): "brief",

@@ -63,9 +63,9 @@ def test_all_datasets_registered():
         "minesweeper", "tolokers", "ogbn-arxiv", "ogbn-products", "csbm",
     }
     assert expected <= set(DATASETS.keys())
-    assert {p.name for p in DATASETS.params("cora")} == {"split", "sparse_features"}
-    assert {p.name for p in DATASETS.params("texas")} == {"split_index", "sparse_features"}
-    assert all("sparse_features" in {p.name for p in DATASETS.params(k)} for k in DATASETS.keys())
+    assert {p.name for p in DATASETS.params("cora")} == {"split", "sparse_features", "row_normalize"}
+    assert {p.name for p in DATASETS.params("texas")} == {"split_index", "sparse_features", "row_normalize"}
+    assert all({"sparse_features", "row_normalize"} <= {p.name for p in DATASETS.params(k)} for k in DATASETS.keys())
 
 
 def test_unknown_dataset_lists_valid_names():
@@ -166,6 +166,21 @@ def _ten_distinct_splits(name: str, data_dir: Path, n: int) -> list:
     by_seed = load_dataset(name, seed=13, data_dir=data_dir)  # split_index=None -> seed % 10
     assert by_seed.info["split_index"] == 3 and torch.equal(by_seed.train_mask, splits[3].train_mask)
     return splits
+
+
+def test_row_normalize_divides_each_row_by_its_sum_dense_and_sparse(data_dir):
+    """The GCN/GCNII authors' preprocess_features: each row over its sum, an all-zero row kept."""
+    raw = load_dataset("texas", data_dir=data_dir, seed=0).features
+    norm = load_dataset("texas", data_dir=data_dir, seed=0, row_normalize=True).features
+    csr = load_dataset("texas", data_dir=data_dir, seed=0, row_normalize=True, sparse_features=True).features
+    sums = raw.sum(1)
+    assert float(sums.max()) > 1.0  # binary bag-of-words: the raw rows are not normalised
+    nz = sums > 0
+    torch.testing.assert_close(norm.sum(1)[nz], torch.ones(int(nz.sum())))
+    torch.testing.assert_close(norm[nz], raw[nz] / sums[nz].unsqueeze(1))
+    assert torch.equal(norm[~nz], raw[~nz])
+    assert torch.equal(csr.to_dense(), norm)
+    assert torch.equal(load_dataset("texas", data_dir=data_dir, seed=0).features, raw)  # the shared base untouched
 
 
 def test_texas_ten_splits(data_dir):

@@ -66,6 +66,26 @@ def test_gcnii_layer_matches_published_rule():
     np.testing.assert_allclose(conv(g, t64(h), t64(h0)).detach().numpy(), expected, **TOL)
 
 
+def test_gcnii_star_matches_the_authors_variant():
+    """GCNII* (chennnM/GCNII model.py, variant=True): θ·[ÂH ‖ H0]·W + (1−θ)·((1−α)ÂH + αH0), W 2d × d."""
+    graph = small_graph()
+    g = prepare_graph(graph)
+    _, a_hat, _ = dense(graph)
+    h, h0 = RNG.normal(size=(4, 3)), RNG.normal(size=(4, 3))
+    alpha, beta = 0.2, gcnii_beta(1.5, 2)
+    conv = QGCNIIConv(3, QuantFactory(), layer=1, alpha=alpha, beta=beta, star=True).double()
+    w = conv.weight.detach().numpy()
+    assert w.shape == (6, 3)
+    hi = a_hat @ h
+    expected = beta * np.concatenate([hi, h0], 1) @ w + (1 - beta) * ((1 - alpha) * hi + alpha * h0)
+    np.testing.assert_allclose(conv(g, t64(h), t64(h0)).detach().numpy(), expected, **TOL)
+    plain = QGCNIIConv(3, QuantFactory(), layer=1, alpha=alpha, beta=beta).double()
+    assert plain.weight.shape == (3, 3)
+    spec = resolve_spec({"dataset": "cornell", "model": "gcnii", "depth": 2, "star": True})
+    assert spec.data["model"]["star"] is True
+    assert "star" not in resolve_spec({"dataset": "cornell", "model": "gcnii", "depth": 2}).data["model"]
+
+
 def test_gcnii_model_uses_beta_per_layer():
     model = MODELS.create("gcnii", in_dim=5, num_classes=3, depth=4, quant=QuantFactory(), lamda=0.5)
     assert [layer.beta for layer in model.layers] == pytest.approx([math.log(0.5 / l + 1) for l in range(1, 5)])

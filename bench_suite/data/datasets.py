@@ -24,7 +24,9 @@ csbm                                generated (see :class:`CSBM`); 20 per class 
                                     rest, drawn from the run seed
 ==================================  =====================================================
 
-Every dataset takes ``sparse_features`` (default False): True gives the features as a
+Every dataset takes ``row_normalize`` (default False): True divides each feature row by its sum
+(the ``preprocess_features`` of the GCN and GCNII authors' code; Planetoid's features come
+row-normalised from DGL already).  And ``sparse_features`` (default False): True gives the features as a
 torch CSR tensor (:mod:`bench_suite.sparse`), which models that declare ``sparse_input``
 keep sparse up to their first product — the same results as the dense features up to
 float rounding, far faster for bag-of-words inputs (Planetoid, Amazon, Coauthor,
@@ -135,11 +137,26 @@ class _Base:
     masks: Optional[Masks] = None  # shipped split(s): [N] or [N, K] bool each
     _csr: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
 
+    _normalized: Dict[bool, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+
     def csr_features(self) -> torch.Tensor:
         """The features as a CSR tensor (built once per built graph)."""
         if self._csr is None:
             self._csr = to_csr(self.features)
         return self._csr
+
+    def features_as(self, sparse: bool, row_normalize: bool) -> torch.Tensor:
+        """The features, row-normalised if asked (each row divided by its sum, a row summing to 0
+        left as it is: GCN's and GCNII's ``preprocess_features``), dense or CSR; built once."""
+        if not row_normalize:
+            return self.csr_features() if sparse else self.features
+        if sparse not in self._normalized:
+            if False not in self._normalized:
+                rowsum = self.features.sum(1, keepdim=True)
+                self._normalized[False] = self.features / torch.where(rowsum == 0, torch.ones_like(rowsum), rowsum)
+            if sparse:
+                self._normalized[True] = to_csr(self._normalized[False])
+        return self._normalized[sparse]
 
     def to_tensors(self) -> Dict[str, torch.Tensor]:
         src, dst = self.graph.edges()
@@ -228,10 +245,13 @@ class NodeDataset:
     metric: ClassVar[str] = "accuracy"
 
     def __init__(self, data_dir: Optional[str | os.PathLike] = None, download: bool = False,
-                 sparse_features: bool = False) -> None:
+                 sparse_features: bool = False, row_normalize: bool = False) -> None:
         self.data_dir = resolve_data_dir(data_dir)
         self.download = download_allowed(download)
         self.sparse_features = bool(sparse_features)
+        if not isinstance(row_normalize, bool):
+            raise ValueError(f"{self.name}: row_normalize={row_normalize!r} is not valid; use true or false")
+        self.row_normalize = row_normalize
 
     def load(self, seed: int) -> GraphData:
         """The dataset with the split for run ``seed``."""
@@ -242,7 +262,7 @@ class NodeDataset:
         return GraphData(
             name=self.name,
             graph=base.graph,
-            features=base.csr_features() if self.sparse_features else base.features,
+            features=base.features_as(self.sparse_features, self.row_normalize),
             labels=base.labels,
             train_mask=train,
             val_mask=val,
@@ -363,8 +383,9 @@ class _FixedSplits(NodeDataset):
         download: bool = False,
         split_index: Optional[int] = None,
         sparse_features: bool = False,
+        row_normalize: bool = False,
     ) -> None:
-        super().__init__(data_dir, download, sparse_features)
+        super().__init__(data_dir, download, sparse_features, row_normalize)
         if split_index is not None and not 0 <= int(split_index) < 10:
             raise ValueError(f"{self.name}: split_index must be in 0..9 or None, got {split_index}")
         self.split_index = None if split_index is None else int(split_index)
@@ -384,8 +405,9 @@ class _Planetoid(_DGLDataset):
         download: bool = False,
         split: str = "public",
         sparse_features: bool = False,
+        row_normalize: bool = False,
     ) -> None:
-        super().__init__(data_dir, download, sparse_features)
+        super().__init__(data_dir, download, sparse_features, row_normalize)
         if split not in ("public", "random"):
             raise ValueError(f"{self.name}: split must be 'public' or 'random', got {split!r}")
         self.split = split
@@ -557,8 +579,9 @@ class CSBM(NodeDataset):
         signal: float = 1.0,
         graph_seed: int = 0,
         sparse_features: bool = False,
+        row_normalize: bool = False,
     ) -> None:
-        super().__init__(data_dir, download, sparse_features)
+        super().__init__(data_dir, download, sparse_features, row_normalize)
         self.params = dict(nodes=int(nodes), classes=int(classes), avg_degree=float(avg_degree),
                            homophily=float(homophily), feature_dim=int(feature_dim), signal=float(signal))
         self.graph_seed = int(graph_seed)
