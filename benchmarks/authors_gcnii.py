@@ -123,6 +123,8 @@ def main() -> None:
     done = set()
     if args.out.is_file():
         done = {(r["dataset"], r["variant"]) for r in map(json.loads, args.out.read_text().splitlines()) if r}
+    torch_version = subprocess.run([args.python, "-c", "import torch; print(torch.__version__)"],
+                                   capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="gcnii-ref-") as tmp:
         code = Path(tmp)
         commit = extract(args.mirror, args.commit, code)
@@ -144,8 +146,7 @@ def main() -> None:
                        "mean": round(float(np.mean([a for _, a in accs])), 2),
                        "std": round(float(np.std([a for _, a in accs], ddof=1)), 2),
                        "seconds": round(time.time() - t0, 1), "python": platform.python_version(),
-                       "torch": subprocess.run([args.python, "-c", "import torch; print(torch.__version__)"],
-                                               capture_output=True, text=True).stdout.strip(),
+                       "torch": torch_version,
                        "machine": platform.machine(), "finished": datetime.datetime.now(datetime.timezone.utc).isoformat()}
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")

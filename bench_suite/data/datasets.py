@@ -44,7 +44,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, Hashable, Optional, Tuple
 
@@ -136,8 +136,7 @@ class _Base:
     num_classes: int
     masks: Optional[Masks] = None  # shipped split(s): [N] or [N, K] bool each
     _csr: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
-
-    _normalized: Dict[bool, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    _row_normalized: Optional["_Base"] = field(default=None, init=False, repr=False)
 
     def csr_features(self) -> torch.Tensor:
         """The features as a CSR tensor (built once per built graph)."""
@@ -150,13 +149,10 @@ class _Base:
         left as it is: GCN's and GCNII's ``preprocess_features``), dense or CSR; built once."""
         if not row_normalize:
             return self.csr_features() if sparse else self.features
-        if sparse not in self._normalized:
-            if False not in self._normalized:
-                rowsum = self.features.sum(1, keepdim=True)
-                self._normalized[False] = self.features / torch.where(rowsum == 0, torch.ones_like(rowsum), rowsum)
-            if sparse:
-                self._normalized[True] = to_csr(self._normalized[False])
-        return self._normalized[sparse]
+        if self._row_normalized is None:
+            rowsum = self.features.sum(1, keepdim=True)
+            self._row_normalized = replace(self, features=self.features / torch.where(rowsum == 0, 1.0, rowsum))
+        return self._row_normalized.features_as(sparse, False)
 
     def to_tensors(self) -> Dict[str, torch.Tensor]:
         src, dst = self.graph.edges()
