@@ -236,3 +236,64 @@ def test_dynamic_ranges_and_reference_sums_fall_back_and_a_dynamic_message_range
     assert all(a.message.dynamic for a in im.aggs)
     logits = assert_fused_equals_unfused(monkeypatch, im, eg, xn, fused_layers=3)
     np.testing.assert_array_equal(logits.view(np.int32), cal(eg, xn).view(np.int32))
+
+
+def smp_outputs(monkeypatch, im, eg, x) -> tuple:
+    """``(output, stage calls, the T(Δ) of every step)`` of one forward pass of an integer SMP model."""
+    import bench_suite.smp as S
+
+    ts: list = []
+    real = S.multiplier_step
+
+    def recording(lam, s, t, *args, **kw):
+        ts.append(t)
+        return real(lam, s, t, *args, **kw)
+
+    monkeypatch.setattr(S, "multiplier_step", recording)
+    with profiling() as st:
+        out = im(eg, x)
+    monkeypatch.setattr(S, "multiplier_step", real)
+    return out, dict(st.calls), ts
+
+
+@pytest.mark.parametrize("quant,bits,truncation,form", [q + (f,) for q, f in zip(QUANTS, ["exact", "released"] * 2)])
+@pytest.mark.parametrize("name", ["cora", "small"])
+def test_calibrated_smp_steps_fused_equal_unfused(monkeypatch, data_dir, name, quant, bits, truncation, form) -> None:
+    """Decoupled SMP (K = 6, widths 40 and the class count) on Cora and a generated power-law graph,
+    ranges calibrated on the graph: every step runs as two fused passes, and the output and every step's
+    T(Δ) (so λ) equal the unfused steps' to the bit."""
+    g0, x, classes, _ = graph_inputs(name, 0, data_dir)
+    eg = EngineGraph.from_dgl(prepare_graph(g0))
+    torch.manual_seed(bits)
+    m = build("decoupled", 6, 40, x.shape[1], classes,
+              QuantFactory(quant, bits, {"truncation": truncation} if truncation else None), propagation="smp")
+    calibrate(m, g0, x, 0)
+    m.eval()
+    xn = x.numpy()
+    im = convert(m, calibrate_on=(eg, xn))
+    assert im.smp is not None and im.smp_fusable() and im.fused_layers() == 6
+    im.smp["form"] = form
+    im.fuse = True
+    fused, calls, t_fused = smp_outputs(monkeypatch, im, eg, xn)
+    im.fuse = False
+    two, calls2, t_two = smp_outputs(monkeypatch, im, eg, xn)
+    im.fuse = True
+    assert calls.get(FUSED) == 1 and FUSED not in calls2 and calls2.get(IM.SMP) == 3 * 6
+    assert len(t_fused) == len(t_two) == 6 and t_fused == t_two and all(t > 0 for t in t_two)
+    assert fused.dtype == np.float32 and len(np.unique(fused)) > 1  # (at most 2^bits values: a static update grid)
+    np.testing.assert_array_equal(fused.view(np.int32), two.view(np.int32))
+
+
+def test_smp_with_dynamic_ranges_does_not_fuse() -> None:
+    """QLR's dynamic ranges need each tensor's extremes before its codes: the steps stay unfused."""
+    g0, x, classes, _ = graph_inputs("small", 0)
+    eg = EngineGraph.from_dgl(prepare_graph(g0))
+    torch.manual_seed(0)
+    m = build("decoupled", 3, 40, x.shape[1], classes, QuantFactory("qlr", 4), propagation="smp")
+    calibrate(m, g0, x, 0)
+    m.eval()
+    im = convert(m)
+    assert not im.smp_fusable() and im.fused_layers() == 0
+    with profiling() as st:
+        im(eg, x.numpy())
+    assert FUSED not in st.calls and st.calls[IM.SMP] == 9

@@ -87,12 +87,13 @@ def kernels_with_sentinel(indptr, indices, packed, bits, width, bounds):
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
-@pytest.mark.parametrize("width", [7, 16, 40, 130])
+@pytest.mark.parametrize("width", [7, 16, 40, 64, 130, 256])
 def test_aggregate_flushes_at_every_lane_limit(bits: int, width: int) -> None:
     """Rows of saturated codes with as many neighbours as a lane holds, one more, twice as many and
-    more: the 8-bit SWAR lanes (85, 17), INT8's 16-bit register lanes (257) and the vector
-    kernel's uint16 lanes (21845, 4369, 257) overflow by one neighbour if a flush comes late,
-    and lose a neighbour if it comes early or is missed at the end of the row."""
+    more: the 8-bit SWAR lanes (85, 17), INT8's 16-bit register lanes (257), the register byte lanes
+    of INT2/INT4 rows of 16, 32 and 64 bytes (85, 17; widths 40, 64, 256) and the uint16 lanes
+    (21845, 4369, 257) overflow by one neighbour if a flush comes late, and lose a neighbour if it
+    comes early or is missed at the end of the row."""
     qm = 2 ** bits - 1
     limits = sorted({255 // qm, 257, 65535 // qm})
     degrees = [0, 1]

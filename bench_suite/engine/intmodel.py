@@ -452,6 +452,7 @@ class IntDecoupled(IntModel):
 
     kind = "decoupled"
     SMP_KEYS = ("form", "mu", "eta", "eta_s", "eta_lambda", "c", "lambda0", "s0", "lambda_min")
+    fuse = True
 
     def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], alpha: float = 0.1,
                  smp: dict | None = None, delta_aggs: List[Aggregation] | None = None) -> None:
@@ -510,6 +511,21 @@ class IntDecoupled(IntModel):
         if self.aggs and self.aggs[0].message.dynamic:
             rmin, rmax = stage(RANGE, K.rows_minmax, x)
         exact = p["form"] == "exact"
+        if self.fuse and self.smp_fusable():
+            state = {"lam": lam, "s": s}
+
+            def multiplier(t):  # the step's T(Δ) → the next step's 2ηλ (None: the first step's)
+                if t is not None:
+                    state["lam"], state["s"] = multiplier_step(state["lam"], state["s"], t, budget, p["eta_lambda"],
+                                                               p["eta_s"], p.get("lambda_min"))
+                return F32(2 * eta * state["lam"])
+
+            steps = [(a.message.params(), a.aggregate.params(), a.update.params(), d.message.params(),
+                      d.aggregate.params()) for a, d in zip(self.aggs, self.delta_aggs)]
+            bits = self.aggs[0].message.bits
+            return stage(FUSED, K.smp_fused_steps, g.indptr, g.indices, g.deg, g.norm, h, bits, h.shape[1], steps,
+                         c1, c2, c3, exact, multiplier,
+                         gather=2 * len(steps) * g.indices.size * row_bytes(h.shape[1], bits))
         for agg, dagg in zip(self.aggs, self.delta_aggs):
             xt, delta, dmin, dmax = stage(SMP, K.smp_pre, x, agg.apply(g, x, rmin, rmax), h, c1, c2, c3)
             a_delta = dagg.apply(g, delta, dmin, dmax)
@@ -520,6 +536,18 @@ class IntDecoupled(IntModel):
         return x
 
     __call__ = forward
+
+    def smp_fusable(self) -> bool:
+        """Whether the SMP steps can run two fused passes each (:func:`bench_suite.engine.kernels.smp_fused_steps`):
+        exact sums, every message, aggregate and update range static and one bit width."""
+        if self.smp is None or not self.aggs:
+            return False
+        bits = self.aggs[0].message.bits
+        return all(a.fusable() and not a.message.dynamic and d.fusable() and not d.message.dynamic
+                   and a.message.bits == d.message.bits == bits for a, d in zip(self.aggs, self.delta_aggs))
+
+    def fused_layers(self) -> int:
+        return len(self.aggs) if self.fuse and self.smp_fusable() else 0
 
     def parts(self) -> list:
         return [*self.linears, *self.aggs, *(self.delta_aggs or [])]

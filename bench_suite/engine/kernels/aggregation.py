@@ -2,7 +2,11 @@
 
 Rows of two or more words (INT2/INT4) or of three or more (INT8) widen their codes into uint16
 lanes with explicit vector instructions (:func:`_aggregate_vec`); the lanes flush into int32
-before they can overflow.  Rows of one word (two at INT8) keep SWAR lanes in scalar registers:
+before they can overflow.  INT2/INT4 rows of 16, 32 or 64 bytes (widths 64/128/256 at INT2,
+32/64/128 at INT4) first sum blocks of 85 (17) neighbours in byte lanes held in vector registers
+(:func:`_make_lane_sum`: per neighbour one broadcast load, a shift, a mask and a byte add per 16
+bytes), which widen into the uint16 lanes once per block: on the arxiv-sized graph at width 64, INT2,
+one thread, 2.0x faster than the uint16 lanes alone (loaded machine, same run).  Rows of one word (two at INT8) keep SWAR lanes in scalar registers:
 a 64-bit word masked with ``0x0303…03`` (``0x0F0F…0F``) after a shift of ``k·b`` holds eight
 codes in eight byte lanes, which take up to 85 (17) neighbours before they flush; INT8 splits
 a word into even and odd bytes, four 16-bit lanes each (257 neighbours).
@@ -112,6 +116,148 @@ def _make_block_add(bits, block):
     return block_add
 
 
+def _make_lane_sum(bits, chunks):
+    """An intrinsic ``lane_sum(acc16, indices, packed, e0, e1, pf)``: add the codes of rows
+    ``indices[e0:e1]`` of ``packed`` (rows of ``16·chunks`` bytes; at most ``255 / (2^bits − 1)``
+    rows, so no byte lane overflows) into ``acc16`` (uint16, ``c·nb``, feature order), with the
+    byte-lane accumulators in registers for the whole loop.  Per neighbour and 16-byte chunk: one
+    load, a broadcast of the chunk to ``c`` lanes of 16 bytes, one 16-bit shift by ``bits·k`` in lane
+    ``k`` (the low ``bits`` of every byte of lane ``k`` are then code ``k`` of that byte: the bits a
+    16-bit shift carries into a byte's top are masked off), a mask and one byte add; the lanes widen
+    into ``acc16`` once per call.  ``pf``: prefetch the row :data:`PREFETCH_DISTANCE` neighbours ahead."""
+    c = 8 // bits
+    mask = (1 << bits) - 1
+    lanes = 16 * c
+    i1, i8, i16, i32, i64 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+    v8, w16, x8, x16 = ir.VectorType(i8, lanes), ir.VectorType(i16, lanes // 2), ir.VectorType(i8, 16), \
+        ir.VectorType(i16, 16)
+    spread = ir.Constant(ir.VectorType(i32, lanes), [b for _ in range(c) for b in range(16)])
+    shifts = ir.Constant(w16, [bits * k for k in range(c) for _ in range(8)])
+    masks = ir.Constant(v8, [mask] * lanes)
+    zero = ir.Constant(v8, None)
+
+    @intrinsic
+    def lane_sum(typingctx, acc, indices, packed, e0, e1, pf):
+        def codegen(context, builder, sig, args):
+            a = context.make_array(sig.args[0])(context, builder, args[0])
+            ind = context.make_array(sig.args[1])(context, builder, args[1])
+            p = context.make_array(sig.args[2])(context, builder, args[2])
+            start = context.cast(builder, args[3], sig.args[3], types.int64)
+            stop = context.cast(builder, args[4], sig.args[4], types.int64)
+            pf = context.cast(builder, args[5], sig.args[5], types.boolean)
+            nb = builder.extract_value(p.shape, 1)
+            nnz = builder.extract_value(ind.shape, 0)
+            base = builder.bitcast(p.data, i8.as_pointer())
+            signed = sig.args[1].dtype.signed
+
+            def row_of(e):
+                j = builder.load(builder.gep(ind.data, [e]))
+                j = builder.sext(j, i64) if signed and j.type.width < 64 else (
+                    builder.zext(j, i64) if j.type.width < 64 else j)
+                return builder.gep(base, [builder.mul(j, nb)])
+
+            entry = builder.block
+            loop = builder.append_basic_block("lane_sum.loop")
+            done = builder.append_basic_block("lane_sum.done")
+            builder.cbranch(builder.icmp_signed("<", start, stop), loop, done)
+            builder.position_at_end(loop)
+            e = builder.phi(i64)
+            e.add_incoming(start, entry)
+            accs = []
+            for _ in range(chunks):
+                phi = builder.phi(v8)
+                phi.add_incoming(zero, entry)
+                accs.append(phi)
+            ahead = builder.add(e, ir.Constant(i64, PREFETCH_DISTANCE))
+            with builder.if_then(builder.and_(pf, builder.icmp_signed("<", ahead, nnz))):
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]),
+                    "llvm.prefetch.p0i8")
+                builder.call(fn, [row_of(ahead), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            row = row_of(e)
+            out = []
+            for q in range(chunks):
+                x = builder.load(builder.bitcast(builder.gep(row, [ir.Constant(i64, 16 * q)]), x8.as_pointer()),
+                                 align=1)
+                v = builder.shuffle_vector(x, x, spread)
+                v = builder.bitcast(builder.lshr(builder.bitcast(v, w16), shifts), v8)
+                out.append(builder.add(accs[q], builder.and_(v, masks)))
+            nxt = builder.add(e, ir.Constant(i64, 1))
+            tail = builder.block
+            e.add_incoming(nxt, tail)
+            for phi, v in zip(accs, out):
+                phi.add_incoming(v, tail)
+            builder.cbranch(builder.icmp_signed("<", nxt, stop), loop, done)
+            builder.position_at_end(done)
+            fins = []
+            for q in range(chunks):  # every phi first: they head the block
+                fin = builder.phi(v8)
+                fin.add_incoming(zero, entry)
+                fin.add_incoming(out[q], tail)
+                fins.append(fin)
+            dst16 = builder.bitcast(a.data, i16.as_pointer())
+            for q, fin in enumerate(fins):
+                for k in range(c):
+                    part = builder.shuffle_vector(fin, fin, ir.Constant(ir.VectorType(i32, 16),
+                                                                       list(range(16 * k, 16 * k + 16))))
+                    off = builder.add(builder.mul(ir.Constant(i64, k), nb), ir.Constant(i64, 16 * q))
+                    ptr = builder.bitcast(builder.gep(dst16, [off]), x16.as_pointer())
+                    builder.store(builder.add(builder.load(ptr, align=2), builder.zext(part, x16)), ptr, align=2)
+            return context.get_dummy_value()
+
+        return types.void(acc, indices, packed, e0, e1, pf), codegen
+
+    return lane_sum
+
+
+#: rows of 16, 32 and 64 bytes at INT2 and INT4 (widths 64/128/256 and 32/64/128) sum in register byte lanes
+_lane2_1, _lane2_2, _lane2_4 = _make_lane_sum(2, 1), _make_lane_sum(2, 2), _make_lane_sum(2, 4)
+_lane4_1, _lane4_2, _lane4_4 = _make_lane_sum(4, 1), _make_lane_sum(4, 2), _make_lane_sum(4, 4)
+
+
+@njit(inline="always")
+def lane_row(indptr, indices, packed, bits, i, pf, acc, acc16, width):
+    """:func:`vec_row` for INT2/INT4 rows of 16, 32 or 64 bytes (:func:`_make_lane_sum`): blocks of as
+    many neighbours as a byte lane holds (85, 17), widened into ``acc16``, which flushes into int32
+    before it can overflow.  Returns whether the row flushed (then its sums are ``acc[:width]``)."""
+    nb = packed.shape[1]
+    block = 255 // ((1 << bits) - 1)
+    limit = 65535 // ((1 << bits) - 1)
+    start, stop = indptr[i], indptr[i + 1]
+    acc16[:] = 0
+    flushed = False
+    cnt = 0
+    for e0 in range(start, stop, block):
+        e1 = min(e0 + block, stop)
+        if cnt + (e1 - e0) > limit:
+            if not flushed:
+                acc[:] = 0
+                flushed = True
+            for f in range(width):
+                acc[f] += np.int32(acc16[f])
+            acc16[:] = 0
+            cnt = 0
+        if bits == 2:
+            if nb == 16:
+                _lane2_1(acc16, indices, packed, e0, e1, pf)
+            elif nb == 32:
+                _lane2_2(acc16, indices, packed, e0, e1, pf)
+            else:
+                _lane2_4(acc16, indices, packed, e0, e1, pf)
+        else:
+            if nb == 16:
+                _lane4_1(acc16, indices, packed, e0, e1, pf)
+            elif nb == 32:
+                _lane4_2(acc16, indices, packed, e0, e1, pf)
+            else:
+                _lane4_4(acc16, indices, packed, e0, e1, pf)
+        cnt += e1 - e0
+    if flushed:
+        for f in range(width):
+            acc[f] += np.int32(acc16[f])
+    return flushed
+
+
 _add2_32, _add2_16, _add2_8 = _make_block_add(2, 32), _make_block_add(2, 16), _make_block_add(2, 8)
 _add4_32, _add4_16, _add4_8 = _make_block_add(4, 32), _make_block_add(4, 16), _make_block_add(4, 8)
 _add8_32, _add8_16, _add8_8 = _make_block_add(8, 32), _make_block_add(8, 16), _make_block_add(8, 8)
@@ -162,6 +308,8 @@ def vec_row(indptr, indices, packed, bits, i, pf, acc, acc16, width):
     at INT8, INT4, INT2).  Returns whether the row reached a flush (a hub): then its sums are
     ``acc[:width]`` (int32), else ``acc16[:width]`` (all but hubs, no int32 pass)."""
     nb = packed.shape[1]
+    if bits != 8 and (nb == 16 or nb == 32 or nb == 64):
+        return lane_row(indptr, indices, packed, bits, i, pf, acc, acc16, width)
     nb32 = nb - nb % 32
     has16 = nb % 32 >= 16
     has8 = nb % 16 == 8
