@@ -5,8 +5,11 @@ lanes with explicit vector instructions (:func:`_aggregate_vec`); the lanes flus
 before they can overflow.  INT2/INT4 rows of 16, 32 or 64 bytes (widths 64/128/256 at INT2,
 32/64/128 at INT4) first sum blocks of 85 (17) neighbours in byte lanes held in vector registers
 (:func:`_make_lane_sum`: per neighbour one broadcast load, a shift, a mask and a byte add per 16
-bytes), which widen into the uint16 lanes once per block: on the arxiv-sized graph at width 64, INT2,
-one thread, 2.0x faster than the uint16 lanes alone (loaded machine, same run).  Rows of one word (two at INT8) keep SWAR lanes in scalar registers:
+bytes), which widen into the uint16 lanes once per block.  Against the uint16 lanes alone
+(``benchmarks/aggregation.py --ref 3142f31``, one thread, CPU time, interleaved medians of 9 rounds,
+loaded machine, 2026-12-07, results/cost/aggregation.jsonl): 1.48-2.43x faster at width 64 on
+arxiv-like, amazon-computers, coauthor-physics and cora; INT2 width 256 1.35x, 2.17x, 1.74x, 0.96x
+(the INT4 width-256 rows, whose kernel did not change, read 0.80-1.30x: the noise of that run).  Rows of one word (two at INT8) keep SWAR lanes in scalar registers:
 a 64-bit word masked with ``0x0303…03`` (``0x0F0F…0F``) after a shift of ``k·b`` holds eight
 codes in eight byte lanes, which take up to 85 (17) neighbours before they flush; INT8 splits
 a word into even and odd bytes, four 16-bit lanes each (257 neighbours).
