@@ -78,42 +78,78 @@ def smp_post(xt, delta, a_delta, k, exact: bool):
 #
 #   pass A, row i:  ÂX_i from the neighbours' codes of d̃^{-1/2}·X, X̃_i = (c1·X_i + c2·ÂX_i) + c3·H_i,
 #                   the codes of d̃_i^{-1/2}·Δ_i (Δ = X̃ − X) packed;
-#   pass B, row i:  ÂΔ_i from the neighbours' Δ codes, Δ_i = X̃_i − X_i again (the same float32
-#                   expression), V_i = X̃_i + k·L̃Δ_i (or k·ÂΔ_i), T's row term, X_i ← q_u(V_i) in
-#                   place, and the codes of d̃_i^{-1/2}·X_i packed for the next step's pass A.
+#   pass B, row i:  ÂΔ_i from the neighbours' Δ codes, X̃_i and Δ_i = X̃_i − X_i again (the same float32
+#                   expressions), V_i = X̃_i + k·L̃Δ_i (or k·ÂΔ_i), T's row term, X_i ← q_u(V_i), and the
+#                   codes of d̃_i^{-1/2}·X_i packed for the next step's pass A.
 #
-# Every value is the unfused step's (aggregate → epilogue → smp_pre → quantize_pack → aggregate →
-# epilogue → smp_post → fq_rows → quantize_pack) to the bit: the same float32 expressions in the
-# same order from the same integer sums; T is the same per-row float64 terms summed the same way.
+# X after a step and ÂX lie on their quantizers' grids, so they are kept as one uint8 code per
+# element (the update's and the aggregate's) and read back as ``(c − z)·s``, the very float32
+# :func:`~.common.fq_value` returns: the passes stream a quarter of the bytes for them (the floats
+# between the two aggregations, not their gathers, bound the step once the sums are fast).  H, the
+# MLP's output, is float.  Every value is the unfused step's (aggregate → epilogue → smp_pre →
+# quantize_pack → aggregate → epilogue → smp_post → fq_rows → quantize_pack) to the bit: the same
+# float32 expressions in the same order from the same integer sums; T is the same per-row float64
+# terms summed the same way.
 
+
+@njit(inline="always", fastmath=EXACT_FASTMATH)
+def decode(c, g, trunc):
+    """The float32 value of code ``c`` under grid ``g``: :func:`~.common.fq_value`'s result for it."""
+    v = np.float32(c)
+    if trunc:
+        return (v - g[6]) * g[7]
+    return (v - g[1]) * g[0]
+
+
+@njit(inline="always", fastmath=EXACT_FASTMATH)
+def _codes_out(src, width, d, nrm, sm, zm, la, ta, oq):
+    """The aggregate role's codes of one row from its integer sums (the value :func:`~.fused._row_out`
+    quantizes, ``s_m·(S − z_m·d̃)·d̃^{-1/2}``)."""
+    for f in range(width):
+        a = sm * (np.float32(src[f]) - zm * d)
+        oq[f] = np.uint8(np.int32(code_of(a * nrm, la, ta)))
 
 
 @njit(inline="always", fastmath=EXACT_FASTMATH)
 def _agg_row(kind, bits, indptr, indices, packed, words, mask, i, pf, acc, acc16, lanes, lanes8, width, d, nrm, sm,
-             zm, la, ta, zrow, out):
-    """``out[:width]`` ← row ``i`` of the quantized ``Â·x`` (the float output of
-    :meth:`bench_suite.engine.intmodel.Aggregation.apply`) from the packed codes' neighbour sums."""
+             zm, la, ta, zrow, codes, out, oq):
+    """Row ``i`` of the quantized ``Â·x`` from the packed codes' neighbour sums: its aggregate codes into
+    ``oq`` (``codes``) or its float value (the output of :meth:`bench_suite.engine.intmodel.Aggregation.apply`)
+    into ``out``."""
     one = np.float32(1)
     if kind == VEC:
-        if vec_row(indptr, indices, packed, bits, i, pf, acc, acc16, width):
-            _row_out(acc, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out,
-                     acc16)
+        hub = vec_row(indptr, indices, packed, bits, i, pf, acc, acc16, width)
+        if codes:
+            if hub:
+                _codes_out(acc, width, d, nrm, sm, zm, la, ta, oq)
+            else:
+                _codes_out(acc16, width, d, nrm, sm, zm, la, ta, oq)
+        elif hub:
+            _row_out(acc, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out, oq)
         else:
             _row_out(acc16, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out,
-                     acc16)
+                     oq)
     elif kind == SWAR:
-        if swar_row(indptr, indices, words, bits, mask, i, pf, acc, lanes):
-            _row_out(acc, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out,
-                     acc16)
+        hub = swar_row(indptr, indices, words, bits, mask, i, pf, acc, lanes)
+        if codes:
+            if hub:
+                _codes_out(acc, width, d, nrm, sm, zm, la, ta, oq)
+            else:
+                _codes_out(lanes8, width, d, nrm, sm, zm, la, ta, oq)
+        elif hub:
+            _row_out(acc, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out, oq)
         else:
-            _row_out(lanes8, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False,
-                     out, acc16)
+            _row_out(lanes8, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out,
+                     oq)
     else:
         hub, a0, a1, b0, b1 = bytes_row(indptr, indices, words, i, pf, acc)
         if not hub:
             for f in range(width):
                 acc[f] = bytes_lane(a0, a1, b0, b1, f)
-        _row_out(acc, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out, acc16)
+        if codes:
+            _codes_out(acc, width, d, nrm, sm, zm, la, ta, oq)
+        else:
+            _row_out(acc, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out, oq)
 
 
 @njit(inline="always")
@@ -131,67 +167,97 @@ def _pack_row(codes, o, nb, c, bits):
 
 
 @functools.lru_cache(maxsize=None)
-def _step_kernels(kind: int, bits: int, ta: bool, tm: bool, tu: bool, tn: bool, exact: bool, has_next: bool):
-    """The two passes of a fused SMP step for one row kernel and bit width; the flags (bit
-    truncation of the aggregate, Δ-message, update and next-message grids; the exact form; whether
-    pass B packs the next step's codes) are compile-time constants."""
+def _step_kernels(kind: int, bits: int, tp: bool, ta: bool, tm: bool, tda: bool, tu: bool, tn: bool, exact: bool):
+    """The two passes of a fused SMP step for one row kernel and bit width.  Compile-time flags: bit
+    truncation of the previous update's grid (X's codes), of the aggregate, Δ-message, Δ-aggregate,
+    update and next-message grids, and the exact form; run-time: ``first`` (X is H, float; a branch
+    per row) and ``last`` (pass B writes X as float32 and packs nothing), so one compilation serves
+    every step of a model."""
     c = 8 // bits
 
     @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
-    def pass_a(indptr, indices, packed, words, mask, bounds, pf, deg, norm, sm, zm, ga, x, h, c1, c2, c3, gm,
-               xt, out_packed):
-        n, width = x.shape
+    def pass_a(indptr, indices, packed, words, mask, bounds, pf, deg, norm, sm, zm, ga, gp, xc, h, c1, c2, c3, gm,
+               first, axc, out_packed):
+        n, width = h.shape
         nb = packed.shape[1]
         for t in prange(bounds.size - 1):
-            la, lm = scalars(ga), scalars(gm)
+            la = scalars(ga)
+            lp = scalars(gp)
+            lm = scalars(gm)
             acc = np.zeros(max(c * nb, 32), np.int32)
             acc16 = np.zeros(c * nb, np.uint16)
             lanes = np.zeros(4, np.uint64)
             lanes8 = lanes.view(np.uint8)
             zrow = np.zeros(width, np.float32)
-            ax = np.empty(width, np.float32)
             codes = np.zeros(c * nb, np.uint8)
             for i in range(bounds[t], bounds[t + 1]):
                 d, nrm = deg[i], norm[i]
+                ar = axc[i]
                 _agg_row(kind, bits, indptr, indices, packed, words, mask, i, pf, acc, acc16, lanes, lanes8, width,
-                         d, nrm, sm, zm, la, ta, zrow, ax)
-                xr, hr, xtr = x[i], h[i], xt[i]
-                for f in range(width):
-                    v = (c1 * xr[f] + c2 * ax[f]) + c3 * hr[f]
-                    xtr[f] = v
-                    codes[f] = np.uint8(np.int32(code_of((v - xr[f]) * nrm, lm, tm)))
+                         d, nrm, sm, zm, la, ta, zrow, True, zrow, ar)
+                hr, xr = h[i], xc[i]
+                if first:
+                    for f in range(width):
+                        x = hr[f]
+                        v = (c1 * x + c2 * decode(ar[f], la, ta)) + c3 * hr[f]
+                        codes[f] = np.uint8(np.int32(code_of((v - x) * nrm, lm, tm)))
+                else:
+                    for f in range(width):
+                        x = decode(xr[f], lp, tp)
+                        v = (c1 * x + c2 * decode(ar[f], la, ta)) + c3 * hr[f]
+                        codes[f] = np.uint8(np.int32(code_of((v - x) * nrm, lm, tm)))
                 _pack_row(codes, out_packed[i], nb, c, bits)
 
     @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
-    def pass_b(indptr, indices, packed, words, mask, bounds, pf, deg, norm, sm, zm, ga, xt, x, k, gu, gn,
-               out_packed, trow):
-        n, width = x.shape
+    def pass_b(indptr, indices, packed, words, mask, bounds, pf, deg, norm, sm, zm, gda, ga, gp, xc, axc, h, c1, c2,
+               c3, k, gu, gn, first, last, out_f, out_packed, trow):
+        n, width = h.shape
         nb = packed.shape[1]
         for t in prange(bounds.size - 1):
-            la, lu, ln = scalars(ga), scalars(gu), scalars(gn)
+            lda = scalars(gda)
+            la = scalars(ga)
+            lp = scalars(gp)
+            lu = scalars(gu)
+            ln = scalars(gn)
             acc = np.zeros(max(c * nb, 32), np.int32)
             acc16 = np.zeros(c * nb, np.uint16)
             lanes = np.zeros(4, np.uint64)
             lanes8 = lanes.view(np.uint8)
             zrow = np.zeros(width, np.float32)
             ad = np.empty(width, np.float32)
+            xt = np.empty(width, np.float32)
+            dl = np.empty(width, np.float32)
             codes = np.zeros(c * nb, np.uint8)
             for i in range(bounds[t], bounds[t + 1]):
                 d, nrm = deg[i], norm[i]
                 _agg_row(kind, bits, indptr, indices, packed, words, mask, i, pf, acc, acc16, lanes, lanes8, width,
-                         d, nrm, sm, zm, la, ta, zrow, ad)
-                xr, xtr = x[i], xt[i]
+                         d, nrm, sm, zm, lda, tda, zrow, False, ad, codes)
+                hr, xr, ar = h[i], xc[i], axc[i]
                 acc64 = 0.0  # T's row term: a serial float64 sum, in a loop of its own
-                for f in range(width):
-                    dr = xtr[f] - xr[f]
-                    acc64 += np.float64(dr * (dr - ad[f]))
-                trow[i] = acc64
-                for f in range(width):
-                    dr = xtr[f] - xr[f]
-                    xr[f] = fq_value(xtr[f] + k * ((dr - ad[f]) if exact else ad[f]), lu, tu)
-                if has_next:
+                if first:
                     for f in range(width):
-                        codes[f] = np.uint8(np.int32(code_of(xr[f] * nrm, ln, tn)))
+                        x = hr[f]
+                        v = (c1 * x + c2 * decode(ar[f], la, ta)) + c3 * hr[f]
+                        xt[f] = v
+                        dl[f] = v - x
+                else:
+                    for f in range(width):
+                        x = decode(xr[f], lp, tp)
+                        v = (c1 * x + c2 * decode(ar[f], la, ta)) + c3 * hr[f]
+                        xt[f] = v
+                        dl[f] = v - x
+                for f in range(width):
+                    acc64 += np.float64(dl[f] * (dl[f] - ad[f]))
+                trow[i] = acc64
+                if last:
+                    of = out_f[i]
+                    for f in range(width):
+                        of[f] = fq_value(xt[f] + k * ((dl[f] - ad[f]) if exact else ad[f]), lu, tu)
+                else:
+                    for f in range(width):
+                        q = code_of(xt[f] + k * ((dl[f] - ad[f]) if exact else ad[f]), lu, tu)
+                        xr[f] = np.uint8(np.int32(q))
+                        codes[f] = np.uint8(np.int32(code_of(decode(xr[f], lu, tu) * nrm, ln, tn)))
                     _pack_row(codes, out_packed[i], nb, c, bits)
 
     return pass_a, pass_b
@@ -206,31 +272,37 @@ def smp_fused_steps(indptr, indices, deg, norm, h, bits, width, steps, c1, c2, c
     """
     f32 = np.float32
     n = len(indptr) - 1
+    h = np.ascontiguousarray(h, dtype=f32)
+    if not steps:
+        return h.copy()
     nb = row_bytes(width, bits)
     if bounds is None:
         bounds = chunk_bounds(indptr, row_chunks(n))
-    x = np.array(h, dtype=f32, order="C", copy=True)
-    xt = np.empty_like(x)
-    px = quantize_pack(x, norm, steps[0][0], bits, nb) if steps else None
+    xc = np.zeros((n, width), np.uint8)  # X's update codes after the first step
+    axc = np.empty((n, width), np.uint8)  # ÂX's aggregate codes
+    out = np.empty((n, width), f32)
+    px = quantize_pack(h, norm, steps[0][0], bits, nb)
     pd = aligned_empty((n, nb))
     trow = np.empty(n, np.float64)
     kind = row_kind(bits, nb)
     mask = MASK2 if bits == 2 else MASK4
     k = multiplier(None)
+    tp, gp = grid(steps[0][2])  # X's grid: the previous step's update (the first step reads H)
     for s, (msg, agg, upd, dmsg, dagg) in enumerate(steps):
         last = s == len(steps) - 1
         ta, ga = grid(agg)
         tm, gm = grid(dmsg)
         tda, gda = grid(dagg)
         tu, gu = grid(upd)
-        tn, gn = grid(steps[s + 1][0] if not last else (1.0, 0.0, 1.0))
-        a_kernel = _step_kernels(kind, int(bits), ta, tm, False, False, False, False)[0]
-        b_kernel = _step_kernels(kind, int(bits), tda, False, tu, tn, bool(exact), not last)[1]
+        tn, gn = grid(steps[s + 1][0] if not last else msg)  # (the last step packs nothing)
+        pass_a, pass_b = _step_kernels(kind, int(bits), tp, ta, tm, tda, tu, tn, bool(exact))
         sm, zm = (f32(v) for v in effective(msg))
-        a_kernel(indptr, indices, px, px.view(np.uint64), mask, bounds, px.nbytes > PREFETCH_MIN_BYTES, deg, norm,
-                 sm, zm, ga, x, h, f32(c1), f32(c2), f32(c3), gm, xt, pd)
+        pass_a(indptr, indices, px, px.view(np.uint64), mask, bounds, px.nbytes > PREFETCH_MIN_BYTES, deg, norm,
+               sm, zm, ga, gp, xc, h, f32(c1), f32(c2), f32(c3), gm, s == 0, axc, pd)
         sd, zd = (f32(v) for v in effective(dmsg))
-        b_kernel(indptr, indices, pd, pd.view(np.uint64), mask, bounds, pd.nbytes > PREFETCH_MIN_BYTES, deg, norm,
-                 sd, zd, gda, xt, x, f32(k), gu, gn, px, trow)
+        pass_b(indptr, indices, pd, pd.view(np.uint64), mask, bounds, pd.nbytes > PREFETCH_MIN_BYTES, deg, norm,
+               sd, zd, gda, ga, gp, xc, axc, h, f32(c1), f32(c2), f32(c3), f32(k), gu, gn, s == 0, last, out, px,
+               trow)
         k = multiplier(float(trow.sum()))
-    return x
+        tp, gp = tu, gu  # X's codes are now the update's
+    return out
