@@ -27,7 +27,8 @@ How the neighbour sums of the ``aggregate`` role are computed is the model's ``s
 With exact sums and static ranges after the sums (calibrated, QAT/DQ), a GCN layer sums each row
 and applies its epilogue in one pass that writes the next layer's codes
 (:func:`bench_suite.engine.kernels.aggregate_epilogue`, :meth:`Aggregation.fusable`): the same values
-without the int32 matrix of sums.
+without the int32 matrix of sums.  An SMP step runs as two such passes that carry its elementwise
+work (:func:`bench_suite.engine.kernels.smp_fused_steps`, :meth:`IntDecoupled.smp_fusable`).
 
 In both modes the dense products are exact integer sums, which the fake-quant model's float32 BLAS
 products approximate.
@@ -448,7 +449,9 @@ class IntDecoupled(IntModel):
     """Integer decoupled model: quantized MLP, then K propagation steps, either APPNP
     ``X ← q_u((1−α)·Â X + α·H)`` (Gasteiger et al. 2019) or SMP (one multiplier step
     per layer, arXiv 2308.14949, :class:`bench_suite.smp.SMPPropagation`).  Features
-    stay float between steps; every ``Â·`` runs on packed message codes."""
+    stay float between steps; every ``Â·`` runs on packed message codes.  With static ranges and exact
+    sums an SMP step is two fused passes (:func:`bench_suite.engine.kernels.smp_fused_steps`; ``fuse =
+    False``, an attribute not saved, takes the unfused steps: the same values)."""
 
     kind = "decoupled"
     SMP_KEYS = ("form", "mu", "eta", "eta_s", "eta_lambda", "c", "lambda0", "s0", "lambda_min")
