@@ -48,6 +48,12 @@ MASK4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 #: kernels 24 is 1.1-1.2x faster than 16 on rows of 32-64 bytes and equal elsewhere, while 32 and
 #: 48 made INT2 rows of 64 bytes (width 256) 2x slower)
 PREFETCH_DISTANCE = 24
+#: the same for the register byte-lane rows (:func:`_make_lane_sum`), whose neighbours cost fewer
+#: instructions: on arxiv-like, one thread, CPU time, INT2 rows of 64 bytes took 25-27 ms at 24, 18-20 at
+#: 64-192 (one process per distance, 2026-12-07); rows of 16 and 32 bytes were within noise of 8-192.
+#: 96 against 24 in one run (``benchmarks/aggregation.py --ref 6ccc851``): INT2 width 256 1.39x on
+#: arxiv-like, width 64 1.10-1.16x; coauthor-physics 0.94-1.02x (results/cost/aggregation.jsonl)
+LANE_PREFETCH_DISTANCE = 96
 #: code matrices up to this size (a Zen 4 core's L2) are not prefetched: the rows are in cache
 #: and the prefetches only cost instructions (tuned on cora, amazon-computers, coauthor-physics)
 PREFETCH_MIN_BYTES = 1 << 20
@@ -127,7 +133,7 @@ def _make_lane_sum(bits, chunks):
     load, a broadcast of the chunk to ``c`` lanes of 16 bytes, one 16-bit shift by ``bits·k`` in lane
     ``k`` (the low ``bits`` of every byte of lane ``k`` are then code ``k`` of that byte: the bits a
     16-bit shift carries into a byte's top are masked off), a mask and one byte add; the lanes widen
-    into ``acc16`` once per call.  ``pf``: prefetch the row :data:`PREFETCH_DISTANCE` neighbours ahead."""
+    into ``acc16`` once per call.  ``pf``: prefetch the row :data:`LANE_PREFETCH_DISTANCE` neighbours ahead."""
     c = 8 // bits
     mask = (1 << bits) - 1
     lanes = 16 * c
@@ -171,7 +177,7 @@ def _make_lane_sum(bits, chunks):
                 phi = builder.phi(v8)
                 phi.add_incoming(zero, entry)
                 accs.append(phi)
-            ahead = builder.add(e, ir.Constant(i64, PREFETCH_DISTANCE))
+            ahead = builder.add(e, ir.Constant(i64, LANE_PREFETCH_DISTANCE))
             with builder.if_then(builder.and_(pf, builder.icmp_signed("<", ahead, nnz))):
                 fn = cgutils.get_or_insert_function(
                     builder.module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]),
