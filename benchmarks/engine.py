@@ -4,6 +4,7 @@
     python benchmarks/engine.py ranges     # calibrated vs dynamic ranges, interleaved, GCN-4 h256
     python benchmarks/engine.py fused --graphs arxiv-like cora --out results/cost/fused.jsonl
                                            # fused vs two-pass aggregation + epilogue, calibrated, GCN-4 h256
+                                           # (--model smp: SMP K = 10 h64, fused steps vs unfused)
     python benchmarks/engine.py fused-kernel --out results/cost/fused.jsonl
                                            # the fused kernel alone against aggregate + epilogue, CPU time, 1 thread
     python benchmarks/engine.py gemm-codes # oneDNN's uint8 output against the feature quantizer's codes
@@ -150,7 +151,8 @@ def ranges_ratio(args) -> None:
 
 def fused_ratio(args) -> None:
     """The fused aggregation + epilogue (:func:`bench_suite.engine.kernels.aggregate_epilogue`) against the
-    two passes it replaces: one calibrated integer GCN-4 h256 per (graph, bits), forward passes with
+    two passes it replaces: one calibrated integer GCN-4 h256 (``--model smp``: decoupled SMP at K = 10,
+    h64, its fused steps, :func:`bench_suite.engine.kernels.smp_fused_steps`) per (graph, bits), forward passes with
     ``fuse`` on and off alternating (the order swapped every round), after a check that their outputs are
     equal.  Per round the ratio two-pass / fused of the whole pass; then, in further alternating rounds
     under :func:`~bench_suite.engine.profile.profiling`, the same ratio for the part that fuses (the
@@ -163,7 +165,7 @@ def fused_ratio(args) -> None:
     from bench_suite.engine import tuning
     from bench_suite.engine.bench import build, calibrate, graph_inputs
     from bench_suite.engine.convert import convert
-    from bench_suite.engine.intmodel import AGGREGATE, FUSED, OUTPUT, EngineGraph
+    from bench_suite.engine.intmodel import AGGREGATE, FUSED, GEMM, INPUT, OUTPUT, EngineGraph
     from bench_suite.engine.profile import profiling
     from bench_suite.nn.graph import prepare_graph
     from bench_suite.quant.base import QuantFactory
@@ -179,7 +181,10 @@ def fused_ratio(args) -> None:
             trunc = "bt*" if bits == 22 else None  # 22: INT2 with BT*
             b = 2 if trunc else bits
             torch.manual_seed(0)
-            m = build("gcn", 4, 256, x.shape[1], classes, QuantFactory("qlr", b, {"truncation": trunc} if trunc else None))
+            qf = QuantFactory("qlr", b, {"truncation": trunc} if trunc else None)
+            smp = args.model == "smp"
+            m = (build("decoupled", 10, 64, x.shape[1], classes, qf, propagation="smp") if smp
+                 else build("gcn", 4, 256, x.shape[1], classes, qf))
             calibrate(m, g0, x, 0)  # QLR's α from its grid search on a subgraph
             m.eval()
             im = convert(m, calibrate_on=(eg, xn), calibration_graph=f"{graph} (deployed graph)")
@@ -212,14 +217,19 @@ def fused_ratio(args) -> None:
                 im.fuse = True
                 load1 = os.getloadavg()
                 whole = [u / f for u, f in zip(times[False], times[True])]
-                part_two = [s.get(AGGREGATE, 0.0) + s.get(OUTPUT, 0.0) for s in stages[False]]
-                part_fused = [s.get(FUSED, 0.0) + s.get(OUTPUT, 0.0) for s in stages[True]]
+                if smp:  # the propagation: every stage but the MLP's input codes and dense products
+                    part_two = [sum(v for k, v in s.items() if k not in (INPUT, GEMM)) for s in stages[False]]
+                    part_fused = [sum(v for k, v in s.items() if k not in (INPUT, GEMM)) for s in stages[True]]
+                else:
+                    part_two = [s.get(AGGREGATE, 0.0) + s.get(OUTPUT, 0.0) for s in stages[False]]
+                    part_fused = [s.get(FUSED, 0.0) + s.get(OUTPUT, 0.0) for s in stages[True]]
                 part = [u / f for u, f in zip(part_two, part_fused)]
 
                 def med_stages(rows):
                     return {k: round(float(np.median([r.get(k, 0.0) for r in rows])), 2) for k in rows[0]}
 
-                row = _row("fused-aggregation-epilogue", **{"graph": graph, "nodes": eg.num_nodes, "model": "gcn-4 h256",
+                row = _row("fused-smp-step" if smp else "fused-aggregation-epilogue", **{
+                       "graph": graph, "nodes": eg.num_nodes, "model": "smp K=10 h64" if smp else "gcn-4 h256",
                        "quant": "qlr", "bits": b, "truncation": trunc or "none", "ranges": "calibrated",
                        "threads": threads, "rounds": args.repeats, "equal_outputs": same,
                        "unfused_ms": round(float(np.median(times[False])), 2),
@@ -229,7 +239,8 @@ def fused_ratio(args) -> None:
                        "part_unfused_ms": round(float(np.median(part_two)), 2),
                        "part_fused_ms": round(float(np.median(part_fused)), 2),
                        "part_speedup_median_of_round_ratios": round(float(np.median(part)), 3),
-                       "part": "aggregation + epilogue (two passes, the last layer's float output included) vs fused",
+                       "part": ("the propagation (every stage but the MLP's input codes and dense products), unfused vs fused"
+                                if smp else "aggregation + epilogue (two passes, the last layer's float output included) vs fused"),
                        "stages_unfused_ms": med_stages(stages[False]), "stages_fused_ms": med_stages(stages[True]),
                        "loadavg_before": [round(v, 2) for v in load0], "loadavg_after": [round(v, 2) for v in load1]})
                 _emit(row, args.out)
@@ -335,6 +346,7 @@ def main() -> None:
     p.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8], help="22: INT2 with BT* (fused)")
     p.add_argument("--threads", type=int, nargs="+", default=[2], help="fused: each count in turn; others: the first")
     p.add_argument("--graphs", nargs="+", default=["arxiv-like", "cora"], help="fused: graphs")
+    p.add_argument("--model", choices=["gcn", "smp"], default="gcn", help="fused: GCN-4 h256 or SMP K = 10 h64")
     p.add_argument("--out", default=None, help="fused: append the rows to this JSONL file")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--datasets", nargs="+", default=["cora", "citeseer", "coauthor-physics", "amazon-computers"])
