@@ -21,6 +21,21 @@ from bench_suite.engine.kernels.sum_order import NeighbourSums
 from bench_suite.engine.packing import aligned_empty, check_bits
 
 
+@njit(inline="always")
+def pack_row(codes, o, nb, c, bits):
+    """Pack ``codes`` (``c·nb`` uint8, zero-padded) into the ``nb`` bytes of ``o``: code ``k·nb + j`` at bits
+    ``k·bits`` of byte ``j`` (:mod:`bench_suite.engine.packing`'s layout)."""
+    if c == 1:
+        for j in range(nb):
+            o[j] = codes[j]
+    else:
+        for j in range(nb):
+            b = codes[j]
+            for k in range(1, c):
+                b |= codes[k * nb + j] << np.uint8(k * bits)
+            o[j] = b
+
+
 @functools.lru_cache(maxsize=None)
 def _quantize_pack_kernel(has_feature: bool, bits: int, trunc_f: bool = False, trunc_m: bool = False):
     """Specialised (branch-free, vectorisable) packing kernel; flags are compile-time constants."""
@@ -49,11 +64,7 @@ def _quantize_pack_kernel(has_feature: bool, bits: int, trunc_f: bool = False, t
                     for f in range(width, nb):
                         o[f] = 0
                 else:
-                    for j in range(nb):
-                        b = tmp[j]
-                        for k in range(1, c):
-                            b |= tmp[k * nb + j] << np.uint8(k * bits)
-                        o[j] = b
+                    pack_row(tmp, o, nb, c, bits)
         return out
 
     return kernel

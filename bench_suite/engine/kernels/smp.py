@@ -13,7 +13,7 @@ from bench_suite.engine.kernels.aggregation import (MASK2, MASK4, PREFETCH_MIN_B
 from bench_suite.engine.kernels.common import (EXACT_FASTMATH, code_of, effective, fq_value, grid, minmax, row_chunks,
                                                scalars)
 from bench_suite.engine.kernels.fused import SWAR, VEC, _row_out, row_kind
-from bench_suite.engine.kernels.quantize import quantize_pack
+from bench_suite.engine.kernels.quantize import pack_row, quantize_pack
 from bench_suite.engine.packing import aligned_empty, row_bytes
 
 
@@ -111,59 +111,37 @@ def _codes_out(src, width, d, nrm, sm, zm, la, ta, oq):
 
 
 @njit(inline="always", fastmath=EXACT_FASTMATH)
+def _emit(src, width, d, nrm, sm, zm, la, ta, zrow, codes, out, oq):
+    """One row's aggregate codes into ``oq`` (``codes``) or its float value into ``out``, from its sums ``src``."""
+    if codes:
+        _codes_out(src, width, d, nrm, sm, zm, la, ta, oq)
+    else:
+        _row_out(src, width, d, nrm, sm, zm, la, ta, np.float32(1), zrow, la, False, False, False, False, la, False,
+                 out, oq)
+
+
+@njit(inline="always", fastmath=EXACT_FASTMATH)
 def _agg_row(kind, bits, indptr, indices, packed, words, mask, i, pf, acc, acc16, lanes, lanes8, width, d, nrm, sm,
              zm, la, ta, zrow, codes, out, oq):
     """Row ``i`` of the quantized ``Â·x`` from the packed codes' neighbour sums: its aggregate codes into
     ``oq`` (``codes``) or its float value (the output of :meth:`bench_suite.engine.intmodel.Aggregation.apply`)
     into ``out``."""
-    one = np.float32(1)
     if kind == VEC:
-        hub = vec_row(indptr, indices, packed, bits, i, pf, acc, acc16, width)
-        if codes:
-            if hub:
-                _codes_out(acc, width, d, nrm, sm, zm, la, ta, oq)
-            else:
-                _codes_out(acc16, width, d, nrm, sm, zm, la, ta, oq)
-        elif hub:
-            _row_out(acc, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out, oq)
+        if vec_row(indptr, indices, packed, bits, i, pf, acc, acc16, width):
+            _emit(acc, width, d, nrm, sm, zm, la, ta, zrow, codes, out, oq)
         else:
-            _row_out(acc16, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out,
-                     oq)
+            _emit(acc16, width, d, nrm, sm, zm, la, ta, zrow, codes, out, oq)
     elif kind == SWAR:
-        hub = swar_row(indptr, indices, words, bits, mask, i, pf, acc, lanes)
-        if codes:
-            if hub:
-                _codes_out(acc, width, d, nrm, sm, zm, la, ta, oq)
-            else:
-                _codes_out(lanes8, width, d, nrm, sm, zm, la, ta, oq)
-        elif hub:
-            _row_out(acc, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out, oq)
+        if swar_row(indptr, indices, words, bits, mask, i, pf, acc, lanes):
+            _emit(acc, width, d, nrm, sm, zm, la, ta, zrow, codes, out, oq)
         else:
-            _row_out(lanes8, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out,
-                     oq)
+            _emit(lanes8, width, d, nrm, sm, zm, la, ta, zrow, codes, out, oq)
     else:
         hub, a0, a1, b0, b1 = bytes_row(indptr, indices, words, i, pf, acc)
         if not hub:
             for f in range(width):
                 acc[f] = bytes_lane(a0, a1, b0, b1, f)
-        if codes:
-            _codes_out(acc, width, d, nrm, sm, zm, la, ta, oq)
-        else:
-            _row_out(acc, width, d, nrm, sm, zm, la, ta, one, zrow, la, False, False, False, False, la, False, out, oq)
-
-
-@njit(inline="always")
-def _pack_row(codes, o, nb, c, bits):
-    """Pack ``codes`` (``c·nb`` uint8, zero-padded) into the ``nb`` bytes of ``o`` as :func:`~.quantize.quantize_pack`."""
-    if c == 1:
-        for j in range(nb):
-            o[j] = codes[j]
-    else:
-        for j in range(nb):
-            b = codes[j]
-            for k in range(1, c):
-                b |= codes[k * nb + j] << np.uint8(k * bits)
-            o[j] = b
+        _emit(acc, width, d, nrm, sm, zm, la, ta, zrow, codes, out, oq)
 
 
 @functools.lru_cache(maxsize=None)
@@ -206,7 +184,7 @@ def _step_kernels(kind: int, bits: int, tp: bool, ta: bool, tm: bool, tda: bool,
                         x = decode(xr[f], lp, tp)
                         v = (c1 * x + c2 * decode(ar[f], la, ta)) + c3 * hr[f]
                         codes[f] = np.uint8(np.int32(code_of((v - x) * nrm, lm, tm)))
-                _pack_row(codes, out_packed[i], nb, c, bits)
+                pack_row(codes, out_packed[i], nb, c, bits)
 
     @njit(parallel=True, cache=True, fastmath=EXACT_FASTMATH)
     def pass_b(indptr, indices, packed, words, mask, bounds, pf, deg, norm, sm, zm, gda, ga, gp, xc, axc, h, c1, c2,
@@ -258,7 +236,7 @@ def _step_kernels(kind: int, bits: int, tp: bool, ta: bool, tm: bool, tda: bool,
                         q = code_of(xt[f] + k * ((dl[f] - ad[f]) if exact else ad[f]), lu, tu)
                         xr[f] = np.uint8(np.int32(q))
                         codes[f] = np.uint8(np.int32(code_of(decode(xr[f], lu, tu) * nrm, ln, tn)))
-                    _pack_row(codes, out_packed[i], nb, c, bits)
+                    pack_row(codes, out_packed[i], nb, c, bits)
 
     return pass_a, pass_b
 
