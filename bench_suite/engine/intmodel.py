@@ -321,6 +321,8 @@ class IntModel:
     kind = ""
     calibration: Optional[dict] = None
     _sums = "exact"
+    #: take the fused passes where the ranges allow (an attribute of the object, not saved); False: the unfused ones
+    fuse = True
 
     def parts(self) -> list:  # pragma: no cover - abstract
         """The linears and aggregations holding range rules."""
@@ -387,7 +389,6 @@ class IntGCN(IntModel):
     two passes, the same values."""
 
     kind = "gcn"
-    fuse = True
 
     def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], biases: List[np.ndarray]) -> None:
         self.linears, self.aggs = linears, aggs
@@ -455,7 +456,6 @@ class IntDecoupled(IntModel):
 
     kind = "decoupled"
     SMP_KEYS = ("form", "mu", "eta", "eta_s", "eta_lambda", "c", "lambda0", "s0", "lambda_min")
-    fuse = True
 
     def __init__(self, linears: List[IntLinear], aggs: List[Aggregation], alpha: float = 0.1,
                  smp: dict | None = None, delta_aggs: List[Aggregation] | None = None) -> None:
